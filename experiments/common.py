@@ -1,0 +1,98 @@
+"""Shared pieces of the experiment scripts: flags, optimizer choice, output files (JSON, PNG, checkpoint).
+
+Every script takes the same core flags (`base_parser`), writes into `--out-dir` (default runs/<name>),
+and saves `metrics.json`, PNG plots and `checkpoint.npz` (written by `purenet.train.fit`) there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+
+import jax
+import matplotlib
+
+matplotlib.use("Agg")  # headless: files only, never a window
+import matplotlib.pyplot as plt  # noqa: E402
+
+from purenet.checkpoint import Checkpoint  # noqa: E402
+from purenet.core import init_model  # noqa: E402
+from purenet.optim import adam, sgd  # noqa: E402
+from purenet.schedules import cosine_decay_schedule  # noqa: E402
+
+SGD_MOMENTUM = 0.9
+
+
+def base_parser(name: str, description: str, *, epochs: int | None, batch_size: int,
+                lr_adam: float, lr_sgd: float) -> argparse.ArgumentParser:
+    """The flags every experiment shares; `--lr` defaults to `lr_adam` or `lr_sgd` by `--optimizer`."""
+    parser = argparse.ArgumentParser(prog=f"{name}.py", description=description)
+    parser.add_argument("--epochs", type=int, default=epochs, help=f"training epochs (default {epochs})")
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--lr", type=float, default=None,
+                        help=f"learning rate (default {lr_adam} for adam, {lr_sgd} for sgd)")
+    parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam",
+                        help=f"adam, or sgd with momentum {SGD_MOMENTUM}")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-dir", default=None, help="directory holding the dataset files")
+    parser.add_argument("--out-dir", default=os.path.join("runs", name))
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny smoke run: a few hundred samples, 1 epoch")
+    parser.set_defaults(lr_adam=lr_adam, lr_sgd=lr_sgd)
+    return parser
+
+
+def make_optimizer(args: argparse.Namespace, *, decay_steps: int | None = None):
+    """Adam or SGD with momentum at `args.lr` (or the experiment's default rate for that optimizer),
+    cosine-decayed to 0 over `decay_steps` steps when given."""
+    if args.lr is None:
+        args.lr = args.lr_adam if args.optimizer == "adam" else args.lr_sgd
+    rate = args.lr if decay_steps is None else cosine_decay_schedule(args.lr, decay_steps)
+    return adam(rate) if args.optimizer == "adam" else sgd(rate, momentum=SGD_MOMENTUM)
+
+
+def out_dir(args: argparse.Namespace, *parts: str) -> pathlib.Path:
+    """`args.out_dir` (joined with `parts`), created if missing."""
+    path = pathlib.Path(args.out_dir, *parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_metrics(path: os.PathLike, metrics: dict) -> None:
+    """Write `metrics` as indented JSON and say where."""
+    with open(path, "w") as f:
+        json.dump(metrics, f, indent=2, sort_keys=True)
+        f.write("\n")
+    print(f"metrics written to {path}")
+
+
+def plot_history(history: dict[str, list[float]], path: os.PathLike, title: str) -> None:
+    """Loss curves (train, and test when `history` has val_loss) and, when recorded, the accuracies."""
+    panels = ["loss"] + [name for name in history if not name.startswith("val_") and name != "loss"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], panels):
+        epochs = range(1, len(history[name]) + 1)
+        ax.plot(epochs, history[name], marker=".", label="train")
+        if f"val_{name}" in history:
+            ax.plot(epochs, history[f"val_{name}"], marker=".", label="test")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def save_figure(fig, path: os.PathLike) -> None:
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"plot written to {path}")
+
+
+def checkpoint_template(model, in_shape, optimizer, seed: int) -> Checkpoint:
+    """The `like=` template for `load_checkpoint` of a run made by `fit(..., seed=seed)`."""
+    _, params, state = init_model(model, jax.random.PRNGKey(seed), in_shape)
+    return Checkpoint(params, state, optimizer.init(params), 0, jax.random.PRNGKey(seed))

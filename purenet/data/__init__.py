@@ -1,0 +1,14 @@
+"""Data for purenet, offline by default: a shipped MNIST sample, MNIST-1D generated locally, toy sets,
+an IDX reader, an opt-in checksummed MNIST / Fashion-MNIST download, and minibatching."""
+
+from purenet.data.batching import batches, num_batches
+# The file downloader stays `purenet.data.download.download`: re-exporting it would shadow its module.
+from purenet.data.download import FILES, MIRRORS, cache_dir, download_mnist, load_mnist
+from purenet.data.idx import read_idx, write_idx
+from purenet.data.mnist1d import load_mnist1d
+from purenet.data.sample import load_mnist_sample
+from purenet.data.toy import four_clusters, regression_1d
+
+__all__ = ["FILES", "MIRRORS", "batches", "cache_dir", "download_mnist", "four_clusters",
+           "load_mnist", "load_mnist1d", "load_mnist_sample", "num_batches", "read_idx", "regression_1d",
+           "write_idx"]

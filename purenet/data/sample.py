@@ -1,0 +1,44 @@
+"""The shipped offline MNIST sample: 5,000 real digits, 500 per class (provenance in MNIST_SAMPLE.md)."""
+
+from __future__ import annotations
+
+import importlib.resources
+
+import numpy as np
+
+from purenet.core import fail
+
+SAMPLE_FILE = "mnist_sample.npz"
+NUM_CLASSES = 10
+PER_CLASS = 500
+
+
+def load_mnist_sample(*, num_train: int = 4000, num_test: int = 1000, seed: int = 0) -> dict[str, np.ndarray]:
+    """A stratified, seeded train/test split of the shipped sample (num_train / 10 and num_test / 10
+    digits of each class, shuffled within each split), no network needed.
+
+    Returns {"x_train": uint8 (num_train, 28, 28), "y_train": int32 (num_train,), "x_test": uint8
+    (num_test, 28, 28), "y_test": int32 (num_test,)}.
+    """
+    for arg, value in (("num_train", num_train), ("num_test", num_test)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0 or value % NUM_CLASSES:
+            fail("load_mnist_sample", f"{arg} must be a non-negative multiple of {NUM_CLASSES}, "
+                                      f"got {arg}={value!r}")
+    train_per_class, test_per_class = num_train // NUM_CLASSES, num_test // NUM_CLASSES
+    if train_per_class + test_per_class > PER_CLASS:
+        fail("load_mnist_sample", f"num_train + num_test must be <= {NUM_CLASSES * PER_CLASS}, "
+                                  f"got {num_train} + {num_test}")
+    with importlib.resources.files("purenet.data").joinpath(SAMPLE_FILE).open("rb") as f:
+        with np.load(f, allow_pickle=False) as npz:
+            images, labels = npz["images"], npz["labels"].astype(np.int32)
+
+    rng = np.random.default_rng(seed)
+    train_idx, test_idx = [], []
+    for digit in range(NUM_CLASSES):
+        members = rng.permutation(np.flatnonzero(labels == digit))
+        train_idx.append(members[:train_per_class])
+        test_idx.append(members[train_per_class:train_per_class + test_per_class])
+    train_idx = rng.permutation(np.concatenate(train_idx))
+    test_idx = rng.permutation(np.concatenate(test_idx))
+    return {"x_train": images[train_idx], "y_train": labels[train_idx],
+            "x_test": images[test_idx], "y_test": labels[test_idx]}

@@ -1,0 +1,36 @@
+"""Synthetic toy sets for quick checks: 2-D classification and 1-D regression, seeded numpy."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from purenet.core import fail
+
+CLUSTER_CENTERS = np.array([[1.0, 1.0], [-1.0, 1.0], [-1.0, -1.0], [1.0, -1.0]])  # (4, 2)
+
+
+def _check(name: str, num_samples: int, noise: float) -> None:
+    if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples <= 0:
+        fail(name, f"num_samples must be a positive integer, got num_samples={num_samples!r}")
+    if not noise >= 0:
+        fail(name, f"noise must be >= 0, got noise={noise!r}")
+
+
+def four_clusters(num_samples: int, *, seed: int = 0, noise: float = 0.3) -> dict[str, np.ndarray]:
+    """Points around the 4 corners (+-1, +-1), Gaussian with std `noise`; classes as balanced as
+    num_samples allows, in shuffled order. Returns {"x": float32 (N, 2), "y": int32 (N,) in 0..3}."""
+    _check("four_clusters", num_samples, noise)
+    rng = np.random.default_rng(seed)
+    y = rng.permutation(np.arange(num_samples) % len(CLUSTER_CENTERS)).astype(np.int32)  # (N,)
+    x = CLUSTER_CENTERS[y] + noise * rng.standard_normal((num_samples, 2))  # (N, 2)
+    return {"x": x.astype(np.float32), "y": y}
+
+
+def regression_1d(num_samples: int, *, seed: int = 0, noise: float = 0.1) -> dict[str, np.ndarray]:
+    """y = sin(3 x) + noise * standard normal, x uniform in [-1, 1].
+    Returns {"x": float32 (N, 1), "y": float32 (N, 1)}."""
+    _check("regression_1d", num_samples, noise)
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1.0, 1.0, (num_samples, 1))  # (N, 1)
+    y = np.sin(3.0 * x) + noise * rng.standard_normal((num_samples, 1))  # (N, 1)
+    return {"x": x.astype(np.float32), "y": y.astype(np.float32)}

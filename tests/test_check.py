@@ -1,0 +1,106 @@
+"""The checker itself: it passes a correct layer, fails a wrong VJP naming the leaf, and its bridge runs
+our pullback inside jax.grad."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from purenet.check import (GradientMismatch, as_jax_function, check_dot_product, check_layer, check_model,
+                           compare, tolerance)
+from purenet.core import Layer, Loss, serial, stateless
+from purenet.dense import Dense
+
+
+def _scaled_dense(w_scale=1.0, x_scale=1.0):
+    """A Dense whose pullback scales dw and dx by the given factors (1.0: correct)."""
+    inner = Dense(3)
+
+    def vjp(params, state, x, *, key=None, train=False):
+        y, state, pullback = inner.vjp(params, state, x)
+
+        def wrong(dy):
+            dparams, dx = pullback(dy)
+            return {"w": dparams["w"] * w_scale, "b": dparams["b"]}, dx * x_scale
+
+        return y, state, wrong
+
+    return Layer(inner.init, inner.apply, vjp, "Skewed")
+
+
+def _square_loss():
+    def apply(pred, target):
+        return 0.5 * jnp.sum((pred - target) ** 2)
+
+    def vjp(pred, target):
+        return apply(pred, target), lambda g: g * (pred - target)
+
+    return Loss(apply, vjp, "half_sse")
+
+
+def test_correct_layer_passes_with_report(key):
+    report = check_layer(_scaled_dense(), (2, 4), key=key)
+    assert {"Skewed.dparams['w']", "Skewed.dparams['b']", "Skewed.dx", "Skewed.y"} <= set(report)
+    assert all(err.max_rel <= tolerance(jnp.float64) for err in report.values())
+
+
+@pytest.mark.parametrize("w_scale, x_scale, leaf", [(1.0 + 1e-6, 1.0, r"dparams\['w'\]"),
+                                                    (1.0, -1.0, r"Skewed\.dx")])
+def test_wrong_vjp_fails_naming_the_leaf(key, w_scale, x_scale, leaf):
+    with pytest.raises(GradientMismatch, match=leaf):
+        check_layer(_scaled_dense(w_scale, x_scale), (2, 4), key=key)
+
+
+def test_wrong_vjp_fails_dot_product(key):
+    with pytest.raises(GradientMismatch, match="Skewed"):
+        check_dot_product(_scaled_dense(1.0, 2.0), (2, 4), key=key)
+
+
+def test_float32_tolerance_is_looser_but_still_catches(key):
+    check_layer(_scaled_dense(), (2, 4), key=key, dtype=jnp.float32)
+    with pytest.raises(GradientMismatch):
+        check_layer(_scaled_dense(1.01), (2, 4), key=key, dtype=jnp.float32)
+
+
+def test_wrong_output_shape_declaration_fails(key):
+    inner = Dense(3)
+
+    def init(key, in_shape):
+        out_shape, params, state = inner.init(key, in_shape)
+        return (*out_shape[:-1], 4), params, state
+
+    with pytest.raises(GradientMismatch, match="out_shape"):
+        check_layer(Layer(init, inner.apply, inner.vjp, "Liar"), (2, 4), key=key)
+
+
+def test_compare_rejects_structure_and_shape_mismatch():
+    with pytest.raises(GradientMismatch, match="structure"):
+        compare({"w": jnp.ones(2)}, {"v": jnp.ones(2)}, rtol=1e-10, what="t")
+    with pytest.raises(GradientMismatch, match=r"t\['w'\]: shape"):
+        compare({"w": jnp.ones(2)}, {"w": jnp.ones(3)}, rtol=1e-10, what="t")
+    report = compare({"w": jnp.array([1.0, 2.0])}, {"w": jnp.array([1.0, 2.5])}, rtol=1.0, what="t")
+    np.testing.assert_allclose(report["t['w']"], (0.5, 0.2))
+
+
+def test_check_model_matches_and_catches(key):
+    model = serial(Dense(5), Dense(2))
+    _, params, state = model.init(key, (3, 4))
+    params = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), params)
+    x, target = jnp.ones((3, 4)), jnp.zeros((3, 2))
+    report = check_model(model, _square_loss(), params, state, x, target)
+    assert "Serial.dparams[1]['w']" in report
+    skewed = serial(Dense(5), _scaled_dense(1.5))
+    with pytest.raises(GradientMismatch, match=r"Serial\.dparams\[1\]\['w'\]"):
+        check_model(skewed, _square_loss(), params, state, x, target)
+
+
+def test_bridge_runs_our_pullback_under_jax_grad(key):
+    layer = _scaled_dense(w_scale=2.0)  # deliberately skewed: the bridge must use it, not autodiff
+    _, params, state = layer.init(key, (2, 4))
+    x = jnp.ones((2, 4))
+    f = as_jax_function(layer, state)
+    dparams = jax.grad(lambda p: jnp.sum(f(p, x)))(params)
+    _, _, pullback = layer.vjp(params, state, x)
+    ours, _ = pullback(jnp.ones((2, 3)))
+    np.testing.assert_allclose(dparams["w"], ours["w"])
+    np.testing.assert_allclose(f(params, x), layer.apply(params, state, x)[0])

@@ -1,0 +1,266 @@
+"""Conv1D, Conv2D, ConvTranspose2D: forward against direct references, documented output sizes, the
+transpose relation, one test per validation error, and a hypothesis fuzz of the handwritten VJPs.
+(Pullbacks of fixed configurations are checked by the registry rows in cases_conv.py.)"""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from jax import lax
+
+from purenet.check import check_layer
+from purenet.conv import Conv1D, Conv2D, ConvTranspose2D
+from purenet.core import init_model
+
+
+def reference_conv2d(x, w, strides, dilation, pads, groups):
+    """Direct loops over output pixels and kernel taps. x (N, H, W, C), w (KH, KW, C/G, F)."""
+    x = np.pad(x, ((0, 0), *pads, (0, 0)))
+    (kh, kw, cg, f), fg = w.shape, w.shape[-1] // groups
+    oh = (x.shape[1] - (kh - 1) * dilation[0] - 1) // strides[0] + 1
+    ow = (x.shape[2] - (kw - 1) * dilation[1] - 1) // strides[1] + 1
+    y = np.zeros((x.shape[0], oh, ow, f))
+    for p, q, i, j, g in itertools.product(range(oh), range(ow), range(kh), range(kw), range(groups)):
+        pixel = x[:, p * strides[0] + i * dilation[0], q * strides[1] + j * dilation[1], g * cg:(g + 1) * cg]
+        y[:, p, q, g * fg:(g + 1) * fg] += pixel @ w[i, j, :, g * fg:(g + 1) * fg]
+    return y
+
+
+def reference_conv_transpose2d(x, w, strides, dilation, lo, out_spatial):
+    """The documented scatter: pixel (i, ii) stamps tap (j, jj) at (i*s + j*d - lo), kept inside L."""
+    n, h, wd, _ = x.shape
+    kh, kw, _, f = w.shape
+    y = np.zeros((n, *out_spatial, f))
+    for i, ii, j, jj in itertools.product(range(h), range(wd), range(kh), range(kw)):
+        p = i * strides[0] + j * dilation[0] - lo[0]
+        q = ii * strides[1] + jj * dilation[1] - lo[1]
+        if 0 <= p < out_spatial[0] and 0 <= q < out_spatial[1]:
+            y[:, p, q] += x[:, i, ii] @ w[j, jj]
+    return y
+
+
+def _key(seed):
+    """An rbg key: threefry's `normal` compiles anew for every shape, which dominated this file's time."""
+    return jax.random.key(seed, impl="rbg")
+
+
+def _normal(seed, shape):
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+def _run(layer, in_shape, seed=0):
+    """init (float64) and apply on a standard-normal x; -> (x, params as numpy, y as numpy)."""
+    out_shape, params, state = init_model(layer, _key(seed), in_shape, dtype=jnp.float64)
+    x = _normal(seed, in_shape)
+    y, _ = layer.apply(params, state, x)
+    assert y.shape == out_shape
+    return x, {k: np.asarray(v) for k, v in params.items()}, np.asarray(y)
+
+
+# ------------------------------------------------------------------------------- forward references
+
+
+@pytest.mark.parametrize("kwargs, pads", [
+    (dict(strides=(2, 3), dilation=(1, 2), padding=((1, 0), (2, 1)), feature_group_count=2), ((1, 0), (2, 1))),
+    (dict(strides=2, padding="SAME"), ((0, 1), (1, 1))),  # H 6: total 1 -> (0, 1); W 7: total 2 -> (1, 1)
+])
+def test_conv2d_forward_matches_loops(kwargs, pads):
+    layer = Conv2D(4, 3, **kwargs)
+    x, params, y = _run(layer, (2, 6, 7, 2))
+    strides = (kwargs["strides"],) * 2 if isinstance(kwargs["strides"], int) else kwargs["strides"]
+    dilation = kwargs.get("dilation", (1, 1))
+    expected = reference_conv2d(x, params["w"], strides, dilation, pads, kwargs.get("feature_group_count", 1))
+    np.testing.assert_allclose(y, expected + params["b"].reshape(1, 1, 1, -1), rtol=1e-12, atol=1e-12)
+
+
+def test_conv2d_forward_matches_lax_same():
+    layer = Conv2D(3, (3, 2), strides=2, dilation=(2, 1), padding="SAME", use_bias=False)
+    x, params, y = _run(layer, (1, 7, 9, 2))
+    expected = lax.conv_general_dilated(x, params["w"], (2, 2), "SAME", rhs_dilation=(2, 1),
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_conv1d_forward_matches_loops():
+    layer = Conv1D(4, 2, strides=3, dilation=2, padding=((2, 1),), feature_group_count=2)
+    x, params, y = _run(layer, (2, 10, 4))
+    expected = reference_conv2d(x[:, None], params["w"][None], (1, 3), (1, 2), ((0, 0), (2, 1)), 2)[:, 0]
+    np.testing.assert_allclose(y, expected + params["b"].reshape(1, 1, -1), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("conv, kwargs, in_shape", [
+    (Conv2D, dict(kernel_size=5), (3, 12, 11, 1)),
+    (Conv2D, dict(kernel_size=(3, 2), strides=(2, 3), dilation=(1, 2), padding=((1, 0), (2, 3))), (1, 9, 10, 1)),
+    (Conv2D, dict(kernel_size=3, strides=2, padding="SAME"), (2, 7, 8, 1)),
+    (Conv1D, dict(kernel_size=4, strides=3, dilation=2, padding=((2, 1),)), (2, 17, 1)),
+])
+def test_taps_formulation_equals_lax_conv(conv, kwargs, in_shape):
+    # Same params (same key) under both algorithms: the outputs agree to rounding.
+    _, _, y_taps = _run(conv(4, **kwargs, algorithm="taps"), in_shape)
+    _, _, y_xla = _run(conv(4, **kwargs, algorithm="xla"), in_shape)
+    np.testing.assert_allclose(y_taps, y_xla, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kwargs, lo, out_spatial", [
+    (dict(strides=2), (0, 0), (9, 11)),  # VALID: (H-1)s + k
+    (dict(strides=2, padding="SAME"), (0, 0), (8, 10)),  # SAME: H*s, lo = (k - s) // 2 = 0
+    (dict(strides=(3, 1), padding="SAME"), (0, 1), (12, 5)),  # k < s: zero-extended to H*s
+    (dict(strides=2, dilation=2, padding=((2, 1), (0, 3))), (2, 0), (8, 10)),  # (H-1)s + dk + 1 - lo - hi
+])
+def test_conv_transpose2d_forward_matches_scatter(kwargs, lo, out_spatial):
+    layer = ConvTranspose2D(2, 3, **kwargs)
+    x, params, y = _run(layer, (2, 4, 5, 3))
+    expected = reference_conv_transpose2d(x, params["w"], *_pairs(kwargs), lo, out_spatial)
+    np.testing.assert_allclose(y, expected + params["b"].reshape(1, 1, 1, -1), rtol=1e-12, atol=1e-12)
+
+
+def _pairs(kwargs):
+    pair = lambda v: (v, v) if isinstance(v, int) else v  # noqa: E731
+    return pair(kwargs.get("strides", 1)), pair(kwargs.get("dilation", 1))
+
+
+@pytest.mark.parametrize("padding", ["VALID", "SAME", ((1, 2), (0, 1))])
+def test_conv_transpose2d_is_the_transpose_of_conv2d(padding):
+    transposed = ConvTranspose2D(2, 3, strides=2, dilation=(1, 2), padding=padding, use_bias=False)
+    conv = Conv2D(3, 3, strides=2, dilation=(1, 2), padding=padding, use_bias=False)
+    x, params, y = _run(transposed, (2, 4, 5, 3))
+    z = _normal(1, y.shape)
+    conv_z, _ = conv.apply({"w": np.swapaxes(params["w"], -1, -2)}, {}, z)
+    assert conv_z.shape == x.shape
+    np.testing.assert_allclose(np.vdot(y, z), np.vdot(x, conv_z), rtol=1e-12)
+
+
+def test_declared_shapes_keep_unknown_batch():
+    key = _key(0)
+    assert Conv2D(5, 3, strides=2).init(key, (-1, 7, 9, 4))[0] == (-1, 3, 4, 5)
+    assert Conv2D(5, 3, strides=2, padding="SAME").init(key, (-1, 7, 9, 4))[0] == (-1, 4, 5, 5)
+    assert Conv1D(2, 3, dilation=3).init(key, (-1, 11, 4))[0] == (-1, 5, 2)
+    assert ConvTranspose2D(5, 3, strides=2).init(key, (-1, 7, 9, 4))[0] == (-1, 15, 19, 5)
+    assert ConvTranspose2D(5, 3, strides=2, padding="SAME").init(key, (-1, 7, 9, 4))[0] == (-1, 14, 18, 5)
+    _, params, _ = Conv2D(6, (3, 2), feature_group_count=2).init(key, (-1, 7, 9, 4))
+    assert params["w"].shape == (3, 2, 2, 6) and params["b"].shape == (6,)
+
+
+# ------------------------------------------------------------------------------------------ errors
+
+
+def _init(layer, in_shape):
+    return layer.init(_key(0), in_shape)
+
+
+def _apply(layer, in_shape, x_shape):
+    """init on `in_shape` (valid), then apply to an x of `x_shape`."""
+    _, params, state = layer.init(_key(0), in_shape)
+    return layer.apply(params, state, jnp.zeros(x_shape))
+
+
+ERRORS = {
+    "init-rank": (lambda: _init(Conv2D(2, 3), (28, 28)),
+                  r"Conv2D: expected input of rank 4 \(N, H, W, C\), got shape \(28, 28\)"),
+    "init-rank-1d": (lambda: _init(Conv1D(2, 3), (2, 5, 5, 1)),
+                     r"Conv1D: expected input of rank 3 \(N, W, C\), got shape \(2, 5, 5, 1\)"),
+    "init-rank-transpose": (lambda: _init(ConvTranspose2D(2, 3), (2, 5, 1)),
+                            r"ConvTranspose2D: expected input of rank 4 \(N, H, W, C\), got shape \(2, 5, 1\)"),
+    "apply-rank": (lambda: _apply(Conv2D(2, 3), (2, 7, 9, 4), (7, 9, 4)),
+                   r"Conv2D: expected input of rank 4 \(N, H, W, C\), got shape \(7, 9, 4\)"),
+    "apply-channels": (lambda: _apply(Conv2D(2, 3), (2, 7, 9, 4), (2, 7, 9, 3)),
+                       r"Conv2D: expected input shape \(N, \.\.\., 4\), got \(2, 7, 9, 3\)"),
+    "apply-channels-grouped": (lambda: _apply(Conv1D(4, 3, feature_group_count=2), (2, 7, 6), (2, 7, 4)),
+                               r"Conv1D: expected input shape \(N, \.\.\., 6\), got \(2, 7, 4\)"),
+    "apply-channels-transpose": (lambda: _apply(ConvTranspose2D(2, 3), (2, 4, 4, 3), (2, 4, 4, 2)),
+                                 r"ConvTranspose2D: expected input shape \(N, \.\.\., 3\), got \(2, 4, 4, 2\)"),
+    "init-kernel-too-large": (lambda: _init(Conv2D(2, 5), (1, 4, 9, 1)),
+                              r"Conv2D: dilated kernel \(5, 5\) is larger than the padded input \(4, 9\)"),
+    "init-dilated-kernel-too-large": (lambda: _init(Conv2D(2, 3, dilation=3, padding=((0, 0), (1, 0))),
+                                                    (1, 6, 5, 1)),
+                                      r"Conv2D: dilated kernel \(7, 7\) is larger than the padded input \(6, 6\)"),
+    "apply-kernel-too-large": (lambda: _apply(Conv1D(2, 4), (1, 9, 1), (1, 3, 1)),
+                               r"Conv1D: dilated kernel \(4,\) is larger than the padded input \(3,\)"),
+    "init-empty-spatial": (lambda: _init(Conv2D(2, 1), (2, 0, 9, 3)),
+                           r"Conv2D: spatial sizes must be positive, got \(0, 9\)"),
+    "strides-zero": (lambda: Conv2D(2, 3, strides=(0, 1)),
+                     r"Conv2D: strides must be positive integers, got strides=\(0, 1\)"),
+    "strides-float": (lambda: Conv1D(2, 3, strides=1.5),
+                      r"Conv1D: strides must be positive integers, got strides=1\.5"),
+    "strides-zero-transpose": (lambda: ConvTranspose2D(2, 3, strides=(1, 0)),
+                               r"ConvTranspose2D: strides must be positive integers, got strides=\(1, 0\)"),
+    "dilation-negative": (lambda: Conv2D(2, 3, dilation=-1),
+                          r"Conv2D: dilation must be positive integers, got dilation=-1"),
+    "kernel-zero": (lambda: Conv1D(2, 0),
+                    r"Conv1D: kernel_size must be positive integers, got kernel_size=0"),
+    "kernel-wrong-length": (lambda: Conv2D(2, (3, 3, 3)),
+                            r"Conv2D: kernel_size must be an int or a sequence of 2 ints, "
+                            r"got kernel_size=\(3, 3, 3\)"),
+    "out-channels-zero": (lambda: Conv2D(0, 3),
+                          r"Conv2D: out_channels must be positive integers, got out_channels=0"),
+    "groups-zero": (lambda: Conv2D(2, 3, feature_group_count=0),
+                    r"Conv2D: feature_group_count must be positive integers, got feature_group_count=0"),
+    "padding-unknown": (lambda: Conv2D(2, 3, padding="FULL"),
+                        r"Conv2D: padding must be 'SAME', 'VALID' or 2 \(lo, hi\) pairs, got padding='FULL'"),
+    "padding-unknown-transpose": (lambda: ConvTranspose2D(2, 3, padding="same-ish"),
+                                  r"ConvTranspose2D: padding must be .*, got padding='same-ish'"),
+    "padding-pair-count": (lambda: Conv2D(2, 3, padding=((1, 1),)),
+                           r"Conv2D: padding must be .* 2 \(lo, hi\) pairs of ints >= 0, "
+                           r"got padding=\(\(1, 1\),\)"),
+    "padding-negative": (lambda: Conv1D(2, 3, padding=((-1, 0),)),
+                         r"Conv1D: padding must be .* 1 \(lo, hi\) pairs of ints >= 0, "
+                         r"got padding=\(\(-1, 0\),\)"),
+    "out-channels-not-divisible": (lambda: Conv2D(5, 3, feature_group_count=2),
+                                   r"Conv2D: out_channels \(=5\) is not divisible by feature_group_count \(=2\)"),
+    "in-channels-not-divisible": (lambda: _init(Conv2D(4, 3, feature_group_count=2), (2, 7, 9, 3)),
+                                  r"Conv2D: in channels \(=3\) are not divisible by feature_group_count \(=2\)"),
+    "algorithm-unknown": (lambda: Conv2D(2, 3, algorithm="im2col"),
+                          r"Conv2D: algorithm must be one of \('auto', 'xla', 'taps'\), got algorithm='im2col'"),
+    "algorithm-taps-groups": (lambda: Conv1D(2, 3, feature_group_count=2, algorithm="taps"),
+                              r"Conv1D: algorithm='taps' needs feature_group_count=1, got 2"),
+    "algorithm-taps-channels": (lambda: _init(Conv2D(2, 3, algorithm="taps"), (2, 7, 9, 3)),
+                                r"Conv2D: algorithm='taps' needs 1 input channel, got input with 3"),
+    "transpose-crop-too-large": (lambda: _init(ConvTranspose2D(2, 3, padding=((2, 2), (0, 0))), (1, 1, 4, 1)),
+                                 r"ConvTranspose2D: padding \(\(2, 2\), \(0, 0\)\) "
+                                 r"crops the full output \(3, 6\)"),
+}
+
+
+@pytest.mark.parametrize("name", ERRORS)
+def test_invalid_configuration_raises(name):
+    call, message = ERRORS[name]
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+# -------------------------------------------------------------------------------------------- fuzz
+
+paddings = st.one_of(st.sampled_from(["SAME", "VALID"]),
+                     st.tuples(*[st.tuples(st.integers(0, 3), st.integers(0, 3))] * 2))
+pairs = lambda low, high: st.tuples(st.integers(low, high), st.integers(low, high))  # noqa: E731
+
+
+@settings(max_examples=10, deadline=None)
+@given(spatial=pairs(1, 9), kernel=pairs(1, 3), strides=pairs(1, 3), dilation=pairs(1, 2),
+       padding=paddings, groups=st.sampled_from([1, 2]), channels=st.sampled_from([1, 2]),
+       batch=st.integers(1, 2))
+def test_fuzz_conv2d_pullback(spatial, kernel, strides, dilation, padding, groups, channels, batch):
+    # channels * groups == 1 takes the per-tap formulation ('auto' on the CPU).
+    pads = padding if not isinstance(padding, str) else ((0, 0), (0, 0))
+    if padding != "SAME":
+        assume(all((k - 1) * d + 1 <= s + lo + hi for k, d, s, (lo, hi) in zip(kernel, dilation, spatial, pads)))
+    layer = Conv2D(2 * groups, kernel, strides=strides, padding=padding, dilation=dilation,
+                   feature_group_count=groups)
+    in_shape = (batch, *spatial, channels * groups)
+    check_layer(layer, in_shape, key=_key(0), x=_normal(0, in_shape), num_cotangents=1)
+
+
+@settings(max_examples=10, deadline=None)
+@given(spatial=pairs(1, 5), kernel=pairs(1, 3), strides=pairs(1, 3), dilation=pairs(1, 2),
+       padding=paddings, batch=st.integers(1, 2))
+def test_fuzz_conv_transpose2d_pullback(spatial, kernel, strides, dilation, padding, batch):
+    if not isinstance(padding, str):
+        full = [(h - 1) * s + (k - 1) * d + 1 for h, k, s, d in zip(spatial, kernel, strides, dilation)]
+        assume(all(f > lo + hi for f, (lo, hi) in zip(full, padding)))
+    layer = ConvTranspose2D(3, kernel, strides=strides, padding=padding, dilation=dilation)
+    in_shape = (batch, *spatial, 2)
+    check_layer(layer, in_shape, key=_key(0), x=_normal(0, in_shape), num_cotangents=1)

@@ -1,0 +1,364 @@
+"""Losses: handwritten VJPs vs jax.value_and_grad of their own apply (float64, float32), values vs optax,
+stability at large logits, cotangent scaling, jit == eager, and one test per error message."""
+
+import functools
+import re
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from purenet.check import GradientMismatch, compare, tolerance
+from purenet.core import Loss, init_model, serial
+from purenet.dense import Dense
+from purenet.losses import (
+    TokenTargets,
+    masked_softmax_cross_entropy,
+    mean_squared_error,
+    sigmoid_binary_cross_entropy,
+    softmax_cross_entropy,
+    softmax_cross_entropy_with_targets,
+)
+
+REDUCTIONS = ["mean", "sum"]
+DTYPES = [jnp.float64, jnp.float32]
+
+
+def exactly(message):
+    return "^" + re.escape(message) + "$"
+
+
+# ----------------------------------------------------------------------------- inputs per loss
+# Inputs come from numpy (no compilation); make(rng, shape, dtype, scale) -> (pred, target), where
+# `shape` is the prediction's shape.
+
+
+def _normal(rng, shape, dtype, scale=1.0):
+    return jnp.asarray(scale * rng.standard_normal(shape), dtype)
+
+
+def _labels(rng, shape):
+    return jnp.asarray(rng.integers(0, shape[-1], shape[:-1]), jnp.int32)
+
+
+def _mse_inputs(rng, shape, dtype, scale):
+    return _normal(rng, shape, dtype, scale), _normal(rng, shape, dtype, scale)
+
+
+def _ce_inputs(rng, shape, dtype, scale):
+    return _normal(rng, shape, dtype, scale), _labels(rng, shape)
+
+
+def _soft_inputs(rng, shape, dtype, scale):
+    weights = rng.uniform(size=shape)
+    return _normal(rng, shape, dtype, scale), jnp.asarray(weights / weights.sum(-1, keepdims=True), dtype)
+
+
+def _bce_inputs(rng, shape, dtype, scale):
+    return _normal(rng, shape, dtype, scale), jnp.asarray(rng.uniform(size=shape), dtype)
+
+
+def _masked_inputs(rng, shape, dtype, scale):
+    mask = rng.uniform(size=shape[:-1]) < 0.6
+    mask[0, 0] = True
+    return _normal(rng, shape, dtype, scale), TokenTargets(_labels(rng, shape), jnp.asarray(mask))
+
+
+LOSSES = {
+    "mse": (mean_squared_error, _mse_inputs, [(4, 3), (1, 5)]),
+    "ce": (softmax_cross_entropy, _ce_inputs, [(1, 3), (2, 3, 4)]),
+    "ce-targets": (softmax_cross_entropy_with_targets, _soft_inputs, [(4, 5), (1, 3)]),
+    "bce": (sigmoid_binary_cross_entropy, _bce_inputs, [(4, 3), (1, 1)]),
+    "masked-ce": (masked_softmax_cross_entropy, _masked_inputs, [(3, 4, 5), (1, 2, 3)]),
+}
+CASES = [(name, shape) for name, (_, _, shapes) in LOSSES.items() for shape in shapes]
+CASE_IDS = [f"{name}-{'x'.join(map(str, shape))}" for name, shape in CASES]
+
+
+def _inputs(name, shape, dtype, scale=3.0, seed=0):
+    factory, make, _ = LOSSES[name]
+    return factory, make(np.random.default_rng(seed), shape, dtype, scale)
+
+
+@functools.cache
+def _ours_and_jax(factory):
+    """A jitted function (one compilation per input shape and dtype, shared between tests) giving, for
+    each reduction, our value, pullback(g), pullback(1) and jax.value_and_grad(loss.apply)."""
+    losses = [factory(reduction=r) for r in REDUCTIONS]
+
+    @jax.jit
+    def ours_and_jax(pred, target, g):
+        results = []
+        for loss in losses:
+            value, pullback = loss.vjp(pred, target)
+            results.append((value, pullback(g), pullback(jnp.ones_like(g)),
+                            *jax.value_and_grad(loss.apply)(pred, target)))
+        return results
+
+    return losses, ours_and_jax
+
+
+def _check_against_jax(factory, pred, target, g):
+    """For both reductions: our value and pullback(g) vs jax.value_and_grad(loss.apply), the gradient
+    scaled by g; pullback(g) == g * pullback(1). -> worst relative error."""
+    losses, ours_and_jax = _ours_and_jax(factory)
+    g = jnp.asarray(g, pred.dtype)
+    rtol, worst = tolerance(pred.dtype), 0.0
+    for loss, (value, dpred, dpred_unit, value_ref, grad_ref) in zip(losses, ours_and_jax(pred, target, g)):
+        assert value.shape == () and dpred.shape == pred.shape and dpred.dtype == pred.dtype
+        assert bool(jnp.all(jnp.isfinite(dpred))) and bool(jnp.isfinite(value))
+        assert float(jnp.max(jnp.abs(dpred))) > 0  # so the comparisons below are not 0 == 0
+        report = compare(value, value_ref, rtol=rtol, what=f"{loss.name}.value")
+        report |= compare(dpred, g * grad_ref, rtol=rtol, what=f"{loss.name}.dpred")
+        report |= compare(dpred, g * dpred_unit, rtol=rtol, what=f"{loss.name}.dpred(g) vs g*dpred(1)")
+        worst = max(worst, *(e.max_rel for e in report.values()))
+    return worst
+
+
+# ------------------------------------------------------------------------ gradients vs autodiff
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("name,shape", CASES, ids=CASE_IDS)
+def test_gradient_matches_value_and_grad(name, shape, dtype):
+    factory, (pred, target) = _inputs(name, shape, dtype)
+    _check_against_jax(factory, pred, target, g=1.7)  # g != 1: the cotangent scales the gradient
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("name", [n for n in LOSSES if n != "mse"])
+def test_large_logits_are_stable(name, dtype):
+    factory, (logits, target) = _inputs(name, LOSSES[name][2][0], dtype, scale=1000.0)
+    logits = logits.at[(0,) * logits.ndim].set(-1000.0)  # one entry far below the others, too
+    _check_against_jax(factory, logits, target, g=-0.6)
+
+
+def test_check_catches_a_wrong_pullback():
+    def forgets_the_mean(*, reduction):  # the value of "mean" with the pullback of "sum"
+        del reduction
+        mean, total = softmax_cross_entropy(reduction="mean"), softmax_cross_entropy(reduction="sum")
+        return Loss(mean.apply, lambda z, y: (mean.apply(z, y), total.vjp(z, y)[1]), "Wrong")
+
+    _, (logits, labels) = _inputs("ce", (2, 3, 4), jnp.float64)
+    with pytest.raises(GradientMismatch, match=r"Wrong\.dpred"):
+        _check_against_jax(forgets_the_mean, logits, labels, g=1.0)
+
+
+def test_large_logits_closed_form():
+    logits = jnp.array([[1000.0, 0.0], [0.0, 1000.0], [-1000.0, 1000.0]])
+    labels = jnp.array([0, 0, 0])
+    value, pullback = softmax_cross_entropy(reduction="sum").vjp(logits, labels)
+    np.testing.assert_allclose(value, 3000.0, rtol=1e-12)
+    np.testing.assert_allclose(pullback(1.0), [[0.0, 0.0], [-1.0, 1.0], [-1.0, 1.0]], atol=1e-12)
+    value, pullback = sigmoid_binary_cross_entropy(reduction="sum").vjp(
+        jnp.array([1000.0, -1000.0, 1000.0]), jnp.array([1.0, 0.0, 0.0]))
+    np.testing.assert_allclose(value, 1000.0, rtol=1e-12)
+    np.testing.assert_allclose(pullback(1.0), [0.0, 0.0, 1.0], atol=1e-12)
+
+
+# ---------------------------------------------------------------------------- values vs optax
+
+
+def _optax_value(name, pred, target, reduction):
+    reduce = jnp.mean if reduction == "mean" else jnp.sum
+    if name == "mse":
+        return 2 * reduce(optax.l2_loss(pred, target))
+    if name == "ce":
+        return reduce(optax.softmax_cross_entropy_with_integer_labels(pred, target))
+    if name == "ce-targets":
+        return reduce(optax.softmax_cross_entropy(pred, target))
+    if name == "bce":
+        return reduce(optax.sigmoid_binary_cross_entropy(pred, target))
+    per_token = optax.softmax_cross_entropy_with_integer_labels(pred, target.labels)
+    total = jnp.sum(jnp.where(target.mask, per_token, 0.0))
+    return total / jnp.sum(target.mask) if reduction == "mean" else total
+
+
+@pytest.mark.parametrize("name,shape", CASES, ids=CASE_IDS)
+def test_value_matches_optax(name, shape):
+    factory = LOSSES[name][0]
+
+    @jax.jit
+    def ours_and_optax(pred, target):
+        return [(factory(reduction=r).apply(pred, target), _optax_value(name, pred, target, r))
+                for r in REDUCTIONS]
+
+    for scale in (3.0, 1000.0):  # the same shapes: one compilation
+        _, (pred, target) = _inputs(name, shape, jnp.float64, scale)
+        for value, reference in ours_and_optax(pred, target):
+            np.testing.assert_allclose(value, reference, rtol=1e-12)
+
+
+def test_mse_is_the_mean_over_every_element():
+    pred, target = jnp.array([[1.0, 2.0], [3.0, 4.0]]), jnp.array([[0.0, 0.0], [0.0, 8.0]])
+    assert float(mean_squared_error().apply(pred, target)) == (1 + 4 + 9 + 16) / 4
+    assert float(mean_squared_error(reduction="sum").apply(pred, target)) == 30.0
+
+
+@jax.jit
+def _soft_and_integer(logits, labels):
+    onehot = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
+    soft_value, soft_pullback = softmax_cross_entropy_with_targets().vjp(logits, onehot)
+    value, pullback = softmax_cross_entropy().vjp(logits, labels)
+    return (soft_value, soft_pullback(1.3)), (value, pullback(1.3))
+
+
+def test_soft_targets_with_one_hot_equal_integer_labels():
+    _, (logits, labels) = _inputs("ce", (2, 3, 4), jnp.float64)
+    soft, integer = _soft_and_integer(logits, labels)
+    chex.assert_trees_all_close(soft, integer, rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------- masked specifics
+
+
+def test_masked_mean_counts_only_unmasked_tokens():
+    _, (logits, labels) = _inputs("ce", (2, 3, 4), jnp.float64)
+    mask = np.array([[True, False, True], [False, False, True]])
+    padded = jnp.where(mask, labels, -100)  # labels under the mask may hold any integer (padding)
+    value, pullback = masked_softmax_cross_entropy().vjp(logits, TokenTargets(padded, jnp.asarray(mask)))
+    ref_value, ref_pullback = softmax_cross_entropy().vjp(logits[mask], labels[mask])  # kept tokens only
+    dlogits = pullback(1.0)
+    np.testing.assert_allclose(value, ref_value, rtol=1e-12)
+    np.testing.assert_allclose(dlogits[mask], ref_pullback(1.0), rtol=1e-12)
+    assert float(jnp.max(jnp.abs(dlogits[~mask]))) == 0.0
+
+
+def test_masked_float_mask_weights_tokens():
+    _, (logits, labels) = _inputs("ce", (1, 3, 4), jnp.float64, scale=1.0)
+    weights = jnp.array([[0.5, 0.0, 2.0]])
+    per_token = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    value = masked_softmax_cross_entropy().apply(logits, TokenTargets(labels, weights))
+    np.testing.assert_allclose(value, jnp.sum(weights * per_token) / 2.5, rtol=1e-12)
+    _check_against_jax(masked_softmax_cross_entropy, logits, TokenTargets(labels, weights), g=0.7)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_masked_fully_masked_batch_is_zero(reduction):
+    _, (logits, labels) = _inputs("ce", (2, 3, 4), jnp.float64)
+    target = TokenTargets(labels, jnp.zeros((2, 3), bool))
+    loss = masked_softmax_cross_entropy(reduction=reduction)
+    value, pullback = loss.vjp(logits, target)
+    assert float(value) == 0.0
+    assert float(jnp.max(jnp.abs(pullback(1.0)))) == 0.0
+    value_ref, grad_ref = jax.jit(jax.value_and_grad(loss.apply))(logits, target)
+    assert float(value_ref) == 0.0 and float(jnp.max(jnp.abs(grad_ref))) == 0.0
+
+
+# ----------------------------------------------------------------------------------- jit, model
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_jit_equals_eager(name):
+    factory, (pred, target) = _inputs(name, LOSSES[name][2][0], jnp.float64)
+    loss = factory()
+
+    def step(pred, target, g):
+        value, pullback = loss.vjp(pred, target)
+        return value, pullback(g), loss.apply(pred, target)
+
+    eager = step(pred, target, 0.9)
+    jitted = jax.jit(step)(pred, target, 0.9)
+    compare(jitted, eager, rtol=1e-12, what=name)
+    np.testing.assert_allclose(eager[2], eager[0], rtol=1e-15)
+
+
+def test_model_gradient_through_loss(key):
+    """serial(Dense, Dense) + cross-entropy: handwritten dparams == jax.grad through apply."""
+    model, loss = serial(Dense(6), Dense(4)), softmax_cross_entropy()
+    _, params, state = init_model(model, key, (5, 3), dtype=jnp.float64)
+    x = _normal(np.random.default_rng(1), (5, 3), jnp.float64)
+    labels = jnp.array([0, 3, 1, 1, 2])
+
+    @jax.jit
+    def ours_and_jax(params):
+        y, _, pullback = model.vjp(params, state, x)
+        value, loss_pullback = loss.vjp(y, labels)
+        reference = jax.value_and_grad(lambda p: loss.apply(model.apply(p, state, x)[0], labels))(params)
+        return (value, pullback(loss_pullback(jnp.ones_like(value)))[0]), reference
+
+    ours, reference = ours_and_jax(params)
+    compare(ours, reference, rtol=1e-10, what="mlp")
+
+
+# -------------------------------------------------------------------------------------- errors
+
+FACTORIES = [mean_squared_error, softmax_cross_entropy, softmax_cross_entropy_with_targets,
+             sigmoid_binary_cross_entropy, masked_softmax_cross_entropy]
+
+
+@pytest.mark.parametrize("factory", FACTORIES, ids=lambda f: f.__name__)
+def test_bad_reduction(factory):
+    with pytest.raises(ValueError, match=r"^\w+: reduction must be 'mean' or 'sum', got reduction='none'$"):
+        factory(reduction="none")
+
+
+def test_mse_shape_mismatch():
+    with pytest.raises(ValueError, match=exactly(
+            "MeanSquaredError: target shape must equal the prediction shape (2, 3), "
+            "got target shape (3, 2)")):
+        mean_squared_error().apply(jnp.zeros((2, 3)), jnp.zeros((3, 2)))
+
+
+def test_ce_labels_shape():
+    with pytest.raises(ValueError, match=exactly(
+            "SoftmaxCrossEntropy: labels shape must equal logits.shape[:-1] (=(4,)), "
+            "got labels shape (4, 1)")):
+        softmax_cross_entropy().apply(jnp.zeros((4, 3)), jnp.zeros((4, 1), jnp.int32))
+
+
+def test_ce_labels_dtype():
+    with pytest.raises(TypeError, match="SoftmaxCrossEntropy: labels must be integers, got dtype float"):
+        softmax_cross_entropy().apply(jnp.zeros((4, 3)), jnp.zeros((4,)))
+
+
+def test_ce_logits_rank():
+    with pytest.raises(ValueError, match=exactly(
+            "SoftmaxCrossEntropy: expected logits of rank >= 1 (N..., K), got shape ()")):
+        softmax_cross_entropy().apply(jnp.zeros(()), jnp.zeros((), jnp.int32))
+
+
+def test_soft_targets_shape():
+    with pytest.raises(ValueError, match=exactly(
+            "SoftmaxCrossEntropyWithTargets: targets shape must equal the prediction shape (4, 3), "
+            "got targets shape (4,)")):
+        softmax_cross_entropy_with_targets().apply(jnp.zeros((4, 3)), jnp.zeros((4,)))
+
+
+def test_bce_targets_shape():
+    with pytest.raises(ValueError, match=exactly(
+            "SigmoidBinaryCrossEntropy: targets shape must equal the prediction shape (4,), "
+            "got targets shape (4, 1)")):
+        sigmoid_binary_cross_entropy().apply(jnp.zeros((4,)), jnp.zeros((4, 1)))
+
+
+def test_masked_target_type():
+    with pytest.raises(TypeError, match="MaskedSoftmaxCrossEntropy: target must be a TokenTargets"):
+        masked_softmax_cross_entropy().apply(jnp.zeros((2, 3, 4)), jnp.zeros((2, 3), jnp.int32))
+
+
+def test_masked_logits_rank():
+    with pytest.raises(ValueError, match=exactly(
+            "MaskedSoftmaxCrossEntropy: expected logits of rank 3 (N, T, K), got shape (2, 4)")):
+        masked_softmax_cross_entropy().apply(
+            jnp.zeros((2, 4)), TokenTargets(jnp.zeros((2,), jnp.int32), jnp.ones((2,), bool)))
+
+
+def test_masked_labels_shape():
+    with pytest.raises(ValueError, match=exactly(
+            "MaskedSoftmaxCrossEntropy: labels shape must equal logits.shape[:-1] (=(2, 3)), "
+            "got labels shape (2, 4)")):
+        masked_softmax_cross_entropy().apply(
+            jnp.zeros((2, 3, 4)), TokenTargets(jnp.zeros((2, 4), jnp.int32), jnp.ones((2, 4), bool)))
+
+
+def test_masked_mask_shape():
+    with pytest.raises(ValueError, match=exactly(
+            "MaskedSoftmaxCrossEntropy: mask shape must equal labels shape (2, 3), got mask shape (2, 4)")):
+        masked_softmax_cross_entropy().apply(
+            jnp.zeros((2, 3, 4)), TokenTargets(jnp.zeros((2, 3), jnp.int32), jnp.ones((2, 4), bool)))
+
+
