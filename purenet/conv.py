@@ -101,18 +101,38 @@ def _conv(x, w, strides, dilation, pads, groups):
                                     feature_group_count=groups)
 
 
+def _input_grad_pads(in_spatial, out_spatial, kernel, strides, dilation, pads) -> list[tuple[int, int]]:
+    """Padding of the dilated dy in _conv_input_grad: dk - lo before, dk - hi + r after."""
+    rem = _remainders(in_spatial, out_spatial, kernel, strides, dilation, pads)
+    return [((k - 1) * d - lo, (k - 1) * d - hi + r) for k, d, (lo, hi), r in zip(kernel, dilation, pads, rem)]
+
+
+def _swapper_trap(kernel, strides, dilation, pads_t) -> list[bool]:
+    """Axes that crash XLA when it swaps the operands of a 2-D input-gradient convolution: K = 2, s = 2,
+    d = 1 and no padding. XLA's conv operand swapper (jax/jaxlib 0.10.2, CPU; the same rewrite runs at
+    every optimization level) keeps such an axis's window unchanged as if the operands had the same
+    size there, then fails its own shape check and aborts the process. It swaps when the kernel is
+    larger than dy on the other axes, e.g. K (3, 2), s 2, padding ((0, 2), (1, 1)) on a (1, 4) input.
+    jax.grad of lax.conv_general_dilated builds the same convolution, so it aborts there too."""
+    return [len(kernel) > 1 and k == 2 and s == 2 and d == 1 and p == (0, 0)
+            for k, s, d, p in zip(kernel, strides, dilation, pads_t)]
+
+
 def _conv_input_grad(dy, w, in_spatial, strides, dilation, pads, groups):
     """dx for y = _conv(x, w): dy dilated by s, correlated with the flipped kernel, I and O swapped
     per group. dy (N, *O, F), w (*K, C/G, F) -> dx (N, *S, C)."""
     n = dy.ndim - 2
     *kernel, c_per_group, f = w.shape
-    rem = _remainders(in_spatial, dy.shape[1:-1], kernel, strides, dilation, pads)
-    pads_t = [((k - 1) * d - lo, (k - 1) * d - hi + r) for k, d, (lo, hi), r in zip(kernel, dilation, pads, rem)]
+    pads_t = _input_grad_pads(in_spatial, dy.shape[1:-1], kernel, strides, dilation, pads)
+    trap = _swapper_trap(kernel, strides, dilation, pads_t)
+    # On such axes pad one more row after and drop it: the same dx, and XLA's rewrite stays correct.
+    pads_t = [(lo, hi + 1) if t else (lo, hi) for (lo, hi), t in zip(pads_t, trap)]
     w_t = lax.rev(w, tuple(range(n))).reshape(*kernel, c_per_group, groups, f // groups)
     w_t = jnp.moveaxis(w_t, -2, -3).reshape(*kernel, groups * c_per_group, f // groups)  # (*K, C, F/G)
-    return lax.conv_general_dilated(dy, w_t, (1,) * n, pads_t, lhs_dilation=strides, rhs_dilation=dilation,
-                                    dimension_numbers=_dims(n, "N*C", "*OI", "N*C"),
-                                    feature_group_count=groups)
+    dx = lax.conv_general_dilated(dy, w_t, (1,) * n, pads_t, lhs_dilation=strides, rhs_dilation=dilation,
+                                  dimension_numbers=_dims(n, "N*C", "*OI", "N*C"),
+                                  feature_group_count=groups)
+    return lax.slice(dx, (0,) * dx.ndim, (dx.shape[0], *in_spatial, dx.shape[-1])) if any(trap) else dx
 
 
 def _conv_kernel_grad(x, dy, kernel, strides, dilation, pads, groups):

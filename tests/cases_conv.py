@@ -60,4 +60,8 @@ CASES = [
     Case("convT-explicit-dilation2", ConvTranspose2D,
          {"out_channels": 2, "kernel_size": 3, "strides": 2, "dilation": 2, "padding": ((1, 0), (0, 2))},
          (2, 3, 4, 2)),
+    # W: K = 2, s = 2 with no adjoint padding, H: kernel taller than x. XLA aborted compiling this
+    # forward before conv._swapper_trap (found by the fuzz in test_conv.py).
+    Case("convT-kernel2-stride2-operand-swap", ConvTranspose2D,
+         {"out_channels": 3, "kernel_size": (3, 2), "strides": 2, "padding": ((0, 2), (1, 1))}, (2, 1, 3, 2)),
 ]

@@ -1,5 +1,5 @@
 """Strict JAX for the tests: x64 on (float64 cases), implicit rank promotion raises; `key` and
-`autodiff_forbidden` fixtures.
+`autodiff_forbidden` fixtures; hypothesis profiles.
 
 Compiling many small XLA programs dominates the suite's time; at LLVM optimization level 0 they
 compile about 3x faster (dot-product checks of Flatten and Dense: 0.6-1.5 s each instead of 1.6-4.9 s).
@@ -15,6 +15,13 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
 
 import jax  # noqa: E402  (after XLA_FLAGS: the CPU backend reads them when it starts)
 import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# Hypothesis draws the same examples on every run ('repeatable', the default), so CI tests what a local
+# run tested. `pytest --hypothesis-profile=explore` draws new ones on each run, to hunt for bugs.
+settings.register_profile("repeatable", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile("repeatable")
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")

@@ -12,8 +12,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from jax import lax
 
-from purenet.check import check_layer
-from purenet.conv import Conv1D, Conv2D, ConvTranspose2D
+from purenet.check import check_dot_product, check_layer
+from purenet.conv import Conv1D, Conv2D, ConvTranspose2D, _input_grad_pads, _out_spatial, _pads, _swapper_trap
 from purenet.core import init_model
 
 
@@ -134,6 +134,45 @@ def test_conv_transpose2d_is_the_transpose_of_conv2d(padding):
     np.testing.assert_allclose(np.vdot(y, z), np.vdot(x, conv_z), rtol=1e-12)
 
 
+# ---------------------------------------------- input-gradient convolutions XLA's operand swapper breaks
+
+
+def _dx_trap(spatial, kernel, strides, dilation, padding):
+    """Whether Conv2D's input gradient (ours without the workaround, and jax.vjp's) has an axis that
+    conv._swapper_trap flags. Ints or pairs; padding as Conv2D takes it."""
+    kernel, strides, dilation = ((v, v) if isinstance(v, int) else tuple(v) for v in (kernel, strides, dilation))
+    pads = _pads(padding, spatial, kernel, strides, dilation)
+    out = _out_spatial(spatial, kernel, strides, dilation, pads)
+    pads_t = _input_grad_pads(spatial, out, kernel, strides, dilation, pads)
+    return any(_swapper_trap(kernel, strides, dilation, pads_t))
+
+
+TRAPPED_CONV2D = [  # (kwargs, in_shape): each aborted XLA in check_dot_product before the workaround
+    (dict(kernel_size=(3, 2), strides=2, padding=((0, 2), (1, 1))), (2, 1, 4, 2)),
+    (dict(kernel_size=(3, 2), strides=(1, 2), padding=((1, 0), (1, 1))), (1, 2, 6, 3)),
+    (dict(kernel_size=(2, 3), strides=(2, 1), padding=((1, 1), (1, 0)), use_bias=False), (2, 4, 3, 2)),
+    (dict(kernel_size=(3, 2), strides=(1, 2), dilation=(2, 1), padding=((1, 0), (1, 1)), algorithm="xla"),
+     (1, 4, 4, 1)),
+]
+
+
+@pytest.mark.parametrize("kwargs, in_shape", TRAPPED_CONV2D)
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
+def test_conv2d_pullback_where_xla_swaps_operands(kwargs, in_shape, dtype):
+    # jax.vjp of this Conv2D aborts the process inside XLA, so check_layer cannot serve as the reference
+    # here; the adjoint identity against jax.jvp of the forward checks dx and dw instead.
+    assert _dx_trap(in_shape[1:-1], kwargs["kernel_size"], kwargs["strides"], kwargs.get("dilation", 1),
+                    kwargs["padding"])
+    check_dot_product(Conv2D(3, **kwargs), in_shape, key=_key(0), dtype=dtype)
+
+
+def test_conv_transpose2d_forward_where_xla_swaps_operands():
+    layer = ConvTranspose2D(3, (3, 2), strides=2, padding=((0, 2), (1, 1)))
+    x, params, y = _run(layer, (2, 1, 3, 2))
+    expected = reference_conv_transpose2d(x, params["w"], (2, 2), (1, 1), (0, 1), (1, 4))
+    np.testing.assert_allclose(y, expected + params["b"].reshape(1, 1, 1, -1), rtol=1e-12, atol=1e-12)
+
+
 def test_declared_shapes_keep_unknown_batch():
     key = _key(0)
     assert Conv2D(5, 3, strides=2).init(key, (-1, 7, 9, 4))[0] == (-1, 3, 4, 5)
@@ -251,7 +290,10 @@ def test_fuzz_conv2d_pullback(spatial, kernel, strides, dilation, padding, group
     layer = Conv2D(2 * groups, kernel, strides=strides, padding=padding, dilation=dilation,
                    feature_group_count=groups)
     in_shape = (batch, *spatial, channels * groups)
-    check_layer(layer, in_shape, key=_key(0), x=_normal(0, in_shape), num_cotangents=1)
+    if _dx_trap(spatial, kernel, strides, dilation, padding):  # jax.vjp would abort (see above)
+        check_dot_product(layer, in_shape, key=_key(0))
+    else:
+        check_layer(layer, in_shape, key=_key(0), x=_normal(0, in_shape), num_cotangents=1)
 
 
 @settings(max_examples=10, deadline=None)
