@@ -126,6 +126,7 @@ def _conv_input_grad(dy, w, in_spatial, strides, dilation, pads, groups):
     pads_t = _input_grad_pads(in_spatial, dy.shape[1:-1], kernel, strides, dilation, pads)
     trap = _swapper_trap(kernel, strides, dilation, pads_t)
     # On such axes pad one more row after and drop it: the same dx, and XLA's rewrite stays correct.
+    # (Dilating dy beforehand with lax.pad does not help: XLA folds that pad back into the convolution.)
     pads_t = [(lo, hi + 1) if t else (lo, hi) for (lo, hi), t in zip(pads_t, trap)]
     w_t = lax.rev(w, tuple(range(n))).reshape(*kernel, c_per_group, groups, f // groups)
     w_t = jnp.moveaxis(w_t, -2, -3).reshape(*kernel, groups * c_per_group, f // groups)  # (*K, C, F/G)
