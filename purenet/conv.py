@@ -113,7 +113,7 @@ def _swapper_trap(kernel, strides, dilation, pads_t) -> list[bool]:
     every optimization level) keeps such an axis's window unchanged as if the operands had the same
     size there, then fails its own shape check and aborts the process. It swaps when the kernel is
     larger than dy on the other axes, e.g. K (3, 2), s 2, padding ((0, 2), (1, 1)) on a (1, 4) input.
-    jax.grad of lax.conv_general_dilated builds the same convolution, so it aborts there too."""
+    JAX's own gradient of lax.conv_general_dilated builds the same convolution and aborts there too."""
     return [len(kernel) > 1 and k == 2 and s == 2 and d == 1 and p == (0, 0)
             for k, s, d, p in zip(kernel, strides, dilation, pads_t)]
 
