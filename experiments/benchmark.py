@@ -26,39 +26,27 @@ import jax
 import jax.numpy as jnp
 
 from purenet import losses, optim
-from purenet.activations import Relu, Tanh
-from purenet.conv import Conv2D
-from purenet.core import serial
-from purenet.dense import Dense
-from purenet.embedding import Embedding
-from purenet.pooling import MaxPool2D
-from purenet.recurrent import LSTM
-from purenet.reshape import Flatten
+from purenet.models import CharLMConfig, LeNetConfig, char_lm, lenet5, mlp
 
 
-def mlp():
-    return serial(Dense(512), Relu(), Dense(512), Relu(), Dense(10)), (784,)
+def mlp_784():
+    return mlp((512, 512), 10), (784,)
 
 
-def lenet5(algorithm="auto"):
-    """`algorithm` of the first convolution (1 input channel): 'auto' takes the per-tap formulation on
-    the CPU, 'xla' keeps lax.conv (the row that shows what the formulation is worth)."""
-    model = serial(
-        Conv2D(6, 5, algorithm=algorithm), Tanh(), MaxPool2D(2),
-        Conv2D(16, 3), Tanh(), MaxPool2D(2),
-        Flatten(), Dense(120), Tanh(), Dense(84), Tanh(), Dense(10),
-    )
-    return model, (28, 28, 1)
+def lenet(algorithm="auto"):
+    """The demo's LeNet-5; `algorithm` of its first convolution (1 input channel): 'auto' takes the
+    per-tap formulation on the CPU, 'xla' keeps lax.conv (the row that shows what the formulation is worth)."""
+    return lenet5(LeNetConfig(algorithm=algorithm)), (28, 28, 1)
 
 
 def char_lstm():
     """The reference character-level LSTM: ids (N, 64) over 65 characters -> logits (N, 64, 65)."""
-    return serial(Embedding(65, 64), LSTM(256), Dense(65)), (64,), 65
+    return char_lm(CharLMConfig(65, "lstm", hidden=256, layers=1, embedding=64)), (64,), 65
 
 
 # A builder returns (model, feature shape), or (model, sequence shape, vocabulary size) for token models,
 # which get integer ids as inputs and one label per token.
-MODELS = {"MLP 784-512-512-10": mlp, "LeNet-5": lenet5, "LeNet-5, conv1 on lax.conv": lambda: lenet5("xla"),
+MODELS = {"MLP 784-512-512-10": mlp_784, "LeNet-5": lenet, "LeNet-5, conv1 on lax.conv": lambda: lenet("xla"),
           "char-LSTM 65-64-256": char_lstm}
 BATCH_SIZES = {"char-LSTM 65-64-256": 32}  # reference batch, replacing --batch-size except under --quick
 

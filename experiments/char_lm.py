@@ -3,7 +3,7 @@
 Trains on the shipped Shakespeare plays (purenet/data/SHAKESPEARE.md) or any UTF-8 file (--text), on
 random (N, T) windows whose targets are the next characters; per-token softmax cross-entropy, Adam with
 gradient clipping by global norm and a cosine-decayed rate. Reports validation bits per character on the
-last 10% of the text, and samples from a prompt with a jitted `lax.scan` over single-character steps.
+last 10% of the text, and samples from a prompt on the model's decode step (one jitted `lax.scan`).
 `--compare` trains SimpleRNN, LSTM and GRU for the same steps and prints validation bits/char and the
 median time of a training step (compilation excluded). The shared --data-dir flag is unused (see --text).
 
@@ -18,102 +18,43 @@ from __future__ import annotations
 
 import math
 import time
-from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 import common
-from purenet.checkpoint import save_checkpoint
-from purenet.core import fail, init_model, serial
+from purenet._checks import fail
+from purenet.core import init_model
 from purenet.data.text import (char_vocabulary, consecutive_windows, decode, encode, load_shakespeare,
                                load_text, split, windows)
-from purenet.dense import Dense
-from purenet.embedding import Embedding
 from purenet.losses import softmax_cross_entropy
+from purenet.models import CharLMConfig, char_lm, generate
+from purenet.models.char_lm import CELLS
 from purenet.optim import chain, clip_by_global_norm
-from purenet.recurrent import GRU, LSTM, LSTMState, SimpleRNN, gru_cell, lstm_cell, simple_rnn_cell
-from purenet.train import make_eval_step, make_train_step
+from purenet.training import make_eval_step, make_train_step, save_checkpoint
 
 NAME = "char_lm"
-CELLS = {"rnn": (SimpleRNN, simple_rnn_cell), "lstm": (LSTM, lstm_cell), "gru": (GRU, gru_cell)}
 EVAL_BATCH = 128
 QUICK = dict(steps=20, hidden=32, embedding=16, seq_len=32, batch_size=16, val_chars=2048, eval_every=10,
              sample_length=80)
 
 
-def build_model(vocab_size: int, *, cell: str, hidden: int, layers: int, embedding: int):
-    """ids (N, T) -> logits (N, T, V). Params: (embedding, one per recurrent layer, dense)."""
-    recurrent = CELLS[cell][0]
-    return serial(Embedding(vocab_size, embedding), *[recurrent(hidden) for _ in range(layers)],
-                  Dense(vocab_size))
+def build_model(vocab_size: int, *, cell: str, hidden: int, layers: int, embedding: int,
+                tie_weights: bool = False):
+    """ids (N, T) -> logits (N, T, V): `purenet.models.char_lm` (embed, rnn, head)."""
+    return char_lm(CharLMConfig(vocab_size, cell, hidden, layers, embedding, tie_weights))
 
 
-# ------------------------------------------------------------------------------------------ sampling
-
-
-def _zero_state(cell: str, layer_params):
-    h = jnp.zeros((1, layer_params["w_h"].shape[0]), layer_params["w_h"].dtype)  # (1, H)
-    return LSTMState(h, h) if cell == "lstm" else h
-
-
-def next_logits(params, states, token, *, cell: str):
-    """One character through the model with the single-step cells: token () int, states (one per
-    recurrent layer, each (1, H) or LSTMState) -> (logits (V,), new states)."""
-    step = CELLS[cell][1]
-    x = params[0]["w"][token][None, :]  # (1, E)
-    new_states = []
-    for layer_params, state in zip(params[1:-1], states):
-        state = step(layer_params, state, x)
-        x = state.h if cell == "lstm" else state  # (1, H)
-        new_states.append(state)
-    logits = x @ params[-1]["w"] + params[-1]["b"][None, :]  # (1, V)
-    return logits[0], tuple(new_states)
-
-
-def _feed(params, ids, cell):
-    """Run ids (P,) from zero states -> (states after them, logits (P, V))."""
-    states = tuple(_zero_state(cell, p) for p in params[1:-1])
-
-    def feed_one(states, token):
-        logits, states = next_logits(params, states, token, cell=cell)
-        return states, logits
-
-    return lax.scan(feed_one, states, ids)
-
-
-def sequence_logits(params, ids, *, cell: str):
-    """The sampler's step-by-step logits for ids (P,) -> (P, V); equals the model's apply on ids[None]."""
-    return _feed(params, ids, cell)[1]
-
-
-@partial(jax.jit, static_argnames=("cell", "length"))
-def sample(params, prompt_ids, key, temperature, *, cell: str, length: int):
-    """Continue prompt_ids (P,) int, P >= 1, by `length` characters drawn from softmax(logits / temperature)
-    (temperature 0: the argmax) -> ids (length,) int32. One `lax.scan` feeds the prompt, one samples."""
-    states, logits = _feed(params, prompt_ids, cell)
-
-    def draw(carry, key):
-        states, logits = carry
-        scaled = logits / jnp.maximum(temperature, 1e-6)
-        token = jnp.where(temperature > 0, jax.random.categorical(key, scaled), jnp.argmax(logits))
-        logits, states = next_logits(params, states, token, cell=cell)
-        return (states, logits), token.astype(jnp.int32)
-
-    _, tokens = lax.scan(draw, (states, logits[-1]), jax.random.split(key, length))
-    return tokens
-
-
-def generate(params, vocabulary: str, prompt: str, *, cell: str, length: int, temperature: float,
-             seed: int = 0) -> str:
-    """The `length` characters sampled after `prompt` (prompt not included)."""
+def sample_text(model, params, vocabulary: str, prompt: str, *, length: int, temperature: float,
+                top_k: int | None = None, seed: int = 0) -> str:
+    """The `length` characters sampled after `prompt` (not included), one at a time on the model's decode
+    step (`purenet.models.generate`); temperature 0 is greedy."""
     if not prompt:
-        fail("generate", "prompt must be a non-empty string")
-    ids = sample(params, jnp.asarray(encode(prompt, vocabulary)), jax.random.PRNGKey(seed),
-                 jnp.float32(temperature), cell=cell, length=length)
-    return decode(np.asarray(ids), vocabulary)
+        fail("sample_text", "prompt must be a non-empty string")
+    ids = generate(model, params, jnp.asarray(encode(prompt, vocabulary))[None], jax.random.PRNGKey(seed),
+                   length=length, temperature=temperature, top_k=top_k)
+    return decode(np.asarray(ids[0]), vocabulary)
 
 
 # ------------------------------------------------------------------------------------------ training
@@ -143,7 +84,7 @@ def train_one(args, cell: str, vocabulary: str, train_ids: np.ndarray, val_ids: 
     -> (metrics, training bits/char per step)."""
     start = time.perf_counter()
     model = build_model(len(vocabulary), cell=cell, hidden=args.hidden, layers=args.layers,
-                        embedding=args.embedding)
+                        embedding=args.embedding, tie_weights=args.tie_weights)
     _, params, state = init_model(model, jax.random.PRNGKey(args.seed), (-1, args.seq_len))
     loss, optimizer = softmax_cross_entropy(), make_optimizer(args, args.steps)
     train_step, eval_step = make_train_step(model, loss, optimizer), make_eval_step(model, loss)
@@ -167,8 +108,8 @@ def train_one(args, cell: str, vocabulary: str, train_ids: np.ndarray, val_ids: 
                   f"val {bits(val['loss']):.3f} bits/char")
 
     train_bits = [bits(v) for v in jax.device_get(train_losses)]
-    sample_text = generate(params, vocabulary, args.prompt, cell=cell, length=args.sample_length,
-                           temperature=args.temperature, seed=args.seed)
+    sample = sample_text(model, params, vocabulary, args.prompt, length=args.sample_length,
+                         temperature=args.temperature, top_k=args.top_k, seed=args.seed)
     save_checkpoint(out / "checkpoint.npz", params=params, state=state, opt_state=opt_state,
                     step=args.steps, key=base_key)
     plot_curves({cell: (train_bits, val_history)}, out / "loss.png",
@@ -185,11 +126,12 @@ def train_one(args, cell: str, vocabulary: str, train_ids: np.ndarray, val_ids: 
         "train_bits_per_char": float(np.mean(tail)), "val_history": val_history,
         "ms_per_step": 1e3 * float(np.median(step_seconds[1:] or step_seconds)),
         "first_step_s": round(step_seconds[0], 2),
-        "prompt": args.prompt, "temperature": args.temperature, "sample": sample_text,
+        "tie_weights": args.tie_weights, "prompt": args.prompt, "temperature": args.temperature,
+        "top_k": args.top_k, "sample": sample,
         "wall_time_s": round(time.perf_counter() - start, 2),
     }
     common.write_metrics(out / "metrics.json", metrics)
-    print(f"[{cell}] sample (temperature {args.temperature}):\n{args.prompt}{sample_text}\n")
+    print(f"[{cell}] sample (temperature {args.temperature}):\n{args.prompt}{sample}\n")
     return metrics, train_bits
 
 
@@ -238,7 +180,10 @@ def parse_args(argv):
     add("--eval-every", type=int, default=200, help="evaluate every this many steps")
     add("--text", default=None, help="train on this UTF-8 file instead of the shipped Shakespeare")
     add("--prompt", default="\n", help="text the sample continues (default a newline)")
+    add("--tie-weights", action="store_true", help="use the embedding table as the output head (needs "
+        "--hidden equal to --embedding)")
     add("--temperature", type=float, default=0.8, help="sampling temperature (0: greedy)")
+    add("--top-k", type=int, default=None, help="sample among the k most likely characters only")
     add("--sample-length", type=int, default=400)
     add("--compare", action="store_true", help="train rnn, lstm and gru for the same steps; print a table")
     args = parser.parse_args(argv)
@@ -251,6 +196,10 @@ def parse_args(argv):
             parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
     if args.temperature < 0 or args.clip <= 0 or args.val_chars < 0:
         parser.error("--temperature must be >= 0, --clip > 0 and --val-chars >= 0")
+    if args.top_k is not None and args.top_k <= 0:
+        parser.error(f"--top-k must be a positive integer, got {args.top_k}")
+    if args.tie_weights and args.hidden != args.embedding:
+        parser.error(f"--tie-weights needs --hidden equal to --embedding, got {args.hidden} and {args.embedding}")
     return args
 
 
@@ -285,7 +234,6 @@ def main(argv=None) -> dict:
                "wall_time_s": round(time.perf_counter() - start, 2)}
     common.write_metrics(out / "metrics.json", metrics)
     return metrics
-
 
 
 if __name__ == "__main__":

@@ -12,19 +12,11 @@ from __future__ import annotations
 
 import sys
 
-import jax
-
 import common
-from lenet5_mnist import prepare
-from purenet.activations import Relu
-from purenet.conv import Conv2D
-from purenet.core import init_model, serial
-from purenet.data import load_mnist
-from purenet.dense import Dense
+from purenet.core import serial
+from purenet.data import load_mnist, to_float_images
+from purenet.layers import Conv2D, Dense, Flatten, MaxPool2D, Relu
 from purenet.losses import softmax_cross_entropy
-from purenet.pooling import MaxPool2D
-from purenet.reshape import Flatten
-from purenet.train import fit
 
 NAME = "cnn_fashion_mnist"
 IN_SHAPE = (-1, 28, 28, 1)
@@ -56,29 +48,16 @@ def main(argv=None) -> dict:
               f"(train-images-idx3-ubyte.gz, ...) in a directory and pass --data-dir DIR.",
               file=sys.stderr)
         raise SystemExit(2) from None
-    train = {"x": prepare(data["x_train"]), "y": data["y_train"]}
-    test = {"x": prepare(data["x_test"]), "y": data["y_test"]}
+    train = {"x": to_float_images(data["x_train"]), "y": data["y_train"]}
+    test = {"x": to_float_images(data["x_test"]), "y": data["y_test"]}
     print(f"data: Fashion-MNIST ({len(train['y']):,} train / {len(test['y']):,} test)")
     if args.quick:
         train = {k: v[:QUICK_TRAIN] for k, v in train.items()}
         test = {k: v[:QUICK_TEST] for k, v in test.items()}
         args.epochs = 1
         print(f"--quick: {len(train['y'])} train / {len(test['y'])} test images, 1 epoch")
-
-    model, loss, optimizer = build_model(), softmax_cross_entropy(), common.make_optimizer(args)
-    _, params, state = init_model(model, jax.random.PRNGKey(args.seed), IN_SHAPE)
-    out = common.out_dir(args)
-    result = fit(model, loss, optimizer, params, state, train, epochs=args.epochs,
-                 batch_size=args.batch_size, seed=args.seed, val_data=test, checkpoint_dir=out)
-    metrics = {"data": "Fashion-MNIST", "train_size": len(train["y"]), "test_size": len(test["y"]),
-               "epochs": args.epochs, "optimizer": args.optimizer, "lr": args.lr,
-               "batch_size": args.batch_size, "seed": args.seed,
-               "test_loss": result.history["val_loss"][-1],
-               "test_accuracy": result.history["val_accuracy"][-1]}
-    print(f"test accuracy {metrics['test_accuracy']:.4f}, test loss {metrics['test_loss']:.4f}")
-    common.write_metrics(out / "metrics.json", metrics)
-    common.plot_history(result.history, out / "curves.png", "Small CNN on Fashion-MNIST")
-    print(f"checkpoint written to {out / 'checkpoint.npz'}")
+    _, metrics = common.train_and_report(args, build_model(), softmax_cross_entropy(), train, test, IN_SHAPE,
+                                         title="Small CNN on Fashion-MNIST", extra={"data": "Fashion-MNIST"})
     return metrics
 
 

@@ -1,7 +1,9 @@
-"""Shared pieces of the experiment scripts: flags, optimizer choice, output files (JSON, PNG, checkpoint).
+"""What the experiment scripts share: flags, the optimizer choice, and the tail every run ends with
+(init the model, fit, evaluate, write metrics.json, plot the curves, checkpoint).
 
 Every script takes the same core flags (`base_parser`), writes into `--out-dir` (default runs/<name>),
-and saves `metrics.json`, PNG plots and `checkpoint.npz` (written by `purenet.train.fit`) there.
+and saves `metrics.json`, PNG plots and `checkpoint.npz` there. Scripts import this module, never each
+other.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import argparse
 import json
 import os
 import pathlib
+import time
 
 import jax
 import matplotlib
@@ -17,10 +20,10 @@ import matplotlib
 matplotlib.use("Agg")  # headless: files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 
-from purenet.checkpoint import Checkpoint  # noqa: E402
 from purenet.core import init_model  # noqa: E402
 from purenet.optim import adam, sgd  # noqa: E402
-from purenet.schedules import cosine_decay_schedule  # noqa: E402
+from purenet.optim.schedules import cosine_decay_schedule  # noqa: E402
+from purenet.training import Checkpoint, FitResult, fit  # noqa: E402
 
 SGD_MOMENTUM = 0.9
 
@@ -58,6 +61,34 @@ def out_dir(args: argparse.Namespace, *parts: str) -> pathlib.Path:
     path = pathlib.Path(args.out_dir, *parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def train_and_report(args: argparse.Namespace, model, loss, train: dict, test: dict, in_shape, *, title: str,
+                     out: pathlib.Path | None = None, optimizer=None, metrics=None,
+                     extra: dict | None = None) -> tuple[FitResult, dict]:
+    """The shared tail: init `model` at `args.seed`, `fit` it on `train` for `args.epochs` (checkpoint
+    written to `out` every epoch), evaluate on `test` after each epoch, plot `out/curves.png`, write
+    `out/metrics.json` and say where everything went. `out` defaults to `args.out_dir`; `optimizer` to
+    `make_optimizer(args)`; `metrics` are `fit`'s. -> (the fit result, the metrics written): the run's
+    settings, `extra`, and for every recorded metric m its last `train_m` and `test_m`."""
+    start = time.perf_counter()
+    out = out_dir(args) if out is None else out
+    optimizer = make_optimizer(args) if optimizer is None else optimizer
+    _, params, state = init_model(model, jax.random.PRNGKey(args.seed), in_shape)
+    result = fit(model, loss, optimizer, params, state, train, epochs=args.epochs, batch_size=args.batch_size,
+                 seed=args.seed, val_data=test, checkpoint_dir=out, metrics=metrics)
+    report = {"train_size": len(train["y"]), "test_size": len(test["y"]), "epochs": args.epochs,
+              "optimizer": args.optimizer, "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed,
+              **(extra or {})}
+    for name, values in result.history.items():
+        report[f"test_{name[4:]}" if name.startswith("val_") else f"train_{name}"] = values[-1]
+    report["wall_time_s"] = round(time.perf_counter() - start, 2)
+    shown = ", ".join(f"{k} {report[k]:.4f}" for k in sorted(report) if k.startswith("test_") and k != "test_size")
+    print(f"{title}: {shown} after {args.epochs} epochs; wall time {report['wall_time_s']:.1f} s")
+    plot_history(result.history, out / "curves.png", title)
+    write_metrics(out / "metrics.json", report)
+    print(f"checkpoint written to {out / 'checkpoint.npz'}")
+    return result, report
 
 
 def write_metrics(path: os.PathLike, metrics: dict) -> None:

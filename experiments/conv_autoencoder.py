@@ -16,14 +16,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import common
-from lenet5_mnist import load_data, prepare
-from purenet.activations import Relu
-from purenet.conv import Conv2D, ConvTranspose2D
-from purenet.core import init_model, serial
-from purenet.dense import Dense
+from purenet.core import serial
+from purenet.data import load_mnist_or_sample, to_float_images
+from purenet.layers import Conv2D, ConvTranspose2D, Dense, Flatten, Relu, Reshape
 from purenet.losses import sigmoid_binary_cross_entropy
-from purenet.reshape import Flatten, Reshape
-from purenet.train import fit
 
 NAME = "conv_autoencoder"
 IN_SHAPE = (-1, 28, 28, 1)
@@ -65,33 +61,21 @@ def main(argv=None) -> dict:
     parser = common.base_parser(NAME, __doc__.splitlines()[0], epochs=10, batch_size=64,
                                 lr_adam=2e-3, lr_sgd=0.1)
     args = parser.parse_args(argv)
-    data, source = load_data(args.data_dir)
+    data, source = load_mnist_or_sample(args.data_dir)
     print(f"data: {source}")
-    x_train, x_test = prepare(data["x_train"]), prepare(data["x_test"])  # (N, 28, 28, 1) in [0, 1]
+    x_train, x_test = to_float_images(data["x_train"]), to_float_images(data["x_test"])  # in [0, 1]
     if args.quick:
         x_train, x_test, args.epochs = x_train[:QUICK_TRAIN], x_test[:QUICK_TEST], 1
         print(f"--quick: {QUICK_TRAIN} train / {QUICK_TEST} test images, 1 epoch")
 
-    model, loss, optimizer = build_model(), sigmoid_binary_cross_entropy(), common.make_optimizer(args)
-    _, params, state = init_model(model, jax.random.PRNGKey(args.seed), IN_SHAPE)
-    out = common.out_dir(args)
-    metrics_fns = {"mse": reconstruction_mse}
-    result = fit(model, loss, optimizer, params, state, {"x": x_train, "y": x_train},
-                 epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                 val_data={"x": x_test, "y": x_test}, checkpoint_dir=out, metrics=metrics_fns)
-
+    model, out = build_model(), common.out_dir(args)
+    result, metrics = common.train_and_report(
+        args, model, sigmoid_binary_cross_entropy(), {"x": x_train, "y": x_train}, {"x": x_test, "y": x_test},
+        IN_SHAPE, title=f"Conv autoencoder on {source}", metrics={"mse": reconstruction_mse},
+        extra={"data": source, "loss": "sigmoid binary cross-entropy against the input pixels"})
     shown = x_test[:GRID_COLUMNS]
     logits, _ = model.apply(result.params, result.state, jnp.asarray(shown), train=False)
     plot_reconstructions(shown, np.asarray(jax.nn.sigmoid(logits)), out / "reconstructions.png")
-    common.plot_history(result.history, out / "curves.png", f"Conv autoencoder on {source}")
-    metrics = {"data": source, "train_size": len(x_train), "test_size": len(x_test), "epochs": args.epochs,
-               "optimizer": args.optimizer, "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed,
-               "test_bce": result.history["val_loss"][-1], "test_mse": result.history["val_mse"][-1],
-               "train_mse": result.history["mse"][-1]}
-    print(f"test reconstruction MSE {metrics['test_mse']:.5f} (BCE {metrics['test_bce']:.4f}) after "
-          f"{args.epochs} epochs on {source}")
-    common.write_metrics(out / "metrics.json", metrics)
-    print(f"checkpoint written to {out / 'checkpoint.npz'}")
     return metrics
 
 

@@ -7,18 +7,14 @@ sin(3x) (fit plot). `--task clusters|regression|both`.
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
 import common
-from purenet.activations import Relu, Tanh
-from purenet.core import init_model, serial
 from purenet.data import four_clusters, regression_1d
-from purenet.dense import Dense
 from purenet.losses import mean_squared_error, softmax_cross_entropy
-from purenet.train import fit
+from purenet.models import mlp
 
 NAME = "mlp_toy"
 NUM_TRAIN, NUM_TEST = 800, 200
@@ -28,34 +24,24 @@ TEST_SEED_OFFSET = 1000  # test sets are drawn with seed + this, independent of 
 
 def build_classifier():
     """x (N, 2) -> logits (N, 4)."""
-    return serial(Dense(32), Relu(), Dense(32), Relu(), Dense(4))
+    return mlp((32, 32), 4, activation="relu")
 
 
 def build_regressor():
     """x (N, 1) -> y (N, 1)."""
-    return serial(Dense(64), Tanh(), Dense(64), Tanh(), Dense(1))
+    return mlp((64, 64), 1, activation="tanh")
 
 
 def _predict(model, result, x):
     return np.asarray(model.apply(result.params, result.state, jnp.asarray(x), train=False)[0])
 
 
-def _train(args, task, model, loss, train, test, in_shape, **fit_args):
-    optimizer = common.make_optimizer(args)
-    _, params, state = init_model(model, jax.random.PRNGKey(args.seed), in_shape)
-    out = common.out_dir(args, task)
-    result = fit(model, loss, optimizer, params, state, train, epochs=args.epochs,
-                 batch_size=args.batch_size, seed=args.seed, val_data=test, checkpoint_dir=out, **fit_args)
-    print(f"checkpoint written to {out / 'checkpoint.npz'}")
-    return result, out
-
-
 def run_clusters(args, num_train, num_test) -> dict:
     train = four_clusters(num_train, seed=args.seed)
     test = four_clusters(num_test, seed=args.seed + TEST_SEED_OFFSET)
-    model = build_classifier()
-    result, out = _train(args, "clusters", model, softmax_cross_entropy(), train, test, (-1, 2))
-    common.plot_history(result.history, out / "curves.png", "MLP on four clusters")
+    model, out = build_classifier(), common.out_dir(args, "clusters")
+    result, metrics = common.train_and_report(args, model, softmax_cross_entropy(), train, test, (-1, 2),
+                                              title="MLP on four clusters", out=out)
 
     grid = np.linspace(-2.5, 2.5, 201, dtype=np.float32)
     gx, gy = np.meshgrid(grid, grid)  # (201, 201) each
@@ -68,17 +54,15 @@ def run_clusters(args, num_train, num_test) -> dict:
     accuracy = result.history["val_accuracy"][-1]
     ax.set_title(f"decision regions, test points (accuracy {accuracy:.3f})")
     common.save_figure(fig, out / "decision_boundary.png")
-    print(f"clusters: test accuracy {accuracy:.4f}")
-    return {"test_accuracy": accuracy, "test_loss": result.history["val_loss"][-1],
-            "train_size": num_train, "test_size": num_test}
+    return metrics
 
 
 def run_regression(args, num_train, num_test) -> dict:
     train = regression_1d(num_train, seed=args.seed)
     test = regression_1d(num_test, seed=args.seed + TEST_SEED_OFFSET)
-    model = build_regressor()
-    result, out = _train(args, "regression", model, mean_squared_error(), train, test, (-1, 1))
-    common.plot_history(result.history, out / "curves.png", "MLP regression of sin(3x)")
+    model, out = build_regressor(), common.out_dir(args, "regression")
+    result, metrics = common.train_and_report(args, model, mean_squared_error(), train, test, (-1, 1),
+                                              title="MLP regression of sin(3x)", out=out)
 
     xs = np.linspace(-1.0, 1.0, 400, dtype=np.float32)[:, None]  # (400, 1)
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -89,9 +73,7 @@ def run_regression(args, num_train, num_test) -> dict:
     ax.set_title(f"1-D regression (test MSE {mse:.4f}; noise variance 0.01)")
     ax.legend()
     common.save_figure(fig, out / "fit.png")
-    print(f"regression: test MSE {mse:.5f}")
-    return {"test_mse": mse, "train_mse": result.history["loss"][-1], "train_size": num_train,
-            "test_size": num_test}
+    return metrics | {"test_mse": mse, "train_mse": result.history["loss"][-1]}
 
 
 def main(argv=None) -> dict:

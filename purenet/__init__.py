@@ -1,21 +1,25 @@
-"""purenet: a functional neural-network library on JAX where every gradient is written by hand."""
+"""purenet: a functional neural-network library on JAX where every gradient is written by hand.
 
-from purenet import check, initializers, metrics, optim, schedules
-from purenet.activations import (Activation, Elu, Gelu, LeakyRelu, LogSoftmax, Relu, Sigmoid, Silu, Softmax,
-                                 Softplus, Tanh)
-from purenet.checkpoint import Checkpoint, CorruptCheckpointError, load_checkpoint, save_checkpoint
-from purenet.conv import Conv1D, Conv2D, ConvTranspose2D
-from purenet.core import Layer, Loss, identity, init_model, parallel, residual, serial
-from purenet.dense import Dense
-from purenet.dropout import Dropout
-from purenet.embedding import Embedding
+`import purenet as pn` gives every public name: layers and combinators, losses, the optimizers
+(`pn.optim`), training, checkpoints, data (`pn.data`), the model zoo (`pn.models`) and the checker
+(`pn.check`). The modules group them by role: core (the contract), ops (paired primitives), layers/,
+losses, models/, optim/, training/, data/, check.
+"""
+
+from purenet import check, data, initializers, models, ops, optim
+from purenet.core import (Decode, Layer, Loss, can_decode, elementwise, identity, init_model, is_differentiable,
+                          no_decode, parallel, positionwise, residual, select, serial, stateless, tree_add,
+                          zero_cotangent)
+from purenet.layers import (GRU, LSTM, Activation, AvgPool1D, AvgPool2D, AvgPool3D, BatchNorm, Bidirectional,
+                            Conv1D, Conv2D, Conv3D, ConvTranspose1D, ConvTranspose2D, ConvTranspose3D, Dense, Dropout,
+                            Elu, Embedding, Flatten, Gelu, GlobalAvgPool, LayerNorm, LeakyRelu, LogSoftmax, LSTMState,
+                            MaxPool1D, MaxPool2D, MaxPool3D, Relu, Reshape, SequenceInput, Sigmoid, Silu, SimpleRNN,
+                            Softmax, Softplus, Tanh)
 from purenet.losses import (TokenTargets, masked_softmax_cross_entropy, mean_squared_error,
                             sigmoid_binary_cross_entropy, softmax_cross_entropy,
                             softmax_cross_entropy_with_targets)
-from purenet.norm import BatchNorm, LayerNorm
-from purenet.pooling import AvgPool1D, AvgPool2D, GlobalAvgPool, MaxPool1D, MaxPool2D
-from purenet.recurrent import GRU, LSTM, Bidirectional, LSTMState, SequenceInput, SimpleRNN
-from purenet.reshape import Flatten, Reshape
-from purenet.train import FitResult, fit, grad_step, make_eval_step, make_train_step
+from purenet.optim import schedules
+from purenet.training import (Checkpoint, CorruptCheckpointError, FitResult, checkpoint, fit, grad_step,
+                              load_checkpoint, make_eval_step, make_train_step, metrics, save_checkpoint)
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

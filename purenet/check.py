@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from purenet.core import Layer, init_model
+from purenet.core import Layer, as_shape_tree, can_decode, init_model, is_differentiable, is_shape
 
 TOLERANCES = {jnp.dtype("float64"): 1e-10, jnp.dtype("float32"): 1e-4}
 
@@ -58,27 +58,88 @@ def compare(ours: Any, reference: Any, *, rtol: float, what: str) -> dict[str, L
     return report
 
 
-def random_input(key: jax.Array, shape, dtype) -> jax.Array:
-    """A standard-normal input of `shape` (a batch dimension of -1 becomes 2)."""
-    shape = tuple(2 if d == -1 else d for d in shape)
-    return jax.random.normal(key, shape, dtype)
+def random_input(key: jax.Array, shape, dtype) -> Any:
+    """A standard-normal input of `shape` (a batch dimension of -1 becomes 2); for a pytree of shapes,
+    the same pytree of such inputs, each leaf from its own key."""
+    shapes, treedef = jax.tree_util.tree_flatten(as_shape_tree(shape), is_leaf=is_shape)
+    keys = jax.random.split(key, len(shapes)) if len(shapes) > 1 else [key]
+    leaves = [jax.random.normal(k, tuple(2 if d == -1 else d for d in s), dtype) for k, s in zip(keys, shapes)]
+    return treedef.unflatten(leaves)
 
 
-def _is_float(x) -> bool:
-    return all(jnp.issubdtype(jnp.asarray(a).dtype, jnp.floating) for a in jax.tree_util.tree_leaves(x))
+class _FloatLeaves(NamedTuple):
+    """The differentiable part of a structured input: its float leaves, and how to put them back."""
+
+    leaves: list
+    treedef: Any
+    is_float: list[bool]
+    others: list  # the integer and boolean leaves, in order
+
+    def merge(self, float_leaves):
+        """x with `float_leaves` in place of its float leaves."""
+        floats, others = iter(float_leaves), iter(self.others)
+        return self.treedef.unflatten([next(floats) if f else next(others) for f in self.is_float])
+
+    def with_none(self, float_leaves):
+        """x's structure with `float_leaves` at its float leaves and None elsewhere: dx's rule."""
+        floats = iter(float_leaves)
+        return self.treedef.unflatten([next(floats) if f else None for f in self.is_float])
 
 
-def _init_jitted(layer: Layer, key, in_shape, dtype):
-    """`init_model` compiled as one program (eager init compiles every initializer op by op)."""
+def _float_leaves(x) -> _FloatLeaves:
+    leaves, treedef = jax.tree_util.tree_flatten(x)
+    is_float = [is_differentiable(leaf) for leaf in leaves]
+    return _FloatLeaves([a for a, f in zip(leaves, is_float) if f], treedef, is_float,
+                        [a for a, f in zip(leaves, is_float) if not f])
+
+
+def _random_like(key, tree):
+    """Standard-normal arrays shaped like every leaf of `tree`."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    keys = jax.random.split(key, max(len(leaves), 1))
+    return treedef.unflatten([jax.random.normal(k, a.shape, a.dtype) for k, a in zip(keys, leaves)])
+
+
+def _compiled(layer: Layer, in_shape, dtype, body):
+    """`program(k_init, k_x, x) -> (x, body(params, state, x))` jitted as one program that first runs
+    `init_model` at k_init (and, for `x` None, draws a standard-normal input at k_x), so that a check
+    compiles once; `out_shapes` receives the declared out_shape while it traces. -> (program, out_shapes)."""
     out_shapes = []
 
-    def init(key):
-        out_shape, params, state = init_model(layer, key, in_shape, dtype=dtype)
+    @jax.jit
+    def program(k_init, k_x, x):
+        out_shape, params, state = init_model(layer, k_init, in_shape, dtype=dtype)
         out_shapes.append(out_shape)
-        return params, state
+        x = random_input(k_x, in_shape, dtype) if x is None else x
+        return x, body(params, state, x)
 
-    params, state = jax.jit(init)(key)
-    return tuple(out_shapes[0]), params, state
+    return program, out_shapes
+
+
+def _adjoint_gap(layer, params, state, x, k_t, k_dy, ctx):
+    """Both sides of <dy, J t> = <pullback(dy), t> for random tangents t on params and the float leaves
+    of x (J by JAX's forward mode) -> (lhs, rhs, |dy| |J t|), traced."""
+    split = _float_leaves(x)
+    tangent = _random_like(k_t, (params, split.leaves))
+    y, jt = jax.jvp(lambda p, xf: layer.apply(p, state, split.merge(xf), **ctx)[0], (params, split.leaves),
+                    tangent)
+    dy = _random_like(k_dy, y)
+    _, _, pullback = layer.vjp(params, state, x, **ctx)
+    ours = jax.tree_util.tree_leaves(pullback(dy))  # None leaves (integer inputs) drop out
+    rhs = sum(jnp.vdot(a, b) for a, b in zip(ours, jax.tree_util.tree_leaves(tangent)))
+    lhs = sum(jnp.vdot(a, b) for a, b in zip(jax.tree_util.tree_leaves(dy), jax.tree_util.tree_leaves(jt)))
+    return lhs, rhs, _norm(dy) * _norm(jt)
+
+
+def _gap_report(layer: Layer, lhs, rhs, scale, rtol) -> dict[str, LeafError]:
+    gap = float(jnp.abs(lhs - rhs) / (scale + 1e-300))
+    if not gap <= rtol:
+        raise GradientMismatch(f"{layer.name}: <dy, J t> = {lhs} but <pullback(dy), t> = {rhs} (gap {gap:.2e})")
+    return {f"{layer.name}.adjoint": LeafError(float(jnp.abs(lhs - rhs)), gap)}
+
+
+def _norm(tree) -> jax.Array:
+    return jnp.sqrt(sum(jnp.sum(jnp.square(a)) for a in jax.tree_util.tree_leaves(tree)))
 
 
 def check_layer(
@@ -90,76 +151,87 @@ def check_layer(
     x: Any = None,
     train: bool = False,
     num_cotangents: int = 2,
+    adjoint: bool = False,
     rtol: float | None = None,
 ) -> dict[str, LeafError]:
     """Check one layer: declared out_shape, primal output and new state equal `apply`'s, and for
-    `num_cotangents` random cotangents `dy` our `(dparams, dx)` equal `jax.vjp(apply)`'s.
+    `num_cotangents` random cotangents `dy` our `(dparams, dx)` equal `jax.vjp(apply)`'s; with
+    `adjoint`, also the identity of `check_dot_product` against JAX's forward mode.
 
-    `x` defaults to a standard-normal input of `in_shape` in `dtype`; an integer `x` (token ids) is not
-    differentiated and the layer's `dx` must be None. Both sides run in one `jax.jit` program (the
-    registry tests check separately that jit equals eager). -> per-leaf report; raises GradientMismatch."""
+    `x` defaults to a standard-normal input of `in_shape` (a shape or a pytree of shapes) in `dtype`.
+    A structured `x` may hold integer and boolean leaves (token ids, masks): only the float leaves are
+    differentiated, and the layer's `dx` must mirror `x` with None at the others. Init, both sides and
+    the adjoint run in one `jax.jit` program (the registry tests check separately that jit equals
+    eager). -> per-leaf report; raises GradientMismatch."""
     rtol = tolerance(dtype) if rtol is None else rtol
     k_init, k_x, k_dy, k_layer = jax.random.split(key, 4)
-    out_shape, params, state = _init_jitted(layer, k_init, in_shape, dtype)
-    if x is None:
-        x = random_input(k_x, in_shape, dtype)
-    differentiate_x = _is_float(x)
+    ctx = dict(key=k_layer, train=train)
 
-    @jax.jit
-    def ours_and_jax(params, state, x, k_layer, k_dy):
-        ctx = dict(key=k_layer, train=train)
+    def ours_and_jax(params, state, x):
         y, new_state, pullback = layer.vjp(params, state, x, **ctx)
         y_ref, state_ref = layer.apply(params, state, x, **ctx)
-        if differentiate_x:
-            _, jax_pullback = jax.vjp(lambda p, x: layer.apply(p, state, x, **ctx)[0], params, x)
-        else:
-            _, jax_pullback = jax.vjp(lambda p: layer.apply(p, state, x, **ctx)[0], params)
-            jax_pullback = (lambda f: lambda dy: (f(dy)[0], None))(jax_pullback)
-        dys = [jax.random.normal(k, y.shape, y.dtype) for k in jax.random.split(k_dy, num_cotangents)]
-        return (y, new_state), (y_ref, state_ref), [pullback(dy) for dy in dys], [jax_pullback(dy) for dy in dys]
+        split = _float_leaves(x)
+        _, jax_pullback = jax.vjp(lambda p, xf: layer.apply(p, state, split.merge(xf), **ctx)[0], params,
+                                  split.leaves)
+        dys = [_random_like(k, y) for k in jax.random.split(k_dy, num_cotangents)]
+        theirs = []
+        for dy in dys:
+            dparams_ref, dxf_ref = jax_pullback(dy)
+            theirs.append((dparams_ref, split.with_none(dxf_ref)))
+        gap = _adjoint_gap(layer, params, state, x, *jax.random.split(k_dy), ctx) if adjoint else None
+        return (y, new_state), (y_ref, state_ref), [pullback(dy) for dy in dys], theirs, gap
 
-    (y, new_state), (y_ref, state_ref), ours, theirs = ours_and_jax(params, state, x, k_layer, k_dy)
-    expected = tuple(y.shape[0] if d == -1 else d for d in out_shape)
-    if tuple(y.shape) != expected:
-        raise GradientMismatch(f"{layer.name}: declared out_shape {out_shape} != output {y.shape}")
+    program, out_shapes = _compiled(layer, in_shape, dtype, ours_and_jax)
+    x, ((y, new_state), (y_ref, state_ref), ours, theirs, gap) = program(k_init, k_x, x)
+    _check_out_shape(layer, as_shape_tree(out_shapes[0]), y)
     report = compare(y, y_ref, rtol=rtol, what=f"{layer.name}.y")
     report |= compare(new_state, state_ref, rtol=rtol, what=f"{layer.name}.state")
     for (dparams, dx), (dparams_ref, dx_ref) in zip(ours, theirs):
-        if differentiate_x:
-            report |= compare(dx, dx_ref, rtol=rtol, what=f"{layer.name}.dx")
-        elif dx is not None:
-            raise GradientMismatch(f"{layer.name}.dx: integer input must get dx None, got {type(dx)}")
+        _check_none_rule(layer, x, dx)
+        report |= compare(dx, dx_ref, rtol=rtol, what=f"{layer.name}.dx")
         report |= compare(dparams, dparams_ref, rtol=rtol, what=f"{layer.name}.dparams")
+    if adjoint:
+        report |= _gap_report(layer, *gap, rtol)
     return report
 
 
+def _check_out_shape(layer: Layer, out_shape, y) -> None:
+    """The declared out_shape (a shape or pytree of shapes, -1 for the batch) against the output."""
+    declared = jax.tree_util.tree_leaves(as_shape_tree(out_shape), is_leaf=is_shape)
+    actual = jax.tree_util.tree_leaves(y)
+    if len(declared) != len(actual) or any(
+            tuple(a.shape) != tuple(a.shape[0] if d == -1 and i == 0 else d for i, d in enumerate(s))
+            for s, a in zip(declared, actual)):
+        raise GradientMismatch(f"{layer.name}: declared out_shape {out_shape} != output "
+                               f"{jax.tree_util.tree_map(lambda a: a.shape, y)}")
+
+
+def _check_none_rule(layer: Layer, x, dx) -> None:
+    """dx mirrors x: an array at every float leaf, None at every integer or boolean leaf."""
+    leaves, treedef = jax.tree_util.tree_flatten(x)
+    try:
+        dx_leaves = treedef.flatten_up_to(dx)
+    except (ValueError, TypeError) as error:
+        raise GradientMismatch(f"{layer.name}.dx: structure differs from the input's: {error}") from None
+    for i, (a, d) in enumerate(zip(leaves, dx_leaves)):
+        if is_differentiable(a) != (d is not None):
+            want = "an array" if is_differentiable(a) else "None"
+            raise GradientMismatch(f"{layer.name}.dx: leaf {i} of the input is {jnp.result_type(a)}, so its "
+                                   f"cotangent must be {want}, got {type(d).__name__}")
+
+
 def check_dot_product(
-    layer: Layer, in_shape, *, key: jax.Array, dtype=jnp.float64, train: bool = False, rtol=None
+    layer: Layer, in_shape, *, key: jax.Array, dtype=jnp.float64, x: Any = None, train: bool = False, rtol=None
 ) -> float:
     """The adjoint identity <dy, J t> = <pullback(dy), t> between JAX's forward-mode `jvp` of `apply` and
-    our pullback, for random tangents `t` on params and x. -> relative gap; raises GradientMismatch."""
+    our pullback, for random tangents `t` on params and the float leaves of x (`x` as in `check_layer`).
+    Needs no `jax.vjp`. -> relative gap; raises GradientMismatch."""
     rtol = tolerance(dtype) if rtol is None else rtol
     k_init, k_x, k_t, k_dy, k_layer = jax.random.split(key, 5)
-    _, params, state = _init_jitted(layer, k_init, in_shape, dtype)
-    x = random_input(k_x, in_shape, dtype)
-
-    @jax.jit
-    def both_sides(params, x):
-        leaves, treedef = jax.tree_util.tree_flatten((params, x))
-        keys = jax.random.split(k_t, len(leaves))
-        tangent = treedef.unflatten([jax.random.normal(k, a.shape, a.dtype) for k, a in zip(keys, leaves)])
-        y, jt = jax.jvp(lambda p, x: layer.apply(p, state, x, key=k_layer, train=train)[0], (params, x), tangent)
-        dy = jax.random.normal(k_dy, y.shape, y.dtype)
-        _, _, pullback = layer.vjp(params, state, x, key=k_layer, train=train)
-        pairs = zip(jax.tree_util.tree_leaves(pullback(dy)), jax.tree_util.tree_leaves(tangent))
-        rhs = sum(jnp.vdot(a, b) for a, b in pairs)
-        return jnp.vdot(dy, jt), rhs, jnp.linalg.norm(dy) * jnp.linalg.norm(jt)
-
-    lhs, rhs, scale = both_sides(params, x)
-    gap = float(jnp.abs(lhs - rhs) / (scale + 1e-300))
-    if not gap <= rtol:
-        raise GradientMismatch(f"{layer.name}: <dy, J t> = {lhs} but <pullback(dy), t> = {rhs} (gap {gap:.2e})")
-    return gap
+    ctx = dict(key=k_layer, train=train)
+    program, _ = _compiled(layer, in_shape, dtype,
+                           lambda params, state, x: _adjoint_gap(layer, params, state, x, k_t, k_dy, ctx))
+    return _gap_report(layer, *program(k_init, k_x, x)[1], rtol)[f"{layer.name}.adjoint"].max_rel
 
 
 def check_model(
@@ -188,6 +260,37 @@ def check_model(
     value_ref, dparams_ref = jax.value_and_grad(reference)(params)
     report = compare(value, value_ref, rtol=rtol, what=f"{model.name}.loss")
     return report | compare(dparams, dparams_ref, rtol=rtol, what=f"{model.name}.dparams")
+
+
+def check_decode(layer: Layer, params, state, x: Any, *, rtol: float | None = None) -> dict[str, LeafError]:
+    """Stepping `layer.decode` through x's time axis (axis 1 of every leaf, pos = 0, 1, ...) equals
+    `layer.apply(params, state, x)` in eval mode at every position; a layer whose output has no time
+    axis (return_sequences=False) is compared at the last step. -> per-leaf report; raises
+    GradientMismatch naming the layer."""
+    if not can_decode(layer):
+        raise GradientMismatch(f"{layer.name}: has no decode step")
+    dtype = jnp.result_type(*[a for a in jax.tree_util.tree_leaves(params) if is_differentiable(a)] or [float])
+    rtol = tolerance(dtype) if rtol is None else rtol
+
+    @jax.jit
+    def both(params, x):
+        y, _ = layer.apply(params, state, x, train=False)
+        steps = jax.tree_util.tree_leaves(x)[0].shape[1]
+        cache = layer.decode.init_cache(params, jax.tree_util.tree_leaves(x)[0].shape[0], steps)
+
+        def step(cache, inputs):
+            x_t, pos = inputs
+            y_t, cache = layer.decode.step(params, cache, x_t, pos=pos)
+            return cache, y_t
+
+        time_major = jax.tree_util.tree_map(lambda a: jnp.swapaxes(a, 0, 1), x)
+        _, ys = jax.lax.scan(step, cache, (time_major, jnp.arange(steps)))
+        return y, ys
+
+    y, ys = both(params, x)
+    stepped = jax.tree_util.tree_map(lambda full, s: s[-1] if s.ndim == full.ndim + 1 else jnp.swapaxes(s, 0, 1),
+                                     y, ys)
+    return compare(stepped, y, rtol=rtol, what=f"{layer.name}.decode")
 
 
 def as_jax_function(layer: Layer, state, *, key: jax.Array | None = None, train: bool = False):

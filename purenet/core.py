@@ -1,4 +1,4 @@
-"""The layer contract and the combinators that compose layers.
+"""The layer contract (v2), the decode contract, and the combinators that compose layers.
 
 A layer is a named triple of pure functions (one uniform form for every layer, stateful or not):
 
@@ -7,86 +7,136 @@ A layer is a named triple of pure functions (one uniform form for every layer, s
     vjp(params, state, x, *, key, train)         -> (y, new_state, pullback)
     pullback(dy)                                 -> (dparams, dx)
 
-`in_shape` includes the leading batch dimension, which may be -1 (unknown). `params` and `state` are
-pytrees (dicts with named fields, `{}` when empty); `dparams` always has the tree of `params`. State
-(BatchNorm's running statistics) is not differentiated: only `y` receives a cotangent. `key` is a PRNG key
-or None (only Dropout in training needs one); combinators split it per child, deterministically.
+- Shapes include the batch dimension first, which may be -1 (unknown). `params` and `state` are pytrees
+  of named fields (`{"w": ..., "b": ...}`, `{}` when empty); `dparams` always has the tree of `params`.
+  State (BatchNorm's running statistics) is not differentiated. `key` is a PRNG key or None (only
+  Dropout in training needs one); combinators split it per child, deterministically.
+- Structured inputs: `x` may be a pytree (tuple, dict, NamedTuple) of arrays and `in_shape` the same
+  pytree of shapes (a shape is a tuple of ints). `dx` mirrors `x`: an array at every floating-point leaf
+  (zeros where the output does not depend on it) and None at every integer or boolean leaf (token ids,
+  masks), which have no cotangent. Combinators add cotangents with `tree_add`, which skips None.
+- Named children: `serial(embed=..., blocks=..., head=...)` keys params and state by name
+  (`params["blocks"][3]["w"]`); positional children give tuples (`params[0]["w"]`).
+- Decode: a layer may carry `Decode(init_cache, step)` for step-at-a-time inference (see `Decode`).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 
+from purenet._checks import fail, is_int
+
 Shape = tuple[int, ...]
 PyTree = Any
 
 
+class Decode(NamedTuple):
+    """Step-at-a-time inference, beside a layer's `apply` (eval mode):
+
+        init_cache(params, batch, max_len)       -> cache
+        step(params, cache, x_t, *, pos)         -> (y_t, new_cache)
+
+    `x_t` is one position of the sequence with its time axis dropped ((N, T, F) -> (N, F), ids (N, T) ->
+    (N,)), `pos` its index (an int or a traced int32 scalar), `cache` a pytree of fixed-size arrays (an
+    RNN's carried state, a key/value buffer). Stepping pos = 0, 1, ... equals `apply` on the whole
+    sequence, position by position. Both functions are pure and jittable. A layer that cannot decode
+    has `decode=None`, or (combinators, layers with an option that rules it out) a `no_decode` whose
+    functions fail and whose `reason` says why."""
+
+    init_cache: Callable[..., PyTree]
+    step: Callable[..., tuple[Any, PyTree]]
+    reason: str | None = None  # None: supported
+
+
 class Layer(NamedTuple):
-    """A layer: `init`, `apply` and a handwritten `vjp`, plus a name used in error messages."""
+    """A layer: `init`, `apply` and a handwritten `vjp`, a name used in error messages, and `decode`
+    (a `Decode`, or None for a layer that cannot run step by step)."""
 
     init: Callable[..., tuple[Shape, PyTree, PyTree]]
-    apply: Callable[..., tuple[jax.Array, PyTree]]
-    vjp: Callable[..., tuple[jax.Array, PyTree, Callable]]
+    apply: Callable[..., tuple[Any, PyTree]]
+    vjp: Callable[..., tuple[Any, PyTree, Callable]]
+    name: str
+    decode: Decode | None = None
+
+
+class Loss(NamedTuple):
+    """A loss with its handwritten VJP with respect to the prediction.
+
+    apply(pred, target) -> value;  vjp(pred, target) -> (value, pullback);  pullback(dvalue) -> dpred.
+    `value` is a scalar for reduction 'mean' or 'sum'."""
+
+    apply: Callable[..., jax.Array]
+    vjp: Callable[..., tuple[jax.Array, Callable]]
     name: str
 
 
-# ----------------------------------------------------------------------------------------- errors
+# ---------------------------------------------------------------------------------- pytree rules
 
 
-def fail(layer: str, message: str, error: type[Exception] = ValueError) -> None:
-    """Raise `error` reading `Layer: message`; every purenet error goes through here."""
-    raise error(f"{layer}: {message}")
+def is_shape(tree: Any) -> bool:
+    """A shape leaf of an `in_shape` pytree: a tuple or list of ints."""
+    return isinstance(tree, (tuple, list)) and not hasattr(tree, "_fields") and all(map(is_int, tree))
 
 
-def check_rank(layer: str, shape: Sequence[int], rank: int, layout: str) -> None:
-    """Fail unless `shape` has `rank` dimensions, naming the expected layout and the received shape."""
-    if len(shape) != rank:
-        fail(layer, f"expected input of rank {rank} {layout}, got shape {tuple(shape)}")
+def as_shape_tree(in_shape: Any) -> Any:
+    """`in_shape` with every shape leaf made a tuple (lists become tuples); containers kept."""
+    return jax.tree_util.tree_map(tuple, in_shape, is_leaf=is_shape)
 
 
-def check_positive(layer: str, name: str, value: Any) -> tuple[int, ...]:
-    """Return `value` as a tuple of ints, failing unless every entry is an int > 0."""
-    values = tuple(value) if isinstance(value, (tuple, list)) else (value,)
-    if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
-        fail(layer, f"{name} must be positive integers, got {name}={value!r}")
-    return values
+def is_differentiable(leaf: Any) -> bool:
+    """Floating-point (or complex) leaves have cotangents; integer and boolean ones do not."""
+    return jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
 
 
-def check_real(owner: str, name: str, value: Any) -> float:
-    """Return `value` as a float, failing unless it is a real number (a bool or NaN is not)."""
-    try:
-        number = None if isinstance(value, bool) else float(value)
-    except (TypeError, ValueError):
-        number = None
-    if number is None or math.isnan(number):
-        fail(owner, f"{name} must be a real number, got {name}={value!r}")
-    return number
+def tree_add(a: PyTree, b: PyTree) -> PyTree:
+    """Sum two cotangents of the same input, leaf by leaf; None (no cotangent: an integer or boolean
+    leaf) is skipped: None + None = None."""
+
+    def add(u, v):
+        return v if u is None else u if v is None else u + v
+
+    return jax.tree_util.tree_map(add, a, b, is_leaf=lambda v: v is None)
 
 
-def check_trailing(layer: str, expected: Sequence[int], x: jax.Array) -> None:
-    """At `apply`: fail unless `x.shape[1:]` equals the `expected` non-batch shape given to `init`."""
-    if tuple(x.shape[1:]) != tuple(expected):
-        fail(layer, f"expected input shape (N, {', '.join(map(str, expected))}), got {tuple(x.shape)}")
+def zero_cotangent(x: PyTree) -> PyTree:
+    """The cotangent of an input the output does not depend on: zeros at float leaves, None elsewhere."""
+    return jax.tree_util.tree_map(lambda a: jnp.zeros_like(a) if is_differentiable(a) else None, x)
 
 
 # ------------------------------------------------------------------------------ stateless lifting
 
 
+def positionwise(apply: Callable[[PyTree, Any], Any]) -> Decode:
+    """The decode step of a layer that treats every position alike (Dense, activations, LayerNorm,
+    Embedding): no cache, `step` is `apply(params, x_t)`."""
+
+    def init_cache(params, batch, max_len):
+        del params, batch, max_len
+        return {}
+
+    def step(params, cache, x_t, *, pos):
+        del pos
+        return apply(params, x_t), cache
+
+    return Decode(init_cache, step)
+
+
 def stateless(
     name: str,
     init: Callable[[jax.Array, Shape], tuple[Shape, PyTree]],
-    apply: Callable[[PyTree, jax.Array], jax.Array],
-    vjp: Callable[[PyTree, jax.Array], tuple[jax.Array, Callable]],
+    apply: Callable[[PyTree, Any], Any],
+    vjp: Callable[[PyTree, Any], tuple[Any, Callable]],
+    *,
+    decode: Decode | None = None,
 ) -> Layer:
     """Lift a layer without state or randomness (`init -> (out_shape, params)`, `apply(params, x)`,
     `vjp(params, x) -> (y, pullback)`) to the uniform contract, with `state = {}`."""
 
     def init_fn(key, in_shape):
-        out_shape, params = init(key, tuple(in_shape))
+        out_shape, params = init(key, as_shape_tree(in_shape))
         return out_shape, params, {}
 
     def apply_fn(params, state, x, *, key=None, train=False):
@@ -98,7 +148,7 @@ def stateless(
         y, pullback = vjp(params, x)
         return y, state, pullback
 
-    return Layer(init_fn, apply_fn, vjp_fn, name)
+    return Layer(init_fn, apply_fn, vjp_fn, name, decode)
 
 
 def elementwise(name: str, forward: Callable, derivative: Callable) -> Layer:
@@ -121,7 +171,22 @@ def elementwise(name: str, forward: Callable, derivative: Callable) -> Layer:
 
         return y, pullback
 
-    return stateless(name, init, apply, vjp)
+    return stateless(name, init, apply, vjp, decode=positionwise(apply))
+
+
+def no_decode(owner: str, reason: str) -> Decode:
+    """A `Decode` that fails, naming the layer and why it cannot run step by step."""
+
+    def refuse(*args, **kwargs):
+        del args, kwargs
+        fail(owner, f"cannot decode step by step: {reason}")
+
+    return Decode(refuse, refuse, f"{owner}: {reason}")
+
+
+def can_decode(layer: Layer) -> bool:
+    """Whether `layer` runs step by step (its `decode` exists and is not a `no_decode`)."""
+    return layer.decode is not None and layer.decode.reason is None
 
 
 # ------------------------------------------------------------------------------------ combinators
@@ -131,46 +196,140 @@ def _split(key, n):
     return (None,) * n if key is None else tuple(jax.random.split(key, n))
 
 
+class _Children(NamedTuple):
+    """A combinator's children: positional (params and state are tuples) or named (dicts)."""
+
+    keys: tuple  # 0..n-1, or the names in the order given
+    layers: tuple[Layer, ...]
+    named: bool
+
+    def pack(self, values: Sequence) -> tuple | dict:
+        return dict(zip(self.keys, values)) if self.named else tuple(values)
+
+    def unpack(self, tree) -> list:
+        return [tree[k] for k in self.keys]
+
+    def describe(self, i: int) -> str:
+        return f"child {self.keys[i]!r} ({self.layers[i].name})"
+
+
+def _children(owner: str, layers: tuple, named: dict) -> _Children:
+    if layers and named:
+        fail(owner, f"children are either all positional or all named, got {len(layers)} positional and "
+                    f"named {sorted(named)}")
+    items = dict(enumerate(layers)) if layers else named
+    if not items:
+        fail(owner, f"expects one or more Layer arguments, got {layers!r}")
+    for k, layer in items.items():
+        if not isinstance(layer, Layer):
+            fail(owner, f"expects one or more Layer arguments, got {k!r}: {layer!r}")
+    return _Children(tuple(items), tuple(items.values()), bool(named))
+
+
+def _missing_decode(owner: str, children: _Children) -> Decode | None:
+    """None if every child can decode; else a refusing Decode naming the first that cannot."""
+    for i, layer in enumerate(children.layers):
+        if not can_decode(layer):
+            why = "has no decode step" if layer.decode is None else f"cannot decode ({layer.decode.reason})"
+            return no_decode(owner, f"{children.describe(i)} {why}")
+    return None
+
+
 def identity() -> Layer:
-    """y = x. Shapes: any -> same."""
+    """y = x. Shapes: any -> same (structured inputs too)."""
 
     def init(key, in_shape):
         del key
         return in_shape, {}
 
+    def apply(params, x):
+        del params
+        return x
+
     def vjp(params, x):
         del params
         return x, lambda dy: ({}, dy)
 
-    return stateless("Identity", init, lambda params, x: x, vjp)
+    return stateless("Identity", init, apply, vjp, decode=positionwise(apply))
 
 
-def serial(*layers: Layer) -> Layer:
-    """Compose layers in order. Params and state are tuples with one entry per child.
+def select(*path: int | str) -> Layer:
+    """y = x[path[0]][path[1]]...: one part of a structured input, by tuple index, dict key or
+    NamedTuple field name. Shapes: the same part of in_shape. dx has x's structure: dy at the part,
+    zeros at the other floating-point leaves, None at integer and boolean leaves."""
+    if not path or not all(isinstance(p, str) or is_int(p) for p in path):
+        fail("Select", f"expects a path of ints and strings, got {path!r}")
 
-    The VJP runs the children's `vjp`s forward and their pullbacks in reverse."""
-    if not layers or not all(isinstance(layer, Layer) for layer in layers):
-        fail("Serial", f"expects one or more Layer arguments, got {layers!r}")
-    n = len(layers)
+    def get(tree, p):
+        if isinstance(tree, dict) or (isinstance(p, int) and isinstance(tree, (tuple, list))):
+            try:
+                return tree[p]
+            except (KeyError, IndexError):
+                pass
+        elif isinstance(p, str) and hasattr(tree, "_fields") and p in tree._fields:
+            return getattr(tree, p)
+        fail("Select", f"path {path!r}: no part {p!r} in {type(tree).__name__} {tree!r:.80}")
+
+    def get_path(tree):
+        for p in path:
+            tree = get(tree, p)
+        return tree
+
+    def put(tree, keys, value):  # a copy of tree with the part at keys replaced by value
+        if not keys:
+            return value
+        p, rest = keys[0], keys[1:]
+        if isinstance(tree, dict):
+            return {**tree, p: put(tree[p], rest, value)}
+        if hasattr(tree, "_fields"):
+            field = p if isinstance(p, str) else tree._fields[p]
+            return tree._replace(**{field: put(getattr(tree, field), rest, value)})
+        return type(tree)(put(v, rest, value) if i == p else v for i, v in enumerate(tree))
 
     def init(key, in_shape):
-        params, state, shape = [], [], tuple(in_shape)
-        for layer, k in zip(layers, jax.random.split(key, n)):
+        del key
+        return get_path(in_shape), {}
+
+    def apply(params, x):
+        del params
+        return get_path(x)
+
+    def vjp(params, x):
+        del params
+        return get_path(x), lambda dy: ({}, put(zero_cotangent(x), path, dy))
+
+    return stateless("Select", init, apply, vjp, decode=positionwise(apply))
+
+
+def serial(*layers: Layer, **named_layers: Layer) -> Layer:
+    """Compose layers in order: positional children give tuple params and state, named children
+    (`serial(embed=..., body=..., head=...)`) dicts keyed by name.
+
+    The VJP runs the children's `vjp`s forward and their pullbacks in reverse; decode steps chain."""
+    children = _children("Serial", layers, named_layers)
+    n = len(children.layers)
+
+    def init(key, in_shape):
+        params, state, shape = [], [], as_shape_tree(in_shape)
+        for layer, k in zip(children.layers, jax.random.split(key, n)):
             shape, p, s = layer.init(k, shape)
             params.append(p)
             state.append(s)
-        return shape, tuple(params), tuple(state)
+        return shape, children.pack(params), children.pack(state)
+
+    def each(params, state, key):
+        return zip(children.layers, children.unpack(params), children.unpack(state), _split(key, n))
 
     def apply(params, state, x, *, key=None, train=False):
         new_state = []
-        for layer, p, s, k in zip(layers, params, state, _split(key, n)):
+        for layer, p, s, k in each(params, state, key):
             x, s = layer.apply(p, s, x, key=k, train=train)
             new_state.append(s)
-        return x, tuple(new_state)
+        return x, children.pack(new_state)
 
     def vjp(params, state, x, *, key=None, train=False):
         pullbacks, new_state = [], []
-        for layer, p, s, k in zip(layers, params, state, _split(key, n)):
+        for layer, p, s, k in each(params, state, key):
             x, s, pullback = layer.vjp(p, s, x, key=k, train=train)
             pullbacks.append(pullback)
             new_state.append(s)
@@ -179,75 +338,109 @@ def serial(*layers: Layer) -> Layer:
             dparams = [None] * n
             for i in reversed(range(n)):
                 dparams[i], dy = pullbacks[i](dy)
-            return tuple(dparams), dy
+            return children.pack(dparams), dy
 
-        return x, tuple(new_state), pullback
+        return x, children.pack(new_state), pullback
 
-    return Layer(init, apply, vjp, "Serial")
+    def init_cache(params, batch, max_len):
+        return children.pack([layer.decode.init_cache(p, batch, max_len)
+                              for layer, p in zip(children.layers, children.unpack(params))])
+
+    def step(params, cache, x_t, *, pos):
+        new_cache = []
+        for layer, p, c in zip(children.layers, children.unpack(params), children.unpack(cache)):
+            x_t, c = layer.decode.step(p, c, x_t, pos=pos)
+            new_cache.append(c)
+        return x_t, children.pack(new_cache)
+
+    decode = _missing_decode("Serial", children) or Decode(init_cache, step)
+    return Layer(init, apply, vjp, "Serial", decode)
 
 
-def parallel(*layers: Layer, merge: str = "concat") -> Layer:
-    """Fan-out: every child sees the same `x`; outputs are concatenated on the last axis
-    (`merge="concat"`) or added (`merge="sum"`, shapes must agree). dx is the sum of the children's dx."""
-    if merge not in ("concat", "sum"):
-        fail("Parallel", f"merge must be 'concat' or 'sum', got merge={merge!r}")
-    if not layers or not all(isinstance(layer, Layer) for layer in layers):
-        fail("Parallel", f"expects one or more Layer arguments, got {layers!r}")
-    n = len(layers)
+_MERGES = ("concat", "sum", None)
+
+
+def parallel(*layers: Layer, merge: str | None = "concat", **named_layers: Layer) -> Layer:
+    """Fan-out: every child sees the same `x`. Outputs are concatenated on the last axis
+    (`merge="concat"`), added (`merge="sum"`, shapes must agree), or kept as a structure (`merge=None`:
+    a tuple, or a dict for named children). dx is the sum of the children's dx (`tree_add`)."""
+    if merge not in _MERGES:
+        fail("Parallel", f"merge must be 'concat', 'sum' or None, got merge={merge!r}")
+    children = _children("Parallel", layers, named_layers)
+    n = len(children.layers)
 
     def init(key, in_shape):
-        outs = [layer.init(k, tuple(in_shape)) for layer, k in zip(layers, jax.random.split(key, n))]
+        in_shape = as_shape_tree(in_shape)
+        outs = [layer.init(k, in_shape) for layer, k in zip(children.layers, jax.random.split(key, n))]
         shapes = [o[0] for o in outs]
         if merge == "sum":
             if any(s != shapes[0] for s in shapes):
                 fail("Parallel", f"merge='sum' needs equal output shapes, got {shapes}")
             out_shape = shapes[0]
-        else:
-            if any(s[:-1] != shapes[0][:-1] for s in shapes):
+        elif merge == "concat":
+            if not all(map(is_shape, shapes)) or any(s[:-1] != shapes[0][:-1] for s in shapes):
                 fail("Parallel", f"merge='concat' needs equal shapes but the last axis, got {shapes}")
             out_shape = (*shapes[0][:-1], sum(s[-1] for s in shapes))
-        return out_shape, tuple(o[1] for o in outs), tuple(o[2] for o in outs)
+        else:
+            out_shape = children.pack(shapes)
+        return out_shape, children.pack([o[1] for o in outs]), children.pack([o[2] for o in outs])
 
     def join(ys):
-        return jnp.concatenate(ys, axis=-1) if merge == "concat" else sum(ys[1:], ys[0])
+        if merge == "concat":
+            return jnp.concatenate(ys, axis=-1)
+        return sum(ys[1:], ys[0]) if merge == "sum" else children.pack(ys)
+
+    def split(dy, widths):
+        if merge == "concat":
+            return jnp.split(dy, [sum(widths[:i]) for i in range(1, n)], axis=-1)
+        return [dy] * n if merge == "sum" else children.unpack(dy)
+
+    def each(params, state, key):
+        return zip(children.layers, children.unpack(params), children.unpack(state), _split(key, n))
 
     def apply(params, state, x, *, key=None, train=False):
-        outs = [
-            layer.apply(p, s, x, key=k, train=train)
-            for layer, p, s, k in zip(layers, params, state, _split(key, n))
-        ]
-        return join([o[0] for o in outs]), tuple(o[1] for o in outs)
+        outs = [layer.apply(p, s, x, key=k, train=train) for layer, p, s, k in each(params, state, key)]
+        return join([o[0] for o in outs]), children.pack([o[1] for o in outs])
 
-    # concat: each child's dy is its slice of dy along the last axis; sum: each child gets dy whole.
+    # concat: each child's dy is its slice of dy along the last axis; sum: each child gets dy whole;
+    # None: each child gets its part of dy. dx = sum of the children's dx.
     def vjp(params, state, x, *, key=None, train=False):
-        outs = [
-            layer.vjp(p, s, x, key=k, train=train)
-            for layer, p, s, k in zip(layers, params, state, _split(key, n))
-        ]
-        widths = [o[0].shape[-1] for o in outs]
+        outs = [layer.vjp(p, s, x, key=k, train=train) for layer, p, s, k in each(params, state, key)]
+        ys = [o[0] for o in outs]
+        widths = [y.shape[-1] for y in ys] if merge == "concat" else None
 
         def pullback(dy):
-            if merge == "concat":
-                splits = [sum(widths[:i]) for i in range(1, n)]
-                dys = jnp.split(dy, splits, axis=-1)
-            else:
-                dys = [dy] * n
-            grads = [o[2](d) for o, d in zip(outs, dys)]
-            dx = sum((g[1] for g in grads[1:]), grads[0][1])
-            return tuple(g[0] for g in grads), dx
+            grads = [o[2](d) for o, d in zip(outs, split(dy, widths))]
+            dx = grads[0][1]
+            for g in grads[1:]:
+                dx = tree_add(dx, g[1])
+            return children.pack([g[0] for g in grads]), dx
 
-        return join([o[0] for o in outs]), tuple(o[1] for o in outs), pullback
+        return join(ys), children.pack([o[1] for o in outs]), pullback
 
-    return Layer(init, apply, vjp, "Parallel")
+    def init_cache(params, batch, max_len):
+        return children.pack([layer.decode.init_cache(p, batch, max_len)
+                              for layer, p in zip(children.layers, children.unpack(params))])
+
+    def step(params, cache, x_t, *, pos):
+        outs = [layer.decode.step(p, c, x_t, pos=pos)
+                for layer, p, c in zip(children.layers, children.unpack(params), children.unpack(cache))]
+        return join([o[0] for o in outs]), children.pack([o[1] for o in outs])
+
+    decode = _missing_decode("Parallel", children) or Decode(init_cache, step)
+    return Layer(init, apply, vjp, "Parallel", decode)
 
 
 def residual(layer: Layer) -> Layer:
     """y = x + layer(x); the inner layer must keep the shape. dx = dy + dx_inner."""
+    if not isinstance(layer, Layer):
+        fail("Residual", f"expects a Layer, got {layer!r}")
 
     def init(key, in_shape):
-        out_shape, params, state = layer.init(key, tuple(in_shape))
-        if tuple(out_shape) != tuple(in_shape):
-            fail("Residual", f"inner layer {layer.name} maps {tuple(in_shape)} to {tuple(out_shape)}")
+        in_shape = as_shape_tree(in_shape)
+        out_shape, params, state = layer.init(key, in_shape)
+        if out_shape != in_shape:
+            fail("Residual", f"inner layer {layer.name} maps {in_shape} to {out_shape}")
         return out_shape, params, state
 
     def apply(params, state, x, *, key=None, train=False):
@@ -263,25 +456,22 @@ def residual(layer: Layer) -> Layer:
 
         return x + y, state, pullback
 
-    return Layer(init, apply, vjp, "Residual")
+    def step(params, cache, x_t, *, pos):
+        y_t, cache = layer.decode.step(params, cache, x_t, pos=pos)
+        return x_t + y_t, cache
+
+    if not can_decode(layer):
+        decode = no_decode("Residual", f"inner layer {layer.name} has no decode step")
+    else:
+        decode = Decode(layer.decode.init_cache, step)
+    return Layer(init, apply, vjp, "Residual", decode)
 
 
 # ----------------------------------------------------------------------------------- conveniences
 
 
-def init_model(model: Layer, key: jax.Array, in_shape: Shape, *, dtype=jnp.float32):
+def init_model(model: Layer, key: jax.Array, in_shape: Any, *, dtype=jnp.float32):
     """`model.init` with params cast to `dtype` (state keeps its own dtypes). -> (out_shape, params, state)."""
-    out_shape, params, state = model.init(key, tuple(in_shape))
+    out_shape, params, state = model.init(key, as_shape_tree(in_shape))
     params = jax.tree_util.tree_map(lambda a: a.astype(dtype), params)
     return out_shape, params, state
-
-
-class Loss(NamedTuple):
-    """A loss with its handwritten VJP with respect to the prediction.
-
-    apply(pred, target) -> value;  vjp(pred, target) -> (value, pullback);  pullback(dvalue) -> dpred.
-    `value` is a scalar for reduction 'mean' or 'sum'."""
-
-    apply: Callable[..., jax.Array]
-    vjp: Callable[..., tuple[jax.Array, Callable]]
-    name: str

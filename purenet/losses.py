@@ -15,7 +15,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from purenet.core import Loss, fail
+from purenet._checks import check_choice, fail
+from purenet.core import Loss
+from purenet.ops import logsumexp
 
 
 class TokenTargets(NamedTuple):
@@ -30,8 +32,7 @@ class TokenTargets(NamedTuple):
 
 def _make_loss(name: str, reduction: str, vjp) -> Loss:
     """Validate `reduction` and build the Loss; `apply` is the forward half of `vjp`."""
-    if reduction not in ("mean", "sum"):
-        fail(name, f"reduction must be 'mean' or 'sum', got reduction={reduction!r}")
+    check_choice(name, "reduction", reduction, ("mean", "sum"))
     return Loss(lambda pred, target: vjp(pred, target)[0], vjp, name)
 
 
@@ -49,12 +50,6 @@ def _check_labels(name: str, logits: jax.Array, labels: jax.Array) -> None:
     if tuple(labels.shape) != tuple(logits.shape[:-1]):
         fail(name, f"labels shape must equal logits.shape[:-1] (={tuple(logits.shape[:-1])}), "
                    f"got labels shape {tuple(labels.shape)}")
-
-
-def _logsumexp(logits: jax.Array) -> jax.Array:
-    """Stable log(sum(exp(z))) over the last axis, kept as (N..., 1)."""
-    peak = jnp.max(logits, axis=-1, keepdims=True)  # (N..., 1)
-    return peak + jnp.log(jnp.sum(jnp.exp(logits - peak), axis=-1, keepdims=True))  # (N..., 1)
 
 
 def _picked(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -103,7 +98,7 @@ def softmax_cross_entropy(*, reduction: str = "mean") -> Loss:
     def vjp(logits, labels):
         labels = jnp.asarray(labels)
         _check_labels(name, logits, labels)
-        lse = _logsumexp(logits)  # (N..., 1)
+        lse = logsumexp(logits)  # (N..., 1)
         count = labels.size if reduction == "mean" else 1
         value = jnp.sum(lse[..., 0] - _picked(logits, labels)) / count  # ()
 
@@ -129,7 +124,7 @@ def softmax_cross_entropy_with_targets(*, reduction: str = "mean") -> Loss:
             fail(name, f"expected logits of rank >= 1 (N..., K), got shape {tuple(logits.shape)}")
         _check_same_shape(name, "targets", logits, targets)
         targets = targets.astype(logits.dtype)  # (N..., K)
-        lse = _logsumexp(logits)  # (N..., 1)
+        lse = logsumexp(logits)  # (N..., 1)
         count = targets.size // targets.shape[-1] if reduction == "mean" else 1
         value = jnp.sum(targets * (lse - logits)) / count  # ()
 
@@ -187,7 +182,7 @@ def masked_softmax_cross_entropy(*, reduction: str = "mean") -> Loss:
             fail(name, f"mask shape must equal labels shape {tuple(labels.shape)}, "
                        f"got mask shape {tuple(mask.shape)}")
         weights = mask.astype(logits.dtype)  # (N, T)
-        lse = _logsumexp(logits)  # (N, T, 1)
+        lse = logsumexp(logits)  # (N, T, 1)
         total = jnp.sum(weights * (lse[..., 0] - _picked(logits, labels)))  # ()
         if reduction == "mean":
             mask_sum = jnp.sum(weights)

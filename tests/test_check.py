@@ -8,8 +8,8 @@ import pytest
 
 from purenet.check import (GradientMismatch, as_jax_function, check_dot_product, check_layer, check_model,
                            compare, tolerance)
-from purenet.core import Layer, Loss, serial, stateless
-from purenet.dense import Dense
+from purenet.core import Layer, Loss, serial
+from purenet.layers.dense import Dense
 
 
 def _scaled_dense(w_scale=1.0, x_scale=1.0):

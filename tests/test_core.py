@@ -1,11 +1,16 @@
-"""Combinators and Dense: shape inference at init, key splitting, errors naming layer and values."""
+"""The contract and the combinators: shape inference at init, key splitting, structured inputs and the
+None rule, named children, the decode contract, and errors naming the combinator and the values."""
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
-from purenet.core import identity, init_model, parallel, residual, serial
-from purenet.dense import Dense
+from purenet.check import check_decode, check_layer
+from purenet.core import (Decode, Layer, can_decode, identity, init_model, parallel, residual, select, serial,
+                          tree_add, zero_cotangent)
+from purenet.layers import LSTM, Conv1D, Dense, Dropout, Embedding, GRU, LayerNorm, Relu, SequenceInput, Tanh
+from purenet.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 
 
 def test_serial_infers_shapes_without_data(key):
@@ -18,6 +23,8 @@ def test_serial_infers_shapes_without_data(key):
 def test_parallel_shapes(key):
     assert parallel(Dense(2), Dense(3)).init(key, (-1, 4))[0] == (-1, 5)
     assert parallel(Dense(4), identity(), merge="sum").init(key, (-1, 4))[0] == (-1, 4)
+    assert parallel(a=Dense(2), b=Dense(3), merge=None).init(key, (-1, 4))[0] == {"a": (-1, 2), "b": (-1, 3)}
+    assert parallel(Dense(2), Dense(3), merge=None).init(key, [-1, 4])[0] == ((-1, 2), (-1, 3))
 
 
 def test_init_model_casts_params(key):
@@ -44,14 +51,29 @@ def test_serial_splits_keys_per_child(key):
     assert jnp.array_equal(seen[0], seen[2]) and jnp.array_equal(seen[1], seen[3])
 
 
+# ------------------------------------------------------------------------------------------ errors
+
+
 def test_serial_rejects_non_layers():
-    with pytest.raises(ValueError, match=r"Serial: expects one or more Layer"):
+    with pytest.raises(ValueError, match=r"Serial: expects one or more Layer arguments, got 1: 'relu'"):
         serial(Dense(2), "relu")
+    with pytest.raises(ValueError, match=r"Serial: expects one or more Layer arguments, got 'head': 3"):
+        serial(body=Dense(2), head=3)
+    with pytest.raises(ValueError, match=r"Serial: expects one or more Layer arguments, got \(\)"):
+        serial()
+
+
+def test_children_are_all_positional_or_all_named():
+    with pytest.raises(ValueError, match=r"Serial: children are either all positional or all named, got 1 "
+                                         r"positional and named \['head'\]"):
+        serial(Dense(2), head=Dense(3))
 
 
 def test_parallel_rejects_unknown_merge():
-    with pytest.raises(ValueError, match=r"Parallel: merge must be 'concat' or 'sum', got merge='mean'"):
+    with pytest.raises(ValueError, match=r"Parallel: merge must be 'concat', 'sum' or None, got merge='mean'"):
         parallel(Dense(2), merge="mean")
+    with pytest.raises(ValueError, match=r"Parallel: expects one or more Layer arguments, got 'merj': 'sum'"):
+        parallel(a=Dense(2), merj="sum")  # a misspelt option is not swallowed
 
 
 def test_parallel_sum_rejects_unequal_shapes(key):
@@ -64,20 +86,144 @@ def test_residual_rejects_shape_change(key):
         residual(Dense(3)).init(key, (1, 4))
 
 
-@pytest.mark.parametrize("bad", [0, -3, 2.5, True])
-def test_dense_rejects_bad_out_features(bad):
-    with pytest.raises(ValueError, match=rf"Dense: out_features must be positive integers, got out_features={bad!r}"):
-        Dense(bad)
+# ------------------------------------------------------------------------------- named children
 
 
-def test_dense_rejects_rank1_at_init(key):
-    with pytest.raises(ValueError, match=r"Dense: expected input of rank >= 2 \(N, \.\.\., I\), got shape \(5,\)"):
-        Dense(3).init(key, (5,))
+def test_named_children_give_named_params_and_state(key):
+    block = serial(dense=Dense(4), norm=LayerNorm())
+    model = serial(embed=Embedding(10, 4), blocks=serial(block, block, block), head=Dense(10))
+    out_shape, params, state = model.init(key, (-1, 7))
+    assert out_shape == (-1, 7, 10)
+    assert list(params) == ["embed", "blocks", "head"] and list(state) == ["embed", "blocks", "head"]
+    assert params["blocks"][2]["dense"]["w"].shape == (4, 4)
+    assert params["blocks"][1]["norm"]["gamma"].shape == (4,)
+    paths = {jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
+    assert "['blocks'][2]['norm']['beta']" in paths and "['embed']['w']" in paths
 
 
-def test_dense_rejects_wrong_feature_size_at_apply(key):
-    _, params, state = Dense(3).init(key, (2, 5))
-    with pytest.raises(ValueError, match=r"Dense: expected input shape \(N, \.\.\., 5\), got \(2, 4\)"):
-        Dense(3).apply(params, state, jnp.ones((2, 4)))
-    with pytest.raises(ValueError, match=r"Dense: expected input shape"):
-        jax.jit(lambda x: Dense(3).apply(params, state, x))(jnp.ones((2, 4)))
+def test_named_params_give_named_checkpoint_entries_and_gradients(key, tmp_path):
+    model = serial(hidden=Dense(5), act=Tanh(), head=Dense(2))
+    _, params, state = init_model(model, key, (3, 4), dtype=jnp.float64)
+    x = jax.random.normal(key, (3, 4), jnp.float64)
+    y, _, pullback = model.vjp(params, state, x)
+    dparams, _ = pullback(jnp.ones_like(y))
+    assert jax.tree_util.tree_structure(dparams) == jax.tree_util.tree_structure(params)
+    save_checkpoint(tmp_path / "c.npz", params=params, state=state, opt_state=(), step=1, key=None)
+    with np.load(tmp_path / "c.npz") as npz:
+        assert "['params']['head']['w']" in npz.files
+    loaded = load_checkpoint(tmp_path / "c.npz", like=Checkpoint(params, state, (), 0, None))
+    np.testing.assert_array_equal(loaded.params["hidden"]["w"], params["hidden"]["w"])
+
+
+# ------------------------------------------------------------------- structured inputs, the None rule
+
+
+def test_tree_add_skips_none():
+    a = (jnp.ones(2), None, {"m": None, "x": jnp.ones(1)})
+    b = (jnp.ones(2), None, {"m": None, "x": 2 * jnp.ones(1)})
+    total = tree_add(a, b)
+    assert total[1] is None and total[2]["m"] is None
+    np.testing.assert_array_equal(total[0], [2, 2])
+    np.testing.assert_array_equal(total[2]["x"], [3])
+    assert tree_add(None, None) is None
+    np.testing.assert_array_equal(tree_add(None, jnp.ones(2)), [1, 1])
+
+
+def test_zero_cotangent_puts_none_at_integer_and_boolean_leaves():
+    x = {"ids": jnp.zeros((2, 3), jnp.int32), "mask": jnp.ones((2, 3), bool), "x": jnp.ones((2, 3))}
+    dx = zero_cotangent(x)
+    assert dx["ids"] is None and dx["mask"] is None
+    np.testing.assert_array_equal(dx["x"], np.zeros((2, 3)))
+
+
+def test_parallel_of_two_embeddings_sums_to_none(key):
+    # This failed in v1 (None + None); ids have no cotangent, so dx is None.
+    model = parallel(Embedding(5, 3), Embedding(5, 3), merge="sum")
+    _, params, state = model.init(key, (2, 4))
+    ids = jnp.array([[0, 1, 2, 3], [4, 4, 0, 1]])
+    y, _, pullback = model.vjp(params, state, ids)
+    dparams, dx = pullback(jnp.ones_like(y))
+    assert dx is None
+    np.testing.assert_allclose(y, params[0]["w"][ids] + params[1]["w"][ids])
+    np.testing.assert_allclose(dparams[0]["w"][4], 2 * np.ones(3))  # id 4 used twice
+
+
+def test_select_routes_one_part_and_mirrors_the_input_structure(key):
+    model = serial(parallel(serial(select("ids"), Embedding(6, 3)), select("x"), merge="sum"), Dense(2))
+    in_shape = {"ids": (2, 5), "mask": (2, 5), "x": (2, 5, 3)}
+    out_shape, params, state = model.init(key, in_shape)
+    assert out_shape == (2, 5, 2)
+    x = {"ids": jnp.ones((2, 5), jnp.int32), "mask": jnp.ones((2, 5), bool), "x": jnp.ones((2, 5, 3))}
+    y, _, pullback = model.vjp(params, state, x)
+    _, dx = pullback(jnp.ones_like(y))
+    assert set(dx) == {"ids", "mask", "x"} and dx["ids"] is None and dx["mask"] is None
+    assert dx["x"].shape == (2, 5, 3)
+    check_layer(model, in_shape, key=key, x=jax.tree_util.tree_map(
+        lambda a: a.astype(jnp.float64) if a.dtype == jnp.float32 else a, x))
+
+
+def test_select_errors_name_the_path():
+    with pytest.raises(ValueError, match=r"Select: expects a path of ints and strings, got \(\)"):
+        select()
+    with pytest.raises(ValueError, match=r"Select: path \('text',\): no part 'text' in dict"):
+        select("text").init(None, {"image": (2, 3)})
+
+
+def test_sequence_input_is_a_structured_input(key):
+    # The recurrent layers' optional initial state follows the same rule: in_shape and dx mirror it.
+    layer = LSTM(4)
+    in_shape = SequenceInput((2, 5, 3), ((2, 4), (2, 4)))
+    out_shape, params, state = init_model(layer, key, in_shape, dtype=jnp.float64)
+    assert out_shape == (2, 5, 4)
+    report = check_layer(layer, in_shape, key=key)
+    assert "LSTM.dx.initial[1]" in report and "LSTM.dx.x" in report
+    with pytest.raises(ValueError, match=r"LSTM: expected initial state h and c of shape \(2, 4\)"):
+        layer.init(key, SequenceInput((2, 5, 3), (2, 4)))
+
+
+# --------------------------------------------------------------------------------------- decode
+
+
+def _lm(cell=LSTM):
+    return serial(embed=Embedding(11, 5), rnn=serial(cell(6), cell(6)), norm=LayerNorm(), act=Relu(),
+                  drop=Dropout(0.3), head=Dense(11))
+
+
+@pytest.mark.parametrize("cell", [LSTM, GRU])
+def test_serial_decode_steps_equal_apply(key, cell):
+    model = _lm(cell)
+    _, params, state = init_model(model, key, (-1, 9), dtype=jnp.float64)
+    ids = jax.random.randint(key, (3, 9), 0, 11)
+    report = check_decode(model, params, state, ids)
+    assert max(e.max_rel for e in report.values()) < 1e-12
+    cache = model.decode.init_cache(params, 3, 9)
+    assert set(cache) == set(params) and len(cache["rnn"][0]) == (2 if cell is LSTM else 1)  # (h, c) or (h,)
+    assert cache["rnn"][1][0].shape == (3, 6) and cache["head"] == {}
+
+
+def test_parallel_and_residual_decode(key):
+    model = serial(Dense(4), residual(serial(Dense(4), Tanh())), parallel(Dense(2), LSTM(3)))
+    _, params, state = init_model(model, key, (2, 6, 3), dtype=jnp.float64)
+    check_decode(model, params, state, jax.random.normal(key, (2, 6, 3), jnp.float64))
+
+
+def test_layers_that_cannot_decode_say_which_and_why(key):
+    model = serial(embed=Embedding(5, 3), conv=Conv1D(4, 3), head=Dense(5))
+    assert not can_decode(model) and model.decode.reason.startswith("Serial: child 'conv' (Conv1D)")
+    with pytest.raises(ValueError, match=r"Serial: cannot decode step by step: child 'conv' \(Conv1D\) has no "
+                                         r"decode step"):
+        model.decode.init_cache(None, 2, 8)
+    reverse = serial(LSTM(3, reverse=True))
+    with pytest.raises(ValueError, match=r"Serial: cannot decode step by step: child 0 \(LSTM\) cannot decode "
+                                         r"\(LSTM: reverse=True runs from the end of the sequence\)"):
+        reverse.decode.step(None, None, None, pos=0)
+    assert can_decode(Dense(2)) and not can_decode(Layer(*Dense(2)[:4]))
+
+
+def test_decode_is_jittable_with_a_traced_position(key):
+    model = _lm()
+    _, params, state = init_model(model, key, (-1, 4))
+    step = jax.jit(model.decode.step)
+    cache = model.decode.init_cache(params, 2, 4)
+    logits, cache = step(params, cache, jnp.array([1, 2]), pos=jnp.int32(0))
+    assert logits.shape == (2, 11) and isinstance(model.decode, Decode)

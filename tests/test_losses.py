@@ -13,7 +13,7 @@ import pytest
 
 from purenet.check import GradientMismatch, compare, tolerance
 from purenet.core import Loss, init_model, serial
-from purenet.dense import Dense
+from purenet.layers.dense import Dense
 from purenet.losses import (
     TokenTargets,
     masked_softmax_cross_entropy,
@@ -292,7 +292,7 @@ FACTORIES = [mean_squared_error, softmax_cross_entropy, softmax_cross_entropy_wi
 
 @pytest.mark.parametrize("factory", FACTORIES, ids=lambda f: f.__name__)
 def test_bad_reduction(factory):
-    with pytest.raises(ValueError, match=r"^\w+: reduction must be 'mean' or 'sum', got reduction='none'$"):
+    with pytest.raises(ValueError, match=r"^\w+: reduction must be one of \('mean', 'sum'\), got reduction='none'$"):
         factory(reduction="none")
 
 

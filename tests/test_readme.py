@@ -1,15 +1,24 @@
-"""The README's example runs as written."""
+"""The README's examples run as written and print what their comments say."""
 
 import pathlib
 import re
 
+README = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
 
-def test_readme_example_runs(capsys):
-    readme = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
-    assert blocks, "README.md has no python example"
-    for block in blocks:
-        exec(compile(block, "README.md", "exec"), {})
-    out = capsys.readouterr().out.split()
-    assert out[0:2] == ["(-1,", "10)"]
-    assert float(out[-1]) < 1e-4
+
+def _run(block: str, capsys) -> list[str]:
+    exec(compile(block, "README.md", "exec"), {})
+    return capsys.readouterr().out.splitlines()
+
+
+def test_readme_examples_run(capsys):
+    blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+    assert len(blocks) == 2, "README.md should hold the LeNet-5 and the v2 examples"
+    lenet, v2 = (_run(block, capsys) for block in blocks)
+    assert lenet[0] == "(-1, 10)" and float(lenet[-1]) < 1e-4
+    assert v2 == ["(32, 32)", "True", "(2, 8)", "(4, 5, 3) None"]
+
+
+def test_readme_gives_exactly_the_two_newcomer_commands():
+    first_block = re.search(r"```bash\n(.*?)```", README, flags=re.S).group(1)
+    assert [line.split()[:2] for line in first_block.splitlines()] == [["make", "demo"], ["make", "test"]]

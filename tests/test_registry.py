@@ -1,21 +1,29 @@
-"""Every registry row: shapes, pullback vs jax.vjp (float64, float32), adjoint identity, jit == eager."""
+"""Every registry row: shapes, pullback vs jax.vjp (float64, float32), the adjoint identity against
+jax.jvp (float64, in the same compiled program), jit == eager, and stepping == apply for the rows whose
+layer decodes step by step."""
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
-from registry import CASES
 
-from purenet.check import check_dot_product, check_layer, compare, random_input, tolerance
-from purenet.core import init_model
+from purenet.check import check_decode, check_layer, compare, random_input, tolerance
+from purenet.core import can_decode, init_model, is_differentiable
+from tests.registry import CASES
 
 DTYPES = [jnp.float64, jnp.float32]
 
 
 def _x(case, key, dtype):
-    if case.make_x is not None:
-        return case.make_x(key, case.in_shape)
-    return random_input(key, case.in_shape, dtype)
+    """The row's input in `dtype` (float leaves); integer and boolean leaves as make_x built them."""
+    if case.make_x is None:
+        return random_input(key, case.in_shape, dtype)
+    x = case.make_x(key, case.in_shape)
+    return jax.tree_util.tree_map(lambda a: a.astype(dtype) if is_differentiable(a) else a, x)
+
+
+def _is_sequence(x) -> bool:
+    """An input with a time axis 1 to step along: float leaves (N, T, F...), integer leaves (N, T...)."""
+    return all(a.ndim >= (3 if is_differentiable(a) else 2) for a in jax.tree_util.tree_leaves(x))
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
@@ -23,13 +31,10 @@ def _x(case, key, dtype):
 def test_pullback_matches_jax(case, dtype, key):
     layer = case.build()
     x = _x(case, jax.random.fold_in(key, 1), dtype)
-    report = check_layer(layer, case.in_shape, key=key, dtype=dtype, x=x, train=case.train)
+    report = check_layer(layer, case.in_shape, key=key, dtype=dtype, x=x, train=case.train,
+                         adjoint=dtype == jnp.float64)
     assert all(e.max_rel <= tolerance(dtype) for e in report.values())
-
-
-@pytest.mark.parametrize("case", [c for c in CASES if c.make_x is None], ids=lambda c: c.id)
-def test_dot_product_identity(case, key):
-    check_dot_product(case.build(), case.in_shape, key=key, dtype=jnp.float64, train=case.train)
+    assert (f"{layer.name}.adjoint" in report) == (dtype == jnp.float64)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -41,11 +46,32 @@ def test_jit_equals_eager(case, key):
 
     def step(params, state, x, key):
         y, new_state, pullback = layer.vjp(params, state, x, key=key, train=case.train)
-        dy = jax.random.normal(k_dy, y.shape, y.dtype)
+        leaves, treedef = jax.tree_util.tree_flatten(y)
+        dy = treedef.unflatten([jax.random.normal(jax.random.fold_in(k_dy, i), a.shape, a.dtype)
+                                for i, a in enumerate(leaves)])
         return y, new_state, pullback(dy)
 
+    def step_and_apply(params, state, x, key):
+        return step(params, state, x, key), layer.apply(params, state, x, key=key, train=case.train)[0]
+
     eager = step(params, state, x, k_layer)
-    jitted = jax.jit(step)(params, state, x, k_layer)
+    jitted, y_apply = jax.jit(step_and_apply)(params, state, x, k_layer)
     compare(jitted, eager, rtol=1e-12, what=case.id)
-    y_apply, _ = jax.jit(lambda p, s, x, k: layer.apply(p, s, x, key=k, train=case.train))(params, state, x, k_layer)
-    np.testing.assert_allclose(y_apply, eager[0], rtol=1e-12, atol=1e-12)
+    compare(y_apply, eager[0], rtol=1e-12, what=case.id)
+
+
+DECODING = [c for c in CASES if can_decode(c.build()) and _is_sequence(_x(c, jax.random.PRNGKey(0), jnp.float64))]
+
+
+@pytest.mark.parametrize("case", DECODING, ids=[c.id for c in DECODING])
+def test_decode_steps_equal_apply(case, key):
+    layer = case.build()
+    _, params, state = init_model(layer, key, case.in_shape, dtype=jnp.float64)
+    check_decode(layer, params, state, _x(case, jax.random.fold_in(key, 1), jnp.float64))
+
+
+def test_decoding_rows_cover_every_decoding_family():
+    ids = {c.id for c in DECODING}
+    for expected in ("dense-rank3", "embedding-rank2", "layernorm-rank3", "lstm-t5", "gru-t5", "simple-rnn-t5",
+                     "dropout-train-rank4", "elu"):
+        assert any(i.startswith(expected) for i in ids), expected

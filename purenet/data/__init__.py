@@ -6,9 +6,9 @@ from purenet.data.batching import batches, num_batches
 from purenet.data.download import FILES, MIRRORS, cache_dir, download_mnist, load_mnist
 from purenet.data.idx import read_idx, write_idx
 from purenet.data.mnist1d import load_mnist1d
-from purenet.data.sample import load_mnist_sample
+from purenet.data.sample import load_mnist_or_sample, load_mnist_sample, to_float_images
 from purenet.data.toy import four_clusters, regression_1d
 
 __all__ = ["FILES", "MIRRORS", "batches", "cache_dir", "download_mnist", "four_clusters",
-           "load_mnist", "load_mnist1d", "load_mnist_sample", "num_batches", "read_idx", "regression_1d",
-           "write_idx"]
+           "load_mnist", "load_mnist1d", "load_mnist_or_sample", "load_mnist_sample", "num_batches", "read_idx",
+           "regression_1d", "to_float_images", "write_idx"]

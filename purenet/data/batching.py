@@ -6,13 +6,12 @@ from typing import Iterator, Mapping
 
 import numpy as np
 
-from purenet.core import fail
+from purenet._checks import check_int, fail
 
 
 def num_batches(num_samples: int, batch_size: int, *, drop_remainder: bool = False) -> int:
     """How many batches `batches` yields for `num_samples` samples."""
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:
-        fail("batches", f"batch_size must be a positive integer, got batch_size={batch_size!r}")
+    check_int("batches", "batch_size", batch_size, 1)
     return num_samples // batch_size if drop_remainder else -(-num_samples // batch_size)
 
 

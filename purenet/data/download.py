@@ -13,13 +13,13 @@ from __future__ import annotations
 import hashlib
 import os
 import pathlib
-import tempfile
 import urllib.request
 from typing import NamedTuple
 
 import numpy as np
 
-from purenet.core import fail
+from purenet._checks import fail
+from purenet._files import atomic_write
 from purenet.data.idx import read_idx
 
 
@@ -88,27 +88,18 @@ def download(url: str, path: str | os.PathLike, *, sha256: str, timeout: float =
     against Content-Length (when sent) and the SHA-256, then `os.replace`. On any failure the temporary
     file is removed and the error raised (ValueError for a short transfer or a checksum mismatch)."""
     path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        digest, received = hashlib.sha256(), 0
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            announced = response.headers.get("Content-Length")
-            for chunk in iter(lambda: response.read(CHUNK_BYTES), b""):
-                out.write(chunk)
-                digest.update(chunk)
-                received += len(chunk)
+    digest, received = hashlib.sha256(), 0
+    with atomic_write(path) as out, urllib.request.urlopen(url, timeout=timeout) as response:
+        announced = response.headers.get("Content-Length")
+        for chunk in iter(lambda: response.read(CHUNK_BYTES), b""):
+            out.write(chunk)
+            digest.update(chunk)
+            received += len(chunk)
         if announced is not None and received != int(announced):
             fail("download", f"{url}: transfer interrupted, got {received} of {announced} bytes")
         if digest.hexdigest() != sha256.lower():
             fail("download", f"{url}: SHA-256 mismatch, expected {sha256}, got {digest.hexdigest()} "
                              f"({received} bytes); nothing was written to {path}")
-        os.chmod(tmp_name, 0o644)  # mkstemp makes it 0600
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.remove(tmp_name)
-        raise
     return path
 
 

@@ -13,7 +13,7 @@ import zlib
 
 import numpy as np
 
-from purenet.core import fail
+from purenet._checks import fail
 
 TYPE_CODES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}

@@ -12,11 +12,11 @@ import importlib.metadata
 import os
 import pathlib
 import random
-import tempfile
 
 import numpy as np
 
-from purenet.core import fail
+from purenet._checks import check_int, fail
+from purenet._files import atomic_write
 from purenet.data.download import cache_dir
 
 NUM_CLASSES = 10
@@ -42,19 +42,6 @@ def _generate(num_samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return dataset["x"], dataset["y"]
 
 
-def _save_atomic(path: pathlib.Path, arrays: dict[str, np.ndarray]) -> None:
-    """np.savez into a temporary file beside `path`, then os.replace; nothing partial is left behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp_name, path)
-    except BaseException:
-        os.remove(tmp_name)
-        raise
-
-
 def load_mnist1d(*, num_train: int = 4000, num_test: int = 1000, seed: int = 42,
                  data_dir: str | os.PathLike | None = None, cache: bool = True) -> dict[str, np.ndarray]:
     """MNIST-1D signals: {"x_train": float32 (num_train, 40), "y_train": int32 (num_train,), "x_test":
@@ -64,8 +51,7 @@ def load_mnist1d(*, num_train: int = 4000, num_test: int = 1000, seed: int = 42,
     With `cache`, the arrays are read from / written to `data_dir` (default: <cache root>/mnist1d).
     """
     for arg, value in (("num_train", num_train), ("num_test", num_test), ("seed", seed)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            fail("load_mnist1d", f"{arg} must be a non-negative integer, got {arg}={value!r}")
+        check_int("load_mnist1d", arg, value, 0)
     if num_train + num_test == 0:
         fail("load_mnist1d", "num_train + num_test must be positive, got 0")
     num_samples = -(-(num_train + num_test) // NUM_CLASSES) * NUM_CLASSES  # generator makes N // 10 per class
@@ -82,6 +68,7 @@ def load_mnist1d(*, num_train: int = 4000, num_test: int = 1000, seed: int = 42,
         x, y = _generate(num_samples, seed)
         x, y = x.astype(np.float32), y.astype(np.int32)  # (N, 40), (N,)
         if cache:
-            _save_atomic(path, {"x": x, "y": y})
+            with atomic_write(path) as f:
+                np.savez(f, x=x, y=y)
     return {"x_train": x[:num_train], "y_train": y[:num_train],
             "x_test": x[num_train:num_train + num_test], "y_test": y[num_train:num_train + num_test]}

@@ -1,4 +1,5 @@
-"""The shipped offline MNIST sample: 5,000 real digits, 500 per class (provenance in MNIST_SAMPLE.md)."""
+"""The shipped offline MNIST sample: 5,000 real digits, 500 per class (provenance in MNIST_SAMPLE.md);
+full MNIST instead where its files are found; images as float arrays for a model."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import importlib.resources
 
 import numpy as np
 
-from purenet.core import fail
+from purenet._checks import fail, is_int
+from purenet.data.download import load_mnist
 
 SAMPLE_FILE = "mnist_sample.npz"
 NUM_CLASSES = 10
@@ -21,7 +23,7 @@ def load_mnist_sample(*, num_train: int = 4000, num_test: int = 1000, seed: int 
     (num_test, 28, 28), "y_test": int32 (num_test,)}.
     """
     for arg, value in (("num_train", num_train), ("num_test", num_test)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0 or value % NUM_CLASSES:
+        if not is_int(value) or value < 0 or value % NUM_CLASSES:
             fail("load_mnist_sample", f"{arg} must be a non-negative multiple of {NUM_CLASSES}, "
                                       f"got {arg}={value!r}")
     train_per_class, test_per_class = num_train // NUM_CLASSES, num_test // NUM_CLASSES
@@ -42,3 +44,19 @@ def load_mnist_sample(*, num_train: int = 4000, num_test: int = 1000, seed: int 
     test_idx = rng.permutation(np.concatenate(test_idx))
     return {"x_train": images[train_idx], "y_train": labels[train_idx],
             "x_test": images[test_idx], "y_test": labels[test_idx]}
+
+
+def load_mnist_or_sample(data_dir=None) -> tuple[dict[str, np.ndarray], str]:
+    """Full MNIST if its four files are found (in `data_dir`, else the cache; see `load_mnist`), else
+    the shipped sample's default split. -> (arrays as `load_mnist_sample` returns them, a description
+    of the source such as "the shipped offline MNIST sample (4,000 train / 1,000 test)")."""
+    try:
+        data, source = load_mnist("mnist", data_dir=data_dir), "full MNIST"
+    except FileNotFoundError:
+        data, source = load_mnist_sample(), "the shipped offline MNIST sample"
+    return data, f"{source} ({len(data['y_train']):,} train / {len(data['y_test']):,} test)"
+
+
+def to_float_images(images: np.ndarray, mean: float = 0.0, std: float = 1.0) -> np.ndarray:
+    """uint8 images (N, H, W) -> float32 (N, H, W, 1) scaled to [0, 1], then (x - mean) / std."""
+    return ((images.astype(np.float32) / 255.0 - mean) / std)[..., None]

@@ -14,7 +14,7 @@ import pathlib
 
 import numpy as np
 
-from purenet.core import check_positive, fail
+from purenet._checks import check_positive, fail
 
 SHAKESPEARE_PATH = pathlib.Path(__file__).with_name("shakespeare.txt")
 SHAKESPEARE_SHA256 = "2fc811eef9913779beca6d2c512b5e0e2a07b6fa852aeba9f41aae6b41f94233"

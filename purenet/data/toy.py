@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from purenet.core import fail
+from purenet._checks import check_int, fail
 
 CLUSTER_CENTERS = np.array([[1.0, 1.0], [-1.0, 1.0], [-1.0, -1.0], [1.0, -1.0]])  # (4, 2)
 
 
 def _check(name: str, num_samples: int, noise: float) -> None:
-    if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples <= 0:
-        fail(name, f"num_samples must be a positive integer, got num_samples={num_samples!r}")
+    check_int(name, "num_samples", num_samples, 1)
     if not noise >= 0:
         fail(name, f"noise must be >= 0, got noise={noise!r}")
 

@@ -1,0 +1,52 @@
+"""Dense (fully connected) layer.
+
+Dimension letters: N batch (any leading dims), I in features, O out features.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from purenet import initializers
+from purenet._checks import check_bool, check_positive, fail
+from purenet.core import Layer, positionwise, stateless
+from purenet.ops import bias_add, bias_grad, linear, linear_dw, linear_dx
+
+
+def Dense(out_features: int, *, use_bias: bool = True, w_init=initializers.lecun_normal,
+          b_init=initializers.zeros) -> Layer:
+    """y = x @ w + b. Shapes: x (N..., I) -> y (N..., O); params {"w": (I, O), "b": (O,)}.
+
+    Default init: LeCun normal for `w`, zeros for `b`. Decodes position by position."""
+    (out_features,) = check_positive("Dense", "out_features", out_features)
+    check_bool("Dense", "use_bias", use_bias)
+
+    def init(key, in_shape):
+        if len(in_shape) < 2:
+            fail("Dense", f"expected input of rank >= 2 (N, ..., I), got shape {in_shape}")
+        params = {"w": w_init(key, (in_shape[-1], out_features), jnp.float32)}
+        if use_bias:
+            params["b"] = b_init(key, (out_features,), jnp.float32)
+        return (*in_shape[:-1], out_features), params
+
+    def apply(params, x):
+        in_features = params["w"].shape[0]
+        if x.ndim < 2 or x.shape[-1] != in_features:
+            fail("Dense", f"expected input shape (N, ..., {in_features}), got {tuple(x.shape)}")
+        y = linear(x, params["w"])  # (N..., O)
+        return bias_add(y, params["b"]) if use_bias else y
+
+    # dx = dy @ w.T;  dw = x.T @ dy (summed over every leading dim);  db = sum(dy) over leading dims.
+    # Residuals: x only (w is in params).
+    def vjp(params, x):
+        y = apply(params, x)
+
+        def pullback(dy):
+            dparams = {"w": linear_dw(x, dy)}  # (I, O)
+            if use_bias:
+                dparams["b"] = bias_grad(dy)  # (O,)
+            return dparams, linear_dx(dy, params["w"])  # (N..., I)
+
+        return y, pullback
+
+    return stateless("Dense", init, apply, vjp, decode=positionwise(apply))

@@ -1,0 +1,159 @@
+"""Normalization layers: BatchNorm (per channel, over the batch) and LayerNorm (per example, over features).
+
+Dimension letters: N batch, ... any spatial dims (W or H, W), C channels (always last).
+Both keep x, mean and rstd = 1/sqrt(var + eps) as residuals (as llm.c does), not the normalized xhat:
+xhat = (x - mean) * rstd is recomputed in the pullback. Variances are biased (divided by the count) and
+computed in two passes, mean((x - mean)^2), which loses no precision when |mean| >> std.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax.numpy as jnp
+from jax import lax
+
+from purenet._checks import check_bool, check_range, fail
+from purenet.core import Layer, positionwise, stateless
+from purenet.ops import scale_shift, scale_shift_pullback
+
+
+def _check_options(layer: str, eps, use_scale, use_bias) -> float:
+    check_bool(layer, "use_scale", use_scale)
+    check_bool(layer, "use_bias", use_bias)
+    return check_range(layer, "eps", eps, lambda v: 0 < v < math.inf, "a positive finite number")
+
+
+def _check_in_shape(layer: str, in_shape) -> int:
+    """Fail unless in_shape is (N, ..., C) with a known C > 0; -> C."""
+    if len(in_shape) < 2:
+        fail(layer, f"expected input of rank >= 2 (N, ..., C), got shape {tuple(in_shape)}")
+    channels = in_shape[-1]
+    if not isinstance(channels, int) or channels <= 0:
+        fail(layer, f"the channel dimension in_shape[-1] must be a positive int, got shape {tuple(in_shape)}")
+    return channels
+
+
+def _check_input(layer: str, channels: int, x) -> None:
+    if x.ndim < 2 or x.shape[-1] != channels:
+        fail(layer, f"expected input shape (N, ..., {channels}), got {tuple(x.shape)}")
+
+
+def _affine_params(channels: int, use_scale: bool, use_bias: bool) -> dict:
+    params = {}
+    if use_scale:
+        params["gamma"] = jnp.ones((channels,), jnp.float32)
+    if use_bias:
+        params["beta"] = jnp.zeros((channels,), jnp.float32)
+    return params
+
+
+def _per_channel(v, ndim: int):
+    return v.reshape((1,) * (ndim - 1) + (-1,))  # (1, ..., C)
+
+
+def BatchNorm(*, momentum: float = 0.9, eps: float = 1e-5, axis_name=None, use_scale: bool = True,
+              use_bias: bool = True) -> Layer:
+    """y = gamma * (x - mean) / sqrt(var + eps) + beta per channel, over all axes but the last.
+
+    Shapes: x (N, ..., C) -> y (N, ..., C); params {"gamma": (C,), "beta": (C,)}; state {"mean": (C,),
+    "var": (C,)} (running statistics, init zeros / ones, kept in their own dtype). `train=True` uses the
+    batch statistics and returns new = momentum * old + (1 - momentum) * batch, the batch variance biased;
+    eval uses the running statistics. With `axis_name`, the batch statistics (and the matching means in
+    the backward pass) are `lax.pmean`-ed over that named axis (equal shard sizes assumed)."""
+    momentum = check_range("BatchNorm", "momentum", momentum, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+    eps = _check_options("BatchNorm", eps, use_scale, use_bias)
+
+    def init(key, in_shape):
+        del key
+        channels = _check_in_shape("BatchNorm", in_shape)
+        state = {"mean": jnp.zeros((channels,), jnp.float32), "var": jnp.ones((channels,), jnp.float32)}
+        return tuple(in_shape), _affine_params(channels, use_scale, use_bias), state
+
+    def batch_mean(v):
+        m = jnp.mean(v, axis=tuple(range(v.ndim - 1)), keepdims=True)  # (1, ..., C)
+        return m if axis_name is None else lax.pmean(m, axis_name)
+
+    def normalize(state, x, train):
+        """-> (new_state, mean, rstd), mean and rstd shaped (1, ..., C)."""
+        _check_input("BatchNorm", state["mean"].shape[0], x)
+        if not train:
+            mean = _per_channel(state["mean"], x.ndim).astype(x.dtype)
+            rstd = lax.rsqrt(_per_channel(state["var"], x.ndim).astype(x.dtype) + eps)
+            return state, mean, rstd
+        mean = batch_mean(x)
+        var = batch_mean(jnp.square(x - mean))
+
+        def update(old, batch):
+            return (momentum * old + (1 - momentum) * batch.reshape(-1)).astype(old.dtype)
+
+        new_state = {"mean": update(state["mean"], mean), "var": update(state["var"], var)}
+        return new_state, mean, lax.rsqrt(var + eps)
+
+    def apply(params, state, x, *, key=None, train=False):
+        del key
+        new_state, mean, rstd = normalize(state, x, train)
+        return scale_shift((x - mean) * rstd, params), new_state
+
+    # Derivation: docs/derivations/batchnorm.md
+    # train: dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), means as in the forward;
+    # eval:  dx = rstd * dxhat (running statistics are constants).
+    # Residuals: x, mean and rstd (1, ..., C); xhat is recomputed.
+    def vjp(params, state, x, *, key=None, train=False):
+        del key
+        new_state, mean, rstd = normalize(state, x, train)
+        y = scale_shift((x - mean) * rstd, params)  # (N, ..., C)
+
+        def pullback(dy):
+            xhat = (x - mean) * rstd  # (N, ..., C)
+            dparams, dxhat = scale_shift_pullback(dy, xhat, params)
+            if not train:
+                return dparams, rstd * dxhat
+            return dparams, rstd * (dxhat - batch_mean(dxhat) - xhat * batch_mean(dxhat * xhat))
+
+        return y, new_state, pullback
+
+    return Layer(init, apply, vjp, "BatchNorm")
+
+
+def LayerNorm(*, eps: float = 1e-5, use_scale: bool = True, use_bias: bool = True) -> Layer:
+    """y = gamma * (x - mean) / sqrt(var + eps) + beta, statistics over the last axis of each example.
+
+    Shapes: x (N, ..., C) -> y (N, ..., C); params {"gamma": (C,), "beta": (C,)}. No state: train and
+    eval are the same. Decodes position by position."""
+    eps = _check_options("LayerNorm", eps, use_scale, use_bias)
+
+    def init(key, in_shape):
+        del key
+        channels = _check_in_shape("LayerNorm", in_shape)
+        return tuple(in_shape), _affine_params(channels, use_scale, use_bias)
+
+    def feature_mean(v):
+        return jnp.mean(v, axis=-1, keepdims=True)  # (N, ..., 1)
+
+    def normalize(params, x):
+        """-> (mean, rstd), both shaped (N, ..., 1)."""
+        channels = next(iter(params.values())).shape[0] if params else x.shape[-1]
+        _check_input("LayerNorm", channels, x)
+        mean = feature_mean(x)
+        return mean, lax.rsqrt(feature_mean(jnp.square(x - mean)) + eps)
+
+    def apply(params, x):
+        mean, rstd = normalize(params, x)
+        return scale_shift((x - mean) * rstd, params)
+
+    # Derivation: docs/derivations/layernorm.md
+    # dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), means over the last axis.
+    # Residuals: x, mean and rstd (N, ..., 1); xhat is recomputed.
+    def vjp(params, x):
+        mean, rstd = normalize(params, x)
+        y = scale_shift((x - mean) * rstd, params)  # (N, ..., C)
+
+        def pullback(dy):
+            xhat = (x - mean) * rstd  # (N, ..., C)
+            dparams, dxhat = scale_shift_pullback(dy, xhat, params)
+            return dparams, rstd * (dxhat - feature_mean(dxhat) - xhat * feature_mean(dxhat * xhat))
+
+        return y, pullback
+
+    return stateless("LayerNorm", init, apply, vjp, decode=positionwise(apply))

@@ -1,0 +1,421 @@
+"""Recurrent layers (SimpleRNN, LSTM, GRU, Bidirectional) with handwritten backpropagation through time.
+
+Dimension letters: N batch, T time, F input features, H hidden size, G gates (SimpleRNN 1, GRU 3, LSTM 4).
+Inputs are batch-major (N, T, F); inside, time-major (T, N, .) for `lax.scan`. Params of every cell:
+{"w_x": (F, G*H), "w_h": (H, G*H), "b": (G*H,)}, gate blocks side by side along the last axis in the order
+each cell documents. `x @ w_x + b` is computed for every step in one matmul before the scan; the backward
+scan runs in the opposite direction carrying dh (and dc), and dw_x, dw_h, db, dx come after it from the
+stacked per-step pre-activation cotangents, one matmul each.
+
+Optional initial state: pass `SequenceInput(x, initial)` instead of `x` (and as `in_shape`,
+`SequenceInput((N, T, F), (N, H))`), with `initial` h0 (N, H) (LSTM: `LSTMState(h0, c0)` or a pair
+`(h0, c0)`). It is a structured input like any other: the pullback's dx mirrors it (dx and d initial).
+
+Decode (layers with reverse=False): the cache is the carried state (h, and c for the LSTM), a step is
+one cell step, x_t (N, F) -> h_t (N, H).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from purenet import initializers
+from purenet._checks import check_bool, check_choice, check_positive, check_rank, fail
+from purenet.core import Decode, Layer, as_shape_tree, is_shape, no_decode, stateless
+from purenet.ops import bias_add, linear, linear_dw, linear_dx
+
+
+class SequenceInput(NamedTuple):
+    """A sequence with the state to start from: x (N, T, F); initial h0 (N, H), for LSTM (h0, c0)."""
+
+    x: jax.Array
+    initial: Any
+
+
+class LSTMState(NamedTuple):
+    """The LSTM's carried state: hidden h (N, H) and cell c (N, H)."""
+
+    h: jax.Array
+    c: jax.Array
+
+
+# ----------------------------------------------------------------------------------------- helpers
+
+
+def _project(params, x):  # x @ w_x + b: (..., F) -> (..., G*H)
+    return bias_add(linear(x, params["w_x"]), params["b"])
+
+
+def _shift(states, initial, reverse):
+    """The state each step started from: states (T, N, H), initial (N, H) -> (T, N, H)."""
+    if reverse:
+        return jnp.concatenate([states[1:], initial[None]], axis=0)
+    return jnp.concatenate([initial[None], states[:-1]], axis=0)
+
+
+def _blocks(init, key, shape, gates):
+    """`gates` independent draws of `init` of `shape` (rows, H), side by side -> (rows, gates * H)."""
+    keys = jax.random.split(key, gates)
+    return jnp.concatenate([init(k, shape, jnp.float32) for k in keys], axis=1)
+
+
+# -------------------------------------------------------------------------------------------- cells
+# A cell step maps (w_h, carry, xw_t) -> (carry, saved_t), where xw_t = x_t @ w_x + b (N, G*H) and carry
+# is a tuple of (N, H) states. Its backward maps (w_h, dcarry, (dy_t, saved_t, prev_t)) -> (dcarry, da_t):
+# da_t (N, G*H) is the cotangent of the pre-activations, hence of xw_t.
+# Residuals: the forward scan keeps h, the activated gates (and c, GRU's h @ w_hn) per step, T*N*G*H
+# numbers, rather than keeping only h and recomputing the gates, which costs a recurrent matmul per step.
+
+
+def _rnn_step(w_h, carry, xw_t):
+    (h_prev,) = carry
+    h = jnp.tanh(xw_t + linear(h_prev, w_h))  # (N, H)
+    return (h,), {"h": h}
+
+
+# da = dh * (1 - h^2);  dh_prev = da @ w_h.T.
+def _rnn_step_back(w_h, dcarry, inputs):
+    (dh,) = dcarry
+    dy_t, saved, _ = inputs
+    dh = dh if dy_t is None else dh + dy_t  # (N, H)
+    da = dh * (1 - saved["h"] ** 2)  # (N, H)
+    return (linear_dx(da, w_h),), da
+
+
+def _lstm_step(w_h, carry, xw_t):
+    h_prev, c_prev = carry
+    pre_i, pre_f, pre_g, pre_o = jnp.split(xw_t + linear(h_prev, w_h), 4, axis=-1)  # 4 x (N, H)
+    i, f, g, o = jax.nn.sigmoid(pre_i), jax.nn.sigmoid(pre_f), jnp.tanh(pre_g), jax.nn.sigmoid(pre_o)
+    c = f * c_prev + i * g  # (N, H)
+    h = o * jnp.tanh(c)  # (N, H)
+    return (h, c), {"h": h, "c": c, "gates": jnp.concatenate([i, f, g, o], axis=-1)}
+
+
+# dc = dc_next + dh * o * (1 - tanh(c)^2);  d[i, f, g, o] = [dc * g, dc * c_prev, dc * i, dh * tanh(c)],
+# each times its activation's derivative (s(1 - s) for sigmoids, 1 - g^2 for tanh);
+# dc_prev = dc * f;  dh_prev = da @ w_h.T.
+def _lstm_step_back(w_h, dcarry, inputs):
+    dh, dc = dcarry
+    dy_t, saved, (_, c_prev) = inputs
+    dh = dh if dy_t is None else dh + dy_t  # (N, H)
+    i, f, g, o = jnp.split(saved["gates"], 4, axis=-1)  # 4 x (N, H)
+    tanh_c = jnp.tanh(saved["c"])  # (N, H)
+    dc = dc + dh * o * (1 - tanh_c**2)  # (N, H)
+    da = jnp.concatenate(
+        [dc * g * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * (1 - g**2), dh * tanh_c * o * (1 - o)],
+        axis=-1,
+    )  # (N, 4H)
+    return (linear_dx(da, w_h), dc * f), da
+
+
+def _gru_step(w_h, carry, xw_t):
+    (h_prev,) = carry
+    a_r, a_z, a_n = jnp.split(xw_t, 3, axis=-1)  # 3 x (N, H)
+    u_r, u_z, u_n = jnp.split(linear(h_prev, w_h), 3, axis=-1)  # 3 x (N, H)
+    r, z = jax.nn.sigmoid(a_r + u_r), jax.nn.sigmoid(a_z + u_z)
+    n = jnp.tanh(a_n + r * u_n)  # (N, H)
+    h = n + z * (h_prev - n)  # (1 - z) * n + z * h_prev
+    return (h,), {"h": h, "gates": jnp.concatenate([r, z, n], axis=-1), "u_n": u_n}
+
+
+# da_n = dh (1 - z)(1 - n^2);  da_z = dh (h_prev - n) z (1 - z);  da_r = da_n u_n r (1 - r);
+# the recurrent matmul's cotangent is du = [da_r, da_z, r * da_n];  dh_prev = dh * z + du @ w_h.T.
+def _gru_step_back(w_h, dcarry, inputs):
+    (dh,) = dcarry
+    dy_t, saved, (h_prev,) = inputs
+    dh = dh if dy_t is None else dh + dy_t  # (N, H)
+    r, z, n = jnp.split(saved["gates"], 3, axis=-1)  # 3 x (N, H)
+    da_n = dh * (1 - z) * (1 - n**2)
+    da_z = dh * (h_prev - n) * z * (1 - z)
+    da_r = da_n * saved["u_n"] * r * (1 - r)
+    du = jnp.concatenate([da_r, da_z, r * da_n], axis=-1)  # (N, 3H)
+    return (dh * z + linear_dx(du, w_h),), jnp.concatenate([da_r, da_z, da_n], axis=-1)
+
+
+def _gru_recurrent_cotangent(da, saved):  # (T, N, 3H) -> (T, N, 3H): the n block scaled by r
+    da_rz, da_n = jnp.split(da, [2 * (da.shape[-1] // 3)], axis=-1)
+    r = jnp.split(saved["gates"], 3, axis=-1)[0]
+    return jnp.concatenate([da_rz, r * da_n], axis=-1)
+
+
+class _Cell(NamedTuple):
+    name: str
+    gates: int
+    states: tuple[str, ...]  # the carried states, also keys of `saved`; h first
+    step: Callable
+    step_back: Callable
+    recurrent_cotangent: Callable  # (da, saved) -> cotangent of h_prev @ w_h, stacked (T, N, G*H)
+
+
+_RNN = _Cell("SimpleRNN", 1, ("h",), _rnn_step, _rnn_step_back, lambda da, saved: da)
+_LSTM = _Cell("LSTM", 4, ("h", "c"), _lstm_step, _lstm_step_back, lambda da, saved: da)
+_GRU = _Cell("GRU", 3, ("h",), _gru_step, _gru_step_back, _gru_recurrent_cotangent)
+
+
+def simple_rnn_cell(params, h, x):
+    """One SimpleRNN step: h' = tanh(x @ w_x + h @ w_h + b). Shapes: h (N, H), x (N, F) -> h' (N, H)."""
+    return _rnn_step(params["w_h"], (h,), _project(params, x))[0][0]
+
+
+def lstm_cell(params, state, x):
+    """One LSTM step, gates [i, f, g, o] = [s, s, tanh, s](x @ w_x + h @ w_h + b) (s: sigmoid);
+    c' = f * c + i * g;  h' = o * tanh(c'). Shapes: state LSTMState(h, c) each (N, H), x (N, F) -> LSTMState."""
+    h, c = state
+    return LSTMState(*_lstm_step(params["w_h"], (h, c), _project(params, x))[0])
+
+
+def gru_cell(params, h, x):
+    """One GRU step, reset applied after the recurrent matmul (cuDNN form), gate blocks [r, z, n]:
+    r, z = s(x w_xr + h w_hr + b_r), s(x w_xz + h w_hz + b_z);  n = tanh(x w_xn + b_n + r * (h w_hn));
+    h' = (1 - z) * n + z * h. Shapes: h (N, H), x (N, F) -> h' (N, H)."""
+    return _gru_step(params["w_h"], (h,), _project(params, x))[0][0]
+
+
+# ------------------------------------------------------------------------------- sequence layers
+
+
+def _split_input(cell, params, x):
+    """-> (sequence (N, T, F), initial states as a tuple or None), validated against params."""
+    seq, initial = (x.x, x.initial) if isinstance(x, SequenceInput) else (x, None)
+    features, hidden = params["w_x"].shape[0], params["w_h"].shape[0]
+    if seq.ndim != 3 or seq.shape[-1] != features:
+        fail(cell.name, f"expected input shape (N, T, {features}), got {tuple(seq.shape)}")
+    states = jax.tree_util.tree_leaves(initial)
+    expected = (seq.shape[0], hidden)
+    if states and (len(states) != len(cell.states) or any(s.shape != expected for s in states)):
+        got = [tuple(s.shape) for s in states]
+        fail(cell.name, f"expected initial state {' and '.join(cell.states)} of shape {expected}, got {got}")
+    return seq, (tuple(states) if states else None)
+
+
+# The scan cores are jitted once per (cell, options, shapes, dtypes): eager calls (the checker's) reuse the
+# compiled scans instead of recompiling them on every call; under a caller's jit they are inlined.
+@partial(jax.jit, static_argnames=("cell", "return_sequences", "reverse", "residuals"))
+def _forward(params, x, initial, *, cell, return_sequences, reverse, residuals=True):
+    """-> (y, carry0, saved): the initial states and the per-step residuals stacked (T, N, .); only y
+    without `residuals`."""
+    xw = _project(params, jnp.swapaxes(x, 0, 1))  # (T, N, G*H): every step's input term in one matmul
+    shape = (x.shape[0], params["w_h"].shape[0])  # (N, H)
+    carry0 = tuple(jnp.zeros(shape, xw.dtype) for _ in cell.states) if initial is None else initial
+    carry0 = tuple(c.astype(xw.dtype) for c in carry0)
+    carry, saved = lax.scan(partial(cell.step, params["w_h"]), carry0, xw, reverse=reverse)
+    y = jnp.swapaxes(saved["h"], 0, 1) if return_sequences else carry[0]  # (N, T, H) or (N, H)
+    return (y, carry0, saved) if residuals else y
+
+
+# Backward scan in the opposite direction carrying d(carry); dy enters per step (return_sequences) or as
+# the last step's dh. dw_x, dw_h, db, dx come from the stacked da afterwards, one matmul each.
+@partial(jax.jit, static_argnames=("cell", "return_sequences", "reverse"))
+def _backward(params, x, carry0, saved, dy, *, cell, return_sequences, reverse):
+    """-> (dparams, dx (N, T, F), d carry0)."""
+    dys = jnp.swapaxes(dy, 0, 1) if return_sequences else None  # (T, N, H)
+    dcarry = tuple(jnp.zeros_like(c) for c in carry0)
+    if not return_sequences:
+        dcarry = (dy, *dcarry[1:])
+    prev = tuple(_shift(saved[s], c0, reverse) for s, c0 in zip(cell.states, carry0))  # (T, N, H) each
+    step_back = partial(cell.step_back, params["w_h"])
+    dcarry0, da = lax.scan(step_back, dcarry, (dys, saved, prev), reverse=not reverse)  # da (T, N, G*H)
+    dparams = {
+        "w_x": linear_dw(jnp.swapaxes(x, 0, 1), da),  # (F, G*H)
+        "w_h": linear_dw(prev[0], cell.recurrent_cotangent(da, saved)),  # (H, G*H)
+        "b": jnp.sum(da, axis=(0, 1)),  # (G*H,)
+    }
+    dx = jnp.swapaxes(linear_dx(da, params["w_x"]), 0, 1)  # (N, T, F)
+    return dparams, dx, dcarry0
+
+
+def _recurrent(cell, hidden_size, return_sequences, reverse, w_x_init, w_h_init, b_init) -> Layer:
+    (hidden,) = check_positive(cell.name, "hidden_size", hidden_size)
+    check_bool(cell.name, "return_sequences", return_sequences)
+    check_bool(cell.name, "reverse", reverse)
+    options = dict(cell=cell, return_sequences=return_sequences, reverse=reverse)
+
+    def init(key, in_shape):
+        seq_shape = in_shape.x if isinstance(in_shape, SequenceInput) else in_shape
+        check_rank(cell.name, seq_shape, 3, "(N, T, F)")
+        batch, steps, features = seq_shape
+        if features <= 0:
+            fail(cell.name, f"expected a positive feature size in_shape[-1], got shape {tuple(seq_shape)}")
+        if isinstance(in_shape, SequenceInput) and in_shape.initial is not None:
+            states = jax.tree_util.tree_leaves(in_shape.initial, is_leaf=is_shape)
+            if len(states) != len(cell.states) or any(tuple(s) != (batch, hidden) for s in states):
+                fail(cell.name, f"expected initial state {' and '.join(cell.states)} of shape {(batch, hidden)}, "
+                                f"got {in_shape.initial}")
+        k_x, k_h = jax.random.split(key)
+        params = {
+            "w_x": _blocks(w_x_init, k_x, (features, hidden), cell.gates),
+            "w_h": _blocks(w_h_init, k_h, (hidden, hidden), cell.gates),
+            "b": b_init(hidden),
+        }
+        return ((batch, steps, hidden) if return_sequences else (batch, hidden)), params
+
+    def apply(params, x):
+        seq, initial = _split_input(cell, params, x)
+        return _forward(params, seq, initial, **options, residuals=False)
+
+    # Residuals: x, the initial states and `saved` (see the cells' comment); dx mirrors x's structure.
+    def vjp(params, x):
+        seq, initial = _split_input(cell, params, x)
+        y, carry0, saved = _forward(params, seq, initial, **options)
+
+        def pullback(dy):
+            dparams, dseq, dcarry0 = _backward(params, seq, carry0, saved, dy, **options)
+            if not isinstance(x, SequenceInput):
+                return dparams, dseq
+            dinitial = [] if initial is None else [d.astype(s.dtype) for d, s in zip(dcarry0, initial)]
+            return dparams, jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(x), [dseq, *dinitial])
+
+        return y, pullback
+
+    # Decode: the cache is the carried state, zeros at the start (h, and c for the LSTM), each (N, H);
+    # a step is one cell step on x_t (N, F) and returns h (N, H).
+    def init_cache(params, batch, max_len):
+        del max_len
+        return tuple(jnp.zeros((batch, params["w_h"].shape[0]), params["w_h"].dtype) for _ in cell.states)
+
+    def step(params, cache, x_t, *, pos):
+        del pos
+        features = params["w_x"].shape[0]
+        if x_t.ndim != 2 or x_t.shape[-1] != features:
+            fail(cell.name, f"expected a decode step input of shape (N, {features}), got {tuple(x_t.shape)}")
+        carry, _ = cell.step(params["w_h"], cache, _project(params, x_t))
+        return carry[0], carry
+
+    decode = (no_decode(cell.name, "reverse=True runs from the end of the sequence") if reverse
+              else Decode(init_cache, step))
+    return stateless(cell.name, init, apply, vjp, decode=decode)
+
+
+def _zeros_bias(hidden, gates):
+    return jnp.zeros((gates * hidden,), jnp.float32)
+
+
+def SimpleRNN(hidden_size: int, *, return_sequences: bool = True, reverse: bool = False,
+              w_x_init=initializers.glorot_uniform, w_h_init=initializers.orthogonal) -> Layer:
+    """Elman RNN, h_t = tanh(x_t @ w_x + h_{t-1} @ w_h + b) (see `simple_rnn_cell`), over a sequence.
+
+    Shapes: x (N, T, F) or SequenceInput(x, h0 (N, H)) -> (N, T, H) if return_sequences, else (N, H), the
+    last state in processing order. reverse=True runs from t = T-1 to 0; outputs stay aligned with x.
+    Params {"w_x": (F, H), "w_h": (H, H), "b": (H,)}. Default init: w_x Glorot uniform, w_h orthogonal,
+    b zeros. The initial state defaults to zeros."""
+    return _recurrent(_RNN, hidden_size, return_sequences, reverse, w_x_init, w_h_init,
+                      partial(_zeros_bias, gates=1))
+
+
+def LSTM(hidden_size: int, *, return_sequences: bool = True, reverse: bool = False,
+         forget_bias: float = 1.0, w_x_init=initializers.glorot_uniform,
+         w_h_init=initializers.orthogonal) -> Layer:
+    """LSTM without peepholes (see `lstm_cell`) over a sequence; gate blocks in the order [i, f, g, o].
+
+    Shapes: x (N, T, F) or SequenceInput(x, LSTMState(h0, c0) or (h0, c0), each (N, H)) -> (N, T, H) if
+    return_sequences, else (N, H), the last h in processing order. reverse=True runs from t = T-1 to 0;
+    outputs stay aligned with x. Params {"w_x": (F, 4H), "w_h": (H, 4H), "b": (4H,)}. Default init, per
+    gate block: w_x Glorot uniform (fans F, H), w_h orthogonal; b zeros except the forget gate's block,
+    `forget_bias` (1.0). The initial state defaults to zeros."""
+
+    def b_init(hidden):
+        return jnp.zeros((4, hidden), jnp.float32).at[1].set(forget_bias).reshape(-1)
+
+    return _recurrent(_LSTM, hidden_size, return_sequences, reverse, w_x_init, w_h_init, b_init)
+
+
+def GRU(hidden_size: int, *, return_sequences: bool = True, reverse: bool = False,
+        w_x_init=initializers.glorot_uniform, w_h_init=initializers.orthogonal) -> Layer:
+    """GRU over a sequence in the cuDNN "reset after the recurrent matmul" form (see `gru_cell`), gate
+    blocks [r, z, n], one bias on the input side (no separate recurrent bias).
+
+    Shapes: x (N, T, F) or SequenceInput(x, h0 (N, H)) -> (N, T, H) if return_sequences, else (N, H), the
+    last state in processing order. reverse=True runs from t = T-1 to 0; outputs stay aligned with x.
+    Params {"w_x": (F, 3H), "w_h": (H, 3H), "b": (3H,)}. Default init, per gate block: w_x Glorot
+    uniform (fans F, H), w_h orthogonal; b zeros. The initial state defaults to zeros."""
+    return _recurrent(_GRU, hidden_size, return_sequences, reverse, w_x_init, w_h_init,
+                      partial(_zeros_bias, gates=3))
+
+
+# --------------------------------------------------------------------------------- bidirectional
+
+_MERGES = ("concat", "sum", "mean", "mul")
+
+
+def Bidirectional(forward_layer: Layer, backward_layer: Layer, *, merge: str = "concat") -> Layer:
+    """Run both layers over the same input and merge their outputs; build `backward_layer` with
+    reverse=True (this wrapper flips nothing). merge: "concat" (last axis), "sum", "mean" or "mul".
+
+    Shapes: x (N, T, F) or SequenceInput(x, (forward_initial, backward_initial)) -> merged outputs, e.g.
+    (N, T, H_f + H_b) for concat. Params and state {"forward": ..., "backward": ...}; dx sums both dx."""
+    check_choice("Bidirectional", "merge", merge, _MERGES)
+    if not isinstance(forward_layer, Layer) or not isinstance(backward_layer, Layer):
+        fail("Bidirectional", f"expects two Layers, got {type(forward_layer)} and {type(backward_layer)}")
+    layers = {"forward": forward_layer, "backward": backward_layer}
+
+    def init(key, in_shape):
+        keys, shapes = dict(zip(layers, jax.random.split(key))), inputs(as_shape_tree(in_shape))
+        outs = {d: layer.init(keys[d], shapes[d]) for d, layer in layers.items()}
+        shape_f, shape_b = outs["forward"][0], outs["backward"][0]
+        if merge == "concat":
+            if tuple(shape_f[:-1]) != tuple(shape_b[:-1]):
+                fail("Bidirectional", f"merge='concat' needs equal shapes but the last axis, got {shape_f} "
+                     f"and {shape_b}")
+            out_shape = (*shape_f[:-1], shape_f[-1] + shape_b[-1])
+        elif tuple(shape_f) != tuple(shape_b):
+            fail("Bidirectional", f"merge={merge!r} needs equal output shapes, got {shape_f} and {shape_b}")
+        else:
+            out_shape = tuple(shape_f)
+        return out_shape, {d: o[1] for d, o in outs.items()}, {d: o[2] for d, o in outs.items()}
+
+    def inputs(x):  # the input each direction sees
+        if isinstance(x, SequenceInput) and x.initial is not None:
+            if not isinstance(x.initial, (tuple, list)) or len(x.initial) != 2:
+                fail("Bidirectional", "initial state must be a pair (forward_initial, backward_initial)")
+            return {"forward": SequenceInput(x.x, x.initial[0]), "backward": SequenceInput(x.x, x.initial[1])}
+        return {"forward": x, "backward": x}
+
+    def split_key(key):
+        return dict(zip(layers, (None, None) if key is None else jax.random.split(key)))
+
+    def join(y_f, y_b):
+        if merge == "concat":
+            return jnp.concatenate([y_f, y_b], axis=-1)
+        if merge == "mul":
+            return y_f * y_b
+        return y_f + y_b if merge == "sum" else (y_f + y_b) / 2
+
+    def apply(params, state, x, *, key=None, train=False):
+        xs = inputs(x)
+        keys = split_key(key)
+        outs = {d: lyr.apply(params[d], state[d], xs[d], key=keys[d], train=train) for d, lyr in layers.items()}
+        return join(outs["forward"][0], outs["backward"][0]), {d: o[1] for d, o in outs.items()}
+
+    # concat: each direction gets its slice of dy; sum: dy; mean: dy / 2; mul: dy times the other output.
+    # dx = dx_f + dx_b on the sequence; each direction's initial state gets its own cotangent.
+    def vjp(params, state, x, *, key=None, train=False):
+        xs = inputs(x)
+        keys = split_key(key)
+        outs = {d: lyr.vjp(params[d], state[d], xs[d], key=keys[d], train=train) for d, lyr in layers.items()}
+        (y_f, _, pullback_f), (y_b, _, pullback_b) = outs["forward"], outs["backward"]
+
+        def pullback(dy):
+            if merge == "concat":
+                dy_f, dy_b = jnp.split(dy, [y_f.shape[-1]], axis=-1)
+            elif merge == "mul":
+                dy_f, dy_b = dy * y_b, dy * y_f
+            else:
+                dy_f = dy_b = dy if merge == "sum" else dy / 2
+            dparams_f, dx_f = pullback_f(dy_f)
+            dparams_b, dx_b = pullback_b(dy_b)
+            if isinstance(x, SequenceInput) and x.initial is not None:
+                leaves = [dx_f.x + dx_b.x, *jax.tree_util.tree_leaves(dx_f.initial),
+                          *jax.tree_util.tree_leaves(dx_b.initial)]
+                dx = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(x), leaves)
+            else:
+                dx = jax.tree_util.tree_map(jnp.add, dx_f, dx_b)
+            return {"forward": dparams_f, "backward": dparams_b}, dx
+
+        return join(y_f, y_b), {d: o[1] for d, o in outs.items()}, pullback
+
+    return Layer(init, apply, vjp, "Bidirectional")

@@ -1,0 +1,10 @@
+"""The model zoo: one file per model family, each a small config and a constructor returning a Layer."""
+
+from purenet.models.char_lm import CharLMConfig, char_lm
+from purenet.models.lenet import CLASSIC, LeNetConfig, lenet5
+from purenet.models.mlp import mlp
+from purenet.models.sampling import generate, sample_logits
+from purenet.models.tied import tied_lm
+
+__all__ = ["CLASSIC", "CharLMConfig", "LeNetConfig", "char_lm", "generate", "lenet5", "mlp", "sample_logits",
+           "tied_lm"]

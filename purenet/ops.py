@@ -1,0 +1,120 @@
+"""Paired primitives: the math several layers and losses share, each forward beside its pullback.
+
+Dimension letters: N... any leading dims, I in features, O out features, C channels (the last axis),
+V vocabulary size. A pullback maps the cotangent of the forward's output (and what the forward kept) to
+the cotangents of its inputs; `linear_dx` / `linear_dw` give one each, for callers that need only one
+(a recurrent step needs dx at every step, dw once after the scan).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+# ------------------------------------------------------------------------------------------ linear
+
+
+def linear(x: jax.Array, w: jax.Array) -> jax.Array:
+    """y = x @ w over the last axis. x (N..., I), w (I, O) -> y (N..., O)."""
+    return lax.dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())))
+
+
+# dx = dy @ w.T;  dw = x.T @ dy, summed over every leading dim.
+def linear_dx(dy: jax.Array, w: jax.Array) -> jax.Array:
+    """dy (N..., O), w (I, O) -> dx (N..., I)."""
+    return lax.dot_general(dy, w, (((dy.ndim - 1,), (1,)), ((), ())))
+
+
+def linear_dw(x: jax.Array, dy: jax.Array) -> jax.Array:
+    """x (N..., I), dy (N..., O) -> dw (I, O): one matmul contracting every leading dim."""
+    lead = tuple(range(x.ndim - 1))
+    return lax.dot_general(x, dy, ((lead, lead), ((), ())))
+
+
+def bias_add(y: jax.Array, b: jax.Array) -> jax.Array:
+    """y + b over the last axis. y (N..., C), b (C,) -> (N..., C)."""
+    return y + b.reshape((1,) * (y.ndim - 1) + (-1,))
+
+
+# db = sum of dy over every leading dim.
+def bias_grad(dy: jax.Array) -> jax.Array:
+    """dy (N..., C) -> db (C,)."""
+    return jnp.sum(dy, axis=tuple(range(dy.ndim - 1)))
+
+
+# ----------------------------------------------------------------------------------- scale, shift
+
+
+def scale_shift(xhat: jax.Array, params: dict) -> jax.Array:
+    """y = gamma * xhat + beta per channel, each term only where `params` has it ("gamma", "beta",
+    both (C,)). xhat (N..., C) -> y (N..., C)."""
+    y = xhat * params["gamma"].reshape((1,) * (xhat.ndim - 1) + (-1,)) if "gamma" in params else xhat
+    return bias_add(y, params["beta"]) if "beta" in params else y
+
+
+# dgamma = sum(dy * xhat);  dbeta = sum(dy)  (over every axis but the last);  dxhat = dy * gamma.
+def scale_shift_pullback(dy: jax.Array, xhat: jax.Array, params: dict) -> tuple[dict, jax.Array]:
+    """-> (dparams with the keys of `params`, dxhat (N..., C))."""
+    dparams = {}
+    if "gamma" in params:
+        dparams["gamma"] = bias_grad(dy * xhat)  # (C,)
+    if "beta" in params:
+        dparams["beta"] = bias_grad(dy)  # (C,)
+    dxhat = dy * params["gamma"].reshape((1,) * (dy.ndim - 1) + (-1,)) if "gamma" in params else dy
+    return dparams, dxhat
+
+
+# ------------------------------------------------------------------------------ softmax family
+
+
+def logsumexp(x: jax.Array, axis: int = -1) -> jax.Array:
+    """Stable log(sum(exp(x))) along `axis`, kept as a size-1 axis: (..., K, ...) -> (..., 1, ...)."""
+    peak = jnp.max(x, axis=axis, keepdims=True)
+    return peak + jnp.log(jnp.sum(jnp.exp(x - peak), axis=axis, keepdims=True))
+
+
+# dx = dlse * softmax(x) = dlse * exp(x - lse).
+def logsumexp_pullback(x: jax.Array, lse: jax.Array, dlse: jax.Array) -> jax.Array:
+    """x (..., K, ...), lse and dlse with `axis` kept at size 1 -> dx like x."""
+    return dlse * jnp.exp(x - lse)
+
+
+def softmax(x: jax.Array, axis: int = -1) -> jax.Array:
+    """exp(x) / sum(exp(x)) along `axis`, max-shifted. Any shape -> same."""
+    e = jnp.exp(x - jnp.max(x, axis=axis, keepdims=True))
+    return e / jnp.sum(e, axis=axis, keepdims=True)
+
+
+# dx = y * (dy - sum(dy * y)) along axis.  Needs only y.
+def softmax_pullback(y: jax.Array, dy: jax.Array, axis: int = -1) -> jax.Array:
+    return y * (dy - jnp.sum(dy * y, axis=axis, keepdims=True))
+
+
+def log_softmax(x: jax.Array, axis: int = -1) -> jax.Array:
+    """x - logsumexp(x) along `axis`. Any shape -> same."""
+    shifted = x - jnp.max(x, axis=axis, keepdims=True)
+    return shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=axis, keepdims=True))
+
+
+# dx = dy - softmax(x) * sum(dy) along axis, with softmax(x) = exp(y).  Needs only y.
+def log_softmax_pullback(y: jax.Array, dy: jax.Array, axis: int = -1) -> jax.Array:
+    return dy - jnp.exp(y) * jnp.sum(dy, axis=axis, keepdims=True)
+
+
+# -------------------------------------------------------------------------------------- lookup
+
+
+def lookup(w: jax.Array, ids: jax.Array) -> jax.Array:
+    """Rows of a table: w (V, F), ids (N...) int in [0, V) -> (N..., F); an id outside [0, V) looks
+    up a row of NaN (ids are traced values, so they cannot be rejected under jit)."""
+    ids = jnp.where(ids < 0, w.shape[0], ids)  # negative ids are out of range, not wrapped around
+    return jnp.take(w, ids, axis=0, mode="fill", fill_value=jnp.nan)
+
+
+# dw[v] = sum of dy over every position whose id is v; out-of-range ids add nothing.
+def lookup_dw(ids: jax.Array, dy: jax.Array, vocab_size: int) -> jax.Array:
+    """ids (N...), dy (N..., F) -> dw (V, F)."""
+    ids = jnp.where(ids < 0, vocab_size, ids).reshape(-1)
+    features = dy.shape[-1]
+    return jnp.zeros((vocab_size, features), dy.dtype).at[ids].add(dy.reshape(-1, features), mode="drop")

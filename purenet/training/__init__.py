@@ -1,0 +1,8 @@
+"""Training: the jitted step built only from handwritten VJPs and `fit`; metrics; checkpoints."""
+
+from purenet.training import checkpoint, metrics
+from purenet.training.checkpoint import Checkpoint, CorruptCheckpointError, load_checkpoint, save_checkpoint
+from purenet.training.loop import FitResult, fit, grad_step, make_eval_step, make_train_step
+
+__all__ = ["Checkpoint", "CorruptCheckpointError", "FitResult", "checkpoint", "fit", "grad_step",
+           "load_checkpoint", "make_eval_step", "make_train_step", "metrics", "save_checkpoint"]

@@ -1,0 +1,48 @@
+"""Registry rows: the combinators, over plain and structured inputs (tuples and dicts of arrays, with
+integer leaves that get no cotangent), with positional and named children."""
+
+import jax
+import jax.numpy as jnp
+
+from purenet.core import identity, parallel, residual, select, serial
+from purenet.layers import Dense, Embedding, Tanh
+from tests.registry import Case
+
+
+def _with_ids(vocab_size, *paths):
+    """make_x: standard-normal floats, random ids in [0, vocab_size) at the given top-level parts."""
+
+    def make(key, in_shape):
+        parts = dict(enumerate(in_shape)) if isinstance(in_shape, tuple) else dict(in_shape)
+        keys = dict(zip(parts, jax.random.split(key, len(parts))))
+        made = {p: jax.random.randint(keys[p], s, 0, vocab_size) if p in paths
+                else jax.random.normal(keys[p], s, jnp.float64) for p, s in parts.items()}
+        return tuple(made[i] for i in range(len(made))) if isinstance(in_shape, tuple) else made
+
+    return make
+
+
+def _token_and_feature_sum():  # (features (N, T, F), ids (N, T)) -> (N, T, 4)
+    return serial(parallel(serial(select(1), Embedding(6, 3)), select(0), merge="sum"), Dense(4))
+
+
+def _image_and_text_towers():  # {"image": (N, 4), "text": (N, T) ids} -> {"image": (N, 3), "text": (N, T, 2)}
+    return parallel(image=serial(select("image"), Dense(3)), text=serial(select("text"), Embedding(7, 2)),
+                    merge=None)
+
+
+CASES = [
+    Case("identity", identity, {}, (2, 3)),
+    Case("serial", lambda: serial(Dense(7), Dense(3)), {}, (3, 5)),
+    Case("serial-named", lambda: serial(hidden=Dense(7), act=Tanh(), head=Dense(3)), {}, (3, 5)),
+    Case("parallel-concat", lambda: parallel(Dense(2), Dense(3)), {}, (2, 5)),
+    Case("parallel-sum", lambda: parallel(Dense(3), identity(), merge="sum"), {}, (2, 3)),
+    Case("parallel-named-structure", lambda: parallel(a=Dense(2), b=Tanh(), merge=None), {}, (2, 3)),
+    Case("parallel-two-embeddings-sum", lambda: parallel(Embedding(5, 4), Embedding(5, 4), merge="sum"), {},
+         (2, 6), make_x=lambda key, shape: jax.random.randint(key, shape, 0, 5)),
+    Case("residual", lambda: residual(serial(Dense(6), Dense(4))), {}, (1, 4)),
+    Case("select-tuple-with-ids", _token_and_feature_sum, {}, ((2, 5, 3), (2, 5)), make_x=_with_ids(6, 1)),
+    Case("select-dict-two-towers", _image_and_text_towers, {}, {"image": (2, 4), "text": (2, 3)},
+         make_x=_with_ids(7, "text")),
+    Case("select-nested-float", lambda: serial(select(1, "b"), Dense(2)), {}, ((2, 3), {"a": (2, 1), "b": (2, 4)})),
+]

@@ -1,0 +1,70 @@
+"""experiments/char_lm.py end to end in --quick mode: metrics, plots, a checkpoint that reproduces the
+reported validation bits per character, --compare, and the prompt checked before training."""
+
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from purenet.data.text import consecutive_windows, encode, load_shakespeare, split
+from purenet.losses import softmax_cross_entropy
+from purenet.training.checkpoint import load_checkpoint
+from tests.helpers import is_png, load_experiment
+
+
+@pytest.fixture(scope="module")
+def char_lm():
+    return load_experiment("char_lm")
+
+
+def test_quick_run_writes_metrics_plot_and_a_checkpoint_that_reproduces_val_bits(char_lm, tmp_path):
+    out = tmp_path / "run"
+    metrics = char_lm.main(["--quick", "--out-dir", str(out), "--prompt", "Ham.\n"])
+    assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
+    assert is_png(out / "loss.png")
+    assert metrics["steps"] == char_lm.QUICK["steps"] and metrics["cell"] == "lstm"
+    assert len(metrics["sample"]) == char_lm.QUICK["sample_length"]
+    assert set(metrics["sample"]) <= set(metrics["vocabulary"])
+    assert 0 < metrics["val_bits_per_char"] < np.log2(len(metrics["vocabulary"])) + 1
+    assert metrics["ms_per_step"] > 0
+
+    args = char_lm.parse_args(["--quick"])
+    model = char_lm.build_model(len(metrics["vocabulary"]), cell="lstm", hidden=args.hidden,
+                                layers=args.layers, embedding=args.embedding)
+    common = load_experiment("common")
+    like = common.checkpoint_template(model, (-1, args.seq_len), char_lm.make_optimizer(args, args.steps), 0)
+    checkpoint = load_checkpoint(out / "checkpoint.npz", like=like)
+    assert checkpoint.step == args.steps
+    # The saved params give the reported validation bits per character.
+    vocabulary = metrics["vocabulary"]
+    _, val_ids = split(encode(load_shakespeare(), vocabulary), args.val_fraction)
+    x, y = consecutive_windows(val_ids[:args.val_chars + 1], args.seq_len)
+    logits, _ = model.apply(checkpoint.params, checkpoint.state, jnp.asarray(x))
+    bits = float(softmax_cross_entropy().apply(logits, jnp.asarray(y))) / np.log(2)
+    assert bits == pytest.approx(metrics["val_bits_per_char"], rel=1e-5)
+
+
+def test_quick_compare_on_a_text_file_prints_a_table_for_every_cell(char_lm, tmp_path, capsys):
+    text_path = tmp_path / "corpus.txt"
+    lines = [f"line {i}: the quick brown fox jumps over the lazy dog\n" for i in range(200)]
+    text_path.write_text("".join(lines))
+    out = tmp_path / "compare"
+    metrics = char_lm.main(["--quick", "--compare", "--text", str(text_path), "--out-dir", str(out),
+                            "--prompt", "line", "--steps", "5"])
+    printed = capsys.readouterr().out
+    table = metrics["table"].splitlines()
+    assert table[0].startswith("| cell |") and [row.split("|")[1].strip() for row in table[2:]] == [
+        "rnn", "lstm", "gru"]
+    assert metrics["table"] in printed and (out / "compare.md").read_text() == metrics["table"] + "\n"
+    assert is_png(out / "compare.png")
+    for cell, row in metrics["compare"].items():
+        assert (out / cell / "checkpoint.npz").exists() and (out / cell / "metrics.json").exists()
+        assert row["steps"] == 5 and row["text"] == str(text_path) and row["ms_per_step"] > 0
+        assert set(row["sample"]) <= set(row["vocabulary"]) == set("".join(lines))
+
+
+def test_a_prompt_outside_the_vocabulary_fails_before_training(char_lm, tmp_path):
+    with pytest.raises(ValueError, match="encode: characters not in the vocabulary: '§'"):
+        char_lm.main(["--quick", "--out-dir", str(tmp_path), "--prompt", "§"])
+    assert not (tmp_path / "metrics.json").exists()

@@ -1,0 +1,44 @@
+"""Print the worst relative gradient error per layer family over the test registry, float64 and float32.
+
+    python -m tests.gradient_report            # every registry row (from the repository root)
+    python -m tests.gradient_report conv gru   # rows whose id starts with one of these
+"""
+
+import sys
+
+import jax
+
+jax.config.update("jax_enable_x64", True)  # before the registry builds its float64 rows
+
+import jax.numpy as jnp  # noqa: E402
+
+from purenet.check import check_layer  # noqa: E402
+from tests.registry import CASES  # noqa: E402
+from tests.test_registry import _x  # noqa: E402
+
+
+def family(case_id: str) -> str:
+    return case_id.split("-")[0]
+
+
+def main(prefixes):
+    worst: dict[str, dict[str, float]] = {}
+    for case in CASES:
+        if prefixes and not case.id.startswith(tuple(prefixes)):
+            continue
+        row = worst.setdefault(family(case.id), {"rows": 0, "float64": 0.0, "float32": 0.0})
+        for dtype in (jnp.float64, jnp.float32):
+            key = jax.random.PRNGKey(0)
+            x = _x(case, jax.random.fold_in(key, 1), dtype)
+            report = check_layer(case.build(), case.in_shape, key=key, dtype=dtype, x=x, train=case.train)
+            grads = [e.max_rel for name, e in report.items() if ".y" not in name and ".state" not in name]
+            row[jnp.dtype(dtype).name] = max(row[jnp.dtype(dtype).name], max(grads, default=0.0))
+        row["rows"] += 1
+    print("| family | registry rows | worst rel. error float64 | worst rel. error float32 |")
+    print("|---|---|---|---|")
+    for name, row in worst.items():
+        print(f"| {name} | {row['rows']} | {row['float64']:.1e} | {row['float32']:.1e} |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

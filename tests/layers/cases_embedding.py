@@ -1,0 +1,17 @@
+"""Registry rows: Embedding (integer ids, repeated, so dw must sum the cotangents of a row used twice)."""
+
+import jax
+
+from purenet.layers.embedding import Embedding
+from tests.registry import Case
+
+
+def _ids(vocab_size):
+    # Fewer distinct ids than positions: rows repeat.
+    return lambda key, shape: jax.random.randint(key, shape, 0, vocab_size)
+
+
+CASES = [
+    Case("embedding-rank2", Embedding, {}, (3, 7), make_x=_ids(4), args=(4, 5)),
+    Case("embedding-rank1", Embedding, {}, (9,), make_x=_ids(3), args=(3, 2)),
+]

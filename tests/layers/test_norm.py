@@ -1,0 +1,160 @@
+"""BatchNorm and LayerNorm: running statistics, eval mode, axis_name under vmap, stability, errors.
+
+Train- and eval-mode pullbacks against jax.vjp are registry rows (tests/cases_norm.py)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from purenet.check import check_layer
+from purenet.layers.norm import BatchNorm, LayerNorm
+
+
+def _normal(key, shape, loc=0.0, scale=1.0, dtype=jnp.float64):
+    return loc + scale * jax.random.normal(key, shape, dtype)
+
+
+def test_batchnorm_train_normalizes_each_channel(key):
+    x = _normal(key, (2, 3, 5, 4), loc=3.0, scale=2.0)
+    _, params, state = BatchNorm().init(key, x.shape)
+    y, _ = BatchNorm().apply(params, state, x, train=True)
+    np.testing.assert_allclose(jnp.mean(y, axis=(0, 1, 2)), jnp.zeros(4), atol=1e-12)
+    np.testing.assert_allclose(jnp.var(y, axis=(0, 1, 2)), jnp.ones(4), rtol=1e-4)
+
+
+@pytest.mark.parametrize("momentum", [0.9, 0.5])
+def test_batchnorm_running_statistics_update(momentum, key):
+    x = _normal(key, (6, 3), loc=jnp.array([[1.0, -2.0, 0.5]]), scale=jnp.array([[1.0, 3.0, 0.1]]))
+    layer = BatchNorm(momentum=momentum)
+    _, params, state = layer.init(key, x.shape)
+    _, new_state = layer.apply(params, state, x, train=True)
+    _, vjp_state, _ = layer.vjp(params, state, x, train=True)
+    # Biased batch variance (divided by N), starting from mean 0 and var 1.
+    expected_mean = (1 - momentum) * np.mean(np.asarray(x), axis=0)
+    expected_var = momentum + (1 - momentum) * np.var(np.asarray(x), axis=0)
+    np.testing.assert_allclose(new_state["mean"], expected_mean, rtol=1e-6)
+    np.testing.assert_allclose(new_state["var"], expected_var, rtol=1e-6)
+    assert new_state["mean"].dtype == jnp.float32  # state keeps its dtype under float64 inputs
+    np.testing.assert_array_equal(vjp_state["var"], new_state["var"])
+
+
+def test_batchnorm_eval_uses_running_statistics(key):
+    layer = BatchNorm(eps=1e-3)
+    _, params, _ = layer.init(key, (-1, 5, 2))
+    params = {"gamma": jnp.array([2.0, 0.5]), "beta": jnp.array([1.0, -1.0])}
+    state = {"mean": jnp.array([0.5, -1.0], jnp.float32), "var": jnp.array([4.0, 0.25], jnp.float32)}
+    x = _normal(key, (3, 5, 2))
+    y, new_state = layer.apply(params, state, x)
+    expected = (x - state["mean"].reshape(1, 1, 2)) / jnp.sqrt(state["var"].reshape(1, 1, 2) + 1e-3)
+    expected = expected * params["gamma"].reshape(1, 1, 2) + params["beta"].reshape(1, 1, 2)
+    np.testing.assert_allclose(y, expected, rtol=1e-6, atol=1e-6)  # expected is partly float32
+    assert new_state is state
+    one, _ = layer.apply(params, state, x[1:2])  # eval does not mix examples
+    np.testing.assert_allclose(one, y[1:2], rtol=1e-12)
+    report = check_layer(layer, (3, 5, 2), key=key)  # eval-mode pullback with non-trivial statistics
+    assert report
+
+
+def test_batchnorm_axis_name_under_vmap_equals_the_whole_batch(key):
+    k_x, k_dy, k_p = jax.random.split(key, 3)
+    x = _normal(k_x, (4, 3, 2), loc=1.0)  # 2 shards of (2, 3, 2)
+    dy = _normal(k_dy, x.shape)
+    whole, synced = BatchNorm(), BatchNorm(axis_name="batch")
+    _, params, state = whole.init(k_p, x.shape)
+    params = {"gamma": jnp.array([1.5, -0.5]), "beta": jnp.array([0.1, 0.2])}
+
+    def step(layer, x, dy):
+        y, new_state, pullback = layer.vjp(params, state, x, train=True)
+        dparams, dx = pullback(dy)
+        return y, new_state, dparams, dx
+
+    y, new_state, dparams, dx = step(whole, x, dy)
+    shard = lambda a: a.reshape((2, 2) + a.shape[1:])  # noqa: E731
+    ys, states, dparams_s, dxs = jax.vmap(lambda x, dy: step(synced, x, dy), axis_name="batch")(shard(x), shard(dy))
+    np.testing.assert_allclose(ys.reshape(x.shape), y, rtol=1e-12)
+    np.testing.assert_allclose(dxs.reshape(x.shape), dx, rtol=1e-10, atol=1e-12)
+    for name in ("mean", "var"):
+        np.testing.assert_allclose(states[name], jnp.stack([new_state[name]] * 2), rtol=1e-6)
+    for name in ("gamma", "beta"):  # parameter gradients are per shard: they sum to the whole batch's
+        np.testing.assert_allclose(jnp.sum(dparams_s[name], axis=0), dparams[name], rtol=1e-10)
+
+
+def test_batchnorm_is_stable_for_a_large_mean_in_float32(key):
+    x = _normal(key, (64, 3), loc=1e4, dtype=jnp.float32)
+    layer = BatchNorm()
+    _, params, state = layer.init(key, x.shape)
+    y, new_state = layer.apply(params, state, x, train=True)
+    np.testing.assert_allclose(jnp.std(y, axis=0), jnp.ones(3), rtol=1e-2)
+    np.testing.assert_allclose(new_state["var"], 0.9 + 0.1 * np.var(np.asarray(x, np.float64), axis=0), rtol=1e-3)
+
+
+def test_layernorm_normalizes_each_example_and_ignores_train(key):
+    x = _normal(key, (2, 3, 6), loc=-4.0, scale=5.0)
+    layer = LayerNorm()
+    _, params, state = layer.init(key, x.shape)
+    y, _ = layer.apply(params, state, x, train=True)
+    y_eval, _ = layer.apply(params, state, x)
+    assert state == {} and set(params) == {"gamma", "beta"}
+    np.testing.assert_array_equal(y, y_eval)
+    np.testing.assert_allclose(jnp.mean(y, axis=-1), jnp.zeros((2, 3)), atol=1e-12)
+    np.testing.assert_allclose(jnp.var(y, axis=-1), jnp.ones((2, 3)), rtol=1e-4)
+
+
+def test_use_scale_and_use_bias_select_params(key):
+    for layer in (BatchNorm(use_scale=False), LayerNorm(use_scale=False)):
+        assert set(layer.init(key, (2, 3))[1]) == {"beta"}
+    for layer in (BatchNorm(use_bias=False), LayerNorm(use_bias=False)):
+        assert set(layer.init(key, (2, 3))[1]) == {"gamma"}
+
+
+# ------------------------------------------------------------------------------------------ errors
+
+
+@pytest.mark.parametrize("momentum", [1.5, -0.1])
+def test_batchnorm_momentum_in_zero_one(momentum):
+    with pytest.raises(ValueError, match=r"^BatchNorm: momentum must be a number in \[0, 1\], got momentum="):
+        BatchNorm(momentum=momentum)
+
+
+@pytest.mark.parametrize("constructor", [BatchNorm, LayerNorm])
+@pytest.mark.parametrize("eps", [0.0, -1e-5, float("inf")])
+def test_eps_must_be_positive(constructor, eps):
+    with pytest.raises(ValueError, match=rf"^{constructor.__name__}: eps must be a positive finite number, "
+                                         rf"got eps={eps!r}$"):
+        constructor(eps=eps)
+
+
+@pytest.mark.parametrize("constructor, name", [(BatchNorm, "momentum"), (BatchNorm, "eps"), (LayerNorm, "eps")])
+@pytest.mark.parametrize("bad", ["0.9", None, True])
+def test_numbers_must_be_real(constructor, name, bad):
+    with pytest.raises(ValueError, match=rf"^{constructor.__name__}: {name} must be a real number, got {name}="):
+        constructor(**{name: bad})
+
+
+@pytest.mark.parametrize("constructor", [BatchNorm, LayerNorm])
+def test_scale_and_bias_flags_must_be_bool(constructor):
+    with pytest.raises(ValueError, match=rf"^{constructor.__name__}: use_bias must be a bool, got use_bias=1$"):
+        constructor(use_bias=1)
+
+
+@pytest.mark.parametrize("constructor", [BatchNorm, LayerNorm])
+def test_rank_below_two_at_init(constructor, key):
+    with pytest.raises(ValueError, match=rf"^{constructor.__name__}: expected input of rank >= 2 \(N, \.\.\., C\), "
+                                         r"got shape \(5,\)$"):
+        constructor().init(key, (5,))
+
+
+@pytest.mark.parametrize("constructor", [BatchNorm, LayerNorm])
+def test_unknown_channels_at_init(constructor, key):
+    with pytest.raises(ValueError, match=r"in_shape\[-1\] must be a positive int, got shape \(2, -1\)$"):
+        constructor().init(key, (2, -1))
+
+
+@pytest.mark.parametrize("constructor", [BatchNorm, LayerNorm])
+def test_channel_mismatch_at_apply(constructor, key):
+    layer = constructor()
+    _, params, state = layer.init(key, (2, 3))
+    with pytest.raises(ValueError, match=rf"^{constructor.__name__}: expected input shape \(N, \.\.\., 3\), "
+                                         r"got \(2, 4\)$"):
+        layer.apply(params, state, jnp.ones((2, 4)))

@@ -1,0 +1,158 @@
+"""purenet.schedules against optax's schedules (reference only), count by count; jit; error messages.
+
+Each row is compared over counts 0..COUNTS-1 given as int64 (with x64 on, so optax computes in float64
+too) and as Python ints; float32 runs with x64 off on int32 counts. A traced int32 count under `jax.jit`
+gives the eager values. `python tests/test_schedules.py` prints the worst relative error of every row.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax import lax
+
+from purenet.optim import schedules
+
+COUNTS = 200
+TOLERANCE = {"float64": 1e-12, "float32": 1e-5}
+
+
+class Row(NamedTuple):
+    id: str
+    ours: Callable
+    reference: Callable
+    kwargs: dict
+
+
+ROWS = [
+    Row("constant", schedules.constant_schedule, optax.constant_schedule, {"value": 0.3}),
+    Row("polynomial", schedules.polynomial_schedule, optax.polynomial_schedule,
+        {"init_value": 1.0, "end_value": 0.01, "power": 2, "transition_steps": 80, "transition_begin": 10}),
+    Row("polynomial-fractional-power", schedules.polynomial_schedule, optax.polynomial_schedule,
+        {"init_value": 0.5, "end_value": 1.5, "power": 0.7, "transition_steps": 150}),
+    Row("linear", schedules.linear_schedule, optax.linear_schedule,
+        {"init_value": 0.0, "end_value": 1.0, "transition_steps": 50, "transition_begin": 5}),
+    Row("piecewise_constant", schedules.piecewise_constant_schedule, optax.piecewise_constant_schedule,
+        {"init_value": 0.1, "boundaries_and_scales": {50: 0.1, 20: 0.5, 80: 2.0}}),
+    Row("piecewise_constant-none", schedules.piecewise_constant_schedule, optax.piecewise_constant_schedule,
+        {"init_value": 0.1}),
+    Row("exponential_decay", schedules.exponential_decay, optax.exponential_decay,
+        {"init_value": 1.0, "transition_steps": 10, "decay_rate": 0.8}),
+    Row("exponential_decay-staircase-begin-end", schedules.exponential_decay, optax.exponential_decay,
+        {"init_value": 1.0, "transition_steps": 7, "decay_rate": 0.5, "transition_begin": 15,
+         "staircase": True, "end_value": 0.01}),
+    Row("exponential_growth-end", schedules.exponential_decay, optax.exponential_decay,
+        {"init_value": 0.1, "transition_steps": 20, "decay_rate": 1.5, "end_value": 0.9}),
+    Row("cosine_decay", schedules.cosine_decay_schedule, optax.cosine_decay_schedule,
+        {"init_value": 0.5, "decay_steps": 70, "alpha": 0.1}),
+    Row("cosine_decay-alpha0", schedules.cosine_decay_schedule, optax.cosine_decay_schedule,
+        {"init_value": 2.0, "decay_steps": 150}),
+    Row("warmup_cosine_decay", schedules.warmup_cosine_decay_schedule, optax.warmup_cosine_decay_schedule,
+        {"init_value": 0.0, "peak_value": 1.0, "warmup_steps": 10, "decay_steps": 90, "end_value": 0.05}),
+    Row("warmup_cosine_decay-no-warmup", schedules.warmup_cosine_decay_schedule,
+        optax.warmup_cosine_decay_schedule,
+        {"init_value": 0.2, "peak_value": 0.4, "warmup_steps": 0, "decay_steps": 120}),
+]
+IDS = [row.id for row in ROWS]
+
+
+def relative_error(ours, reference) -> float:
+    """Max over counts of |ours - ref| / |ref|, with |ref| floored at 1e-6 max|ref| (values near 0)."""
+    ours, reference = np.asarray(ours, np.float64), np.asarray(reference, np.float64)
+    assert ours.shape == reference.shape
+    floor = 1e-6 * np.max(np.abs(reference))
+    return float(np.max(np.abs(ours - reference) / np.maximum(np.abs(reference), floor)))
+
+
+def compare_with_optax(row: Row, dtype: str) -> float:
+    """Worst relative error of ours vs optax's over every count (and Python int counts in float64)."""
+    with jax.enable_x64(dtype == "float64"):
+        ours, reference = row.ours(**row.kwargs), row.reference(**row.kwargs)
+        counts = jnp.arange(COUNTS)  # int64 with x64 on, int32 with it off
+        ours_values = ours(counts)
+        assert ours_values.dtype == jnp.dtype(dtype) and ours_values.shape == (COUNTS,)
+        error = relative_error(ours_values, jnp.broadcast_to(reference(counts), (COUNTS,)))
+        if dtype == "float64":
+            python = [0, 1, 9, 10, 11, 49, 50, 51, COUNTS]
+            error = max(error, relative_error([ours(c) for c in python], [reference(c) for c in python]))
+        return error
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("row", ROWS, ids=IDS)
+def test_matches_optax(row, dtype):
+    assert compare_with_optax(row, dtype) <= TOLERANCE[dtype]
+
+
+def test_comparison_can_fail():
+    wrong = Row("off-by-one", schedules.cosine_decay_schedule,
+                lambda **kw: optax.cosine_decay_schedule(**{**kw, "decay_steps": kw["decay_steps"] + 1}),
+                {"init_value": 1.0, "decay_steps": 50})
+    assert compare_with_optax(wrong, "float64") > 1e-3
+
+
+def test_traced_int32_count_under_jit_equals_eager():
+    """Every schedule under one jit, fed a traced int32 scalar count step by step (as in an optimizer)."""
+    built = [row.ours(**row.kwargs) for row in ROWS]
+    counts = jnp.arange(COUNTS, dtype=jnp.int32)
+    jitted = jax.jit(lambda counts: [lax.map(schedule, counts) for schedule in built])(counts)
+    for row, schedule, values in zip(ROWS, built, jitted):
+        assert values.dtype == jnp.float64, row.id
+        np.testing.assert_allclose(values, schedule(counts), rtol=1e-13, atol=1e-15, err_msg=row.id)
+
+
+def test_int32_counts_keep_float64_precision():
+    # optax divides an int32 count in float32; ours computes in the default float dtype.
+    schedule = schedules.linear_schedule(0.0, 0.1, 10)
+    assert schedule(jnp.int32(1)).dtype == jnp.float64
+    assert abs(float(schedule(jnp.int32(1))) - 0.01) < 1e-16
+
+
+ERRORS = [
+    (lambda: schedules.constant_schedule("high"),
+     "constant_schedule: value must be a real number, got value='high'"),
+    (lambda: schedules.polynomial_schedule(1.0, 0.0, 1, 0),
+     "polynomial_schedule: transition_steps must be an integer >= 1, got transition_steps=0"),
+    (lambda: schedules.polynomial_schedule(1.0, 0.0, 1, 10, transition_begin=-1),
+     "polynomial_schedule: transition_begin must be an integer >= 0, got transition_begin=-1"),
+    (lambda: schedules.linear_schedule(1.0, 0.0, 10.0),
+     "linear_schedule: transition_steps must be an integer >= 1, got transition_steps=10.0"),
+    (lambda: schedules.piecewise_constant_schedule(0.1, {10: -0.5}),
+     "piecewise_constant_schedule: scales must be >= 0, got 10: -0.5"),
+    (lambda: schedules.piecewise_constant_schedule(0.1, {-10: 0.5}),
+     "piecewise_constant_schedule: a boundary must be an integer >= 0, got a boundary=-10"),
+    (lambda: schedules.exponential_decay(1.0, 10, 0.0),
+     "exponential_decay: decay_rate must be > 0, got decay_rate=0.0"),
+    (lambda: schedules.exponential_decay(1.0, -5, 0.5),
+     "exponential_decay: transition_steps must be an integer >= 1, got transition_steps=-5"),
+    (lambda: schedules.exponential_decay(1.0, 10, 0.5, end_value=None, transition_begin=True),
+     "exponential_decay: transition_begin must be an integer >= 0, got transition_begin=True"),
+    (lambda: schedules.cosine_decay_schedule(1.0, 0),
+     "cosine_decay_schedule: decay_steps must be an integer >= 1, got decay_steps=0"),
+    (lambda: schedules.cosine_decay_schedule(1.0, 10, alpha=float("nan")),
+     "cosine_decay_schedule: alpha must be a real number, got alpha=nan"),
+    (lambda: schedules.warmup_cosine_decay_schedule(0.0, 1.0, 100, 100),
+     "warmup_cosine_decay_schedule: decay_steps must exceed warmup_steps, got decay_steps=100, warmup_steps=100"),
+    (lambda: schedules.warmup_cosine_decay_schedule(0.0, 1.0, -1, 100),
+     "warmup_cosine_decay_schedule: warmup_steps must be an integer >= 0, got warmup_steps=-1"),
+]
+
+
+@pytest.mark.parametrize("build, message", ERRORS, ids=[m.split(":")[0] + f"-{i}" for i, (_, m) in
+                                                         enumerate(ERRORS)])
+def test_error_messages(build, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        build()
+
+
+if __name__ == "__main__":
+    jax.config.update("jax_enable_x64", True)
+    print(f"{'schedule':40s} {'float64':>10s} {'float32':>10s}")
+    for row in ROWS:
+        print(f"{row.id:40s} {compare_with_optax(row, 'float64'):10.2e} {compare_with_optax(row, 'float32'):10.2e}")

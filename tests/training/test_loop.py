@@ -1,0 +1,158 @@
+"""Training: handwritten gradients equal jax.grad end to end (MLP, LeNet-5), the step traces with JAX's
+autodiff patched away, fit() learns, records history, stops early and is seeded."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from purenet.layers.activations import Tanh
+from purenet.check import check_model, compare, tolerance
+from purenet.training.checkpoint import Checkpoint, load_checkpoint
+from purenet.layers.conv import Conv2D
+from purenet.core import init_model, serial
+from purenet.data.toy import four_clusters, regression_1d
+from purenet.layers.dense import Dense
+from purenet.layers.dropout import Dropout
+from purenet.losses import mean_squared_error, softmax_cross_entropy
+from purenet.optim import adam, sgd
+from purenet.layers.pooling import MaxPool2D
+from purenet.layers.reshape import Flatten
+from purenet.training.loop import fit, grad_step, make_eval_step, make_train_step
+
+
+def mlp(dropout=0.0):
+    layers = [Dense(16), Tanh(), Dense(4)]
+    return serial(*layers[:2], Dropout(dropout), layers[2]) if dropout else serial(*layers)
+
+
+def lenet5():
+    return serial(Conv2D(6, 5), Tanh(), MaxPool2D(2), Conv2D(16, 3), Tanh(), MaxPool2D(2), Flatten(),
+                  Dense(120), Tanh(), Dense(84), Tanh(), Dense(10))
+
+
+def _batch(key, in_shape, classes, dtype):
+    kx, ky = jax.random.split(key)
+    return {"x": jax.random.normal(kx, in_shape, dtype),
+            "y": jax.random.randint(ky, in_shape[:1], 0, classes, jnp.int32)}
+
+
+def test_model_gradient_equals_jax_grad(key):
+    # The zoo's models (tests/models) check LeNet-5 and the recurrent LMs the same way.
+    model, loss = mlp(), softmax_cross_entropy()
+    _, params, state = init_model(model, key, (5, 3), dtype=jnp.float64)
+    batch = _batch(jax.random.fold_in(key, 1), (5, 3), 4, jnp.float64)
+    report = check_model(model, loss, params, state, batch["x"], batch["y"])
+    assert max(e.max_rel for e in report.values()) <= tolerance(jnp.float64)
+
+
+def test_grad_step_and_train_step_follow_the_true_gradient(key):
+    """grad_step equals jax.value_and_grad; one train step with sgd(lr) is params - lr * gradient."""
+    model, loss = mlp(), softmax_cross_entropy()
+    _, params, state = init_model(model, key, (6, 3), dtype=jnp.float64)
+    batch = _batch(jax.random.fold_in(key, 1), (6, 3), 4, jnp.float64)
+
+    @jax.jit
+    def reference(params):
+        def objective(p):
+            logits = model.apply(p, state, batch["x"])[0]
+            return loss.apply(logits, batch["y"]), logits
+        return jax.value_and_grad(objective, has_aux=True)(params)
+
+    (value_ref, logits), grads_ref = reference(params)
+    value, grads, new_state, outputs = jax.jit(grad_step, static_argnums=(0, 1))(
+        model, loss, params, state, batch, None)
+    compare(grads, grads_ref, rtol=1e-10, what="dparams")
+    np.testing.assert_allclose(value, value_ref, rtol=1e-12)
+    np.testing.assert_allclose(outputs, logits, rtol=1e-12)
+    assert new_state == state
+
+    optimizer = sgd(0.1)
+    step = make_train_step(model, loss, optimizer)
+    new_params, _, _, metrics = step(params, state, optimizer.init(params), batch, key)
+    expected = jax.tree_util.tree_map(lambda p, g: p - 0.1 * g, params, grads_ref)
+    compare(new_params, expected, rtol=1e-10, what="params")
+    np.testing.assert_allclose(metrics["loss"], value_ref, rtol=1e-12)
+    np.testing.assert_allclose(metrics["accuracy"], jnp.mean(jnp.argmax(logits, -1) == batch["y"]), rtol=1e-7)
+
+
+def test_regression_step_reports_loss_only_and_custom_metrics(key):
+    model, loss = serial(Dense(4), Tanh(), Dense(1)), mean_squared_error()
+    _, params, state = init_model(model, key, (8, 1))
+    data = regression_1d(8)
+    optimizer = adam(1e-2)
+    step = make_train_step(model, loss, optimizer)
+    *_, metrics = step(params, state, optimizer.init(params), data, key)
+    assert set(metrics) == {"loss"}
+    eval_step = make_eval_step(model, loss, metrics={"mae": lambda p, t: jnp.mean(jnp.abs(p - t))})
+    metrics = eval_step(params, state, data)
+    outputs = model.apply(params, state, data["x"])[0]
+    np.testing.assert_allclose(metrics["mae"], jnp.mean(jnp.abs(outputs - data["y"])), rtol=1e-6)
+
+
+def _toy(num_samples, seed):
+    return four_clusters(num_samples, seed=seed, noise=0.4)
+
+
+def test_fit_learns_and_records_history(key, tmp_path):
+    model, loss = mlp(), softmax_cross_entropy()
+    _, params, state = init_model(model, key, (-1, 2))
+    result = fit(model, loss, adam(0.05), params, state, _toy(200, 0), epochs=4, batch_size=32, seed=0,
+                 val_data=_toy(64, 1), progress=False, checkpoint_dir=tmp_path / "ckpt")
+    history = result.history
+    assert set(history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert all(len(values) == 4 for values in history.values())
+    assert history["loss"][-1] < 0.5 * history["loss"][0]
+    assert history["val_accuracy"][-1] >= 0.9
+
+    like = Checkpoint(params, state, adam(0.05).init(params), 0, key)
+    saved = load_checkpoint(tmp_path / "ckpt" / "checkpoint.npz", like=like)
+    assert saved.step == 4 * 7  # 200 samples in batches of 32: 6 full + a remainder of 8, per epoch
+    compare(saved.params, result.params, rtol=0.0, what="params")
+    compare(saved.opt_state, result.opt_state, rtol=0.0, what="opt_state")
+
+
+def test_fit_is_deterministic_by_seed(key):
+    model, loss = mlp(dropout=0.2), softmax_cross_entropy()
+    _, params, state = init_model(model, key, (-1, 2))
+    data = _toy(32, 0)  # two full batches: one compilation per fit
+
+    def run(seed):
+        return fit(model, loss, adam(0.01), params, state, data, epochs=2, batch_size=16, seed=seed,
+                   progress=False)
+
+    first, again, other = run(3), run(3), run(4)
+    assert first.history == again.history
+    for a, b in zip(jax.tree_util.tree_leaves(first.params), jax.tree_util.tree_leaves(again.params)):
+        assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
+    assert first.history["loss"] != other.history["loss"]
+
+
+def test_early_stopping_stops_and_restores_best(key):
+    model, loss = mlp(), softmax_cross_entropy()
+    _, params, state = init_model(model, key, (-1, 2))
+    train = _toy(128, 0)
+    # Validation labels are shifted by one class: the better the model fits train, the worse val gets.
+    val = {"x": train["x"][:64], "y": (train["y"][:64] + 1) % 4}
+    patience, epochs = 2, 12
+    result = fit(model, loss, adam(0.05), params, state, train, epochs=epochs, batch_size=32, seed=0,
+                 val_data=val, early_stopping=patience, progress=False)
+    val_loss = result.history["val_loss"]
+    best = int(np.argmin(val_loss))
+    assert len(val_loss) == best + patience + 1 < epochs
+    assert all(len(values) == len(val_loss) for values in result.history.values())
+    restored = make_eval_step(model, loss)(result.params, result.state, val)
+    np.testing.assert_allclose(restored["loss"], val_loss[best], rtol=1e-5)
+
+
+def test_fit_rejects_bad_arguments(key):
+    model, loss = mlp(), softmax_cross_entropy()
+    _, params, state = init_model(model, key, (-1, 2))
+    data = _toy(8, 0)
+    with pytest.raises(ValueError, match=r"fit: train_data must be a dict with keys 'x' and 'y'"):
+        fit(model, loss, sgd(0.1), params, state, (data["x"], data["y"]), epochs=1, batch_size=4, seed=0)
+    with pytest.raises(ValueError, match=r"fit: batch_size must be positive integers, got batch_size=0"):
+        fit(model, loss, sgd(0.1), params, state, data, epochs=1, batch_size=0, seed=0)
+    with pytest.raises(ValueError, match=r"fit: train_data\['x'\] and train_data\['y'\] need the same"):
+        fit(model, loss, sgd(0.1), params, state, {"x": data["x"], "y": data["y"][:3]}, epochs=1,
+            batch_size=4, seed=0)
