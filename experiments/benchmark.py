@@ -21,12 +21,13 @@ import pathlib
 import platform
 import statistics
 import time
+from functools import partial
 
 import jax
 import jax.numpy as jnp
 
 from purenet import losses, optim
-from purenet.models import CharLMConfig, LeNetConfig, char_lm, lenet5, mlp
+from purenet.models import CharLMConfig, GPTConfig, LeNetConfig, char_lm, gpt, lenet5, mlp
 
 
 def mlp_784():
@@ -44,11 +45,22 @@ def char_lstm():
     return char_lm(CharLMConfig(65, "lstm", hidden=256, layers=1, embedding=64)), (64,), 65
 
 
+GPT = dict(vocab_size=65, context=128, layers=4, d_model=128, heads=4, hidden=512)
+
+
+def gpt_row(context: int = GPT["context"]):
+    """The reference GPT: pre-LN, tanh-GELU feed-forward 512, learned positions, tied head, attention
+    keeping the logsumexp (probabilities recomputed): ids (N, 128) -> logits (N, 128, 65)."""
+    config = GPTConfig(**(GPT | {"context": context}), residuals="logsumexp")
+    return gpt(config), (context,), GPT["vocab_size"]
+
+
 # A builder returns (model, feature shape), or (model, sequence shape, vocabulary size) for token models,
 # which get integer ids as inputs and one label per token.
 MODELS = {"MLP 784-512-512-10": mlp_784, "LeNet-5": lenet, "LeNet-5, conv1 on lax.conv": lambda: lenet("xla"),
-          "char-LSTM 65-64-256": char_lstm}
-BATCH_SIZES = {"char-LSTM 65-64-256": 32}  # reference batch, replacing --batch-size except under --quick
+          "char-LSTM 65-64-256": char_lstm, "GPT 4L d128 h4 T128": gpt_row}
+# reference batches, replacing --batch-size except under --quick
+BATCH_SIZES = {"char-LSTM 65-64-256": 32, "GPT 4L d128 h4 T128": 16}
 
 
 def torch_step(name, x, y):
@@ -69,6 +81,8 @@ def torch_step(name, x, y):
                               nn.MaxPool2d(2), nn.Flatten(), nn.Linear(400, 120), nn.Tanh(), nn.Linear(120, 84),
                               nn.Tanh(), nn.Linear(84, 10))
         x = x.permute(0, 3, 1, 2).contiguous()  # NHWC -> NCHW
+    elif name.startswith("GPT"):
+        model, x = _torch_gpt(torch, nn), x.long()
     else:
         class CharLSTM(nn.Module):
             def __init__(self):
@@ -91,6 +105,40 @@ def torch_step(name, x, y):
         return loss.item()
 
     return step
+
+
+def _torch_gpt(torch, nn):
+    """The reference GPT in PyTorch as minGPT writes it: fused qkv, F.scaled_dot_product_attention."""
+    F, c, h, vocab = nn.functional, GPT["d_model"], GPT["heads"], GPT["vocab_size"]
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln1, self.ln2 = nn.LayerNorm(c), nn.LayerNorm(c)
+            self.qkv, self.proj = nn.Linear(c, 3 * c), nn.Linear(c, c)
+            self.fc, self.out = nn.Linear(c, GPT["hidden"]), nn.Linear(GPT["hidden"], c)
+
+        def forward(self, x):
+            n, t, _ = x.shape
+            q, k, v = (z.view(n, t, h, c // h).transpose(1, 2) for z in self.qkv(self.ln1(x)).split(c, dim=2))
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(n, t, c)
+            x = x + self.proj(y)
+            return x + self.out(F.gelu(self.fc(self.ln2(x)), approximate="tanh"))
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.wte, self.wpe = nn.Embedding(vocab, c), nn.Embedding(GPT["context"], c)
+            self.blocks = nn.ModuleList(Block() for _ in range(GPT["layers"]))
+            self.ln_f, self.bias = nn.LayerNorm(c), nn.Parameter(torch.zeros(vocab))
+
+        def forward(self, ids):
+            x = self.wte(ids) + self.wpe(torch.arange(ids.shape[1]))
+            for block in self.blocks:
+                x = block(x)
+            return self.ln_f(x) @ self.wte.weight.T + self.bias  # the tied head
+
+    return Model()
 
 
 def build_steps(model, loss, optimizer, state):
@@ -204,13 +252,15 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="batch 4, 3 rounds: checks the harness only")
     parser.add_argument("--out-dir", default="runs/benchmark")
     args = parser.parse_args(argv)
+    models = dict(MODELS)
     if args.quick:
         args.batch_size, args.rounds = 4, 3
+        models["GPT 4L d128 h4 T128"] = partial(gpt_row, context=16)  # the harness only: a short context
     peak = matmul_peak_gflops(256 if args.quick else 1024, args.rounds)
     batch = {name: BATCH_SIZES.get(name, args.batch_size) for name in MODELS}
     if args.quick:
         batch = dict.fromkeys(MODELS, args.batch_size)
-    rows = [bench_model(name, builder, batch[name], args.rounds) for name, builder in MODELS.items()]
+    rows = [bench_model(name, builder, batch[name], args.rounds) for name, builder in models.items()]
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, jax {jax.__version__}, {jax.devices()[0].platform}"
     try:
         import torch

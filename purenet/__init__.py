@@ -11,10 +11,12 @@ from purenet.core import (Decode, Layer, Loss, can_decode, elementwise, identity
                           no_decode, parallel, positionwise, residual, select, serial, stateless, tree_add,
                           zero_cotangent)
 from purenet.layers import (GRU, LSTM, Activation, AvgPool1D, AvgPool2D, AvgPool3D, BatchNorm, Bidirectional,
-                            Conv1D, Conv2D, Conv3D, ConvTranspose1D, ConvTranspose2D, ConvTranspose3D, Dense, Dropout,
-                            Elu, Embedding, Flatten, Gelu, GlobalAvgPool, LayerNorm, LeakyRelu, LogSoftmax, LSTMState,
-                            MaxPool1D, MaxPool2D, MaxPool3D, Relu, Reshape, SequenceInput, Sigmoid, Silu, SimpleRNN,
-                            Softmax, Softplus, Tanh)
+                            Conv1D, Conv2D, Conv3D, ConvTranspose1D, ConvTranspose2D, ConvTranspose3D, DecoderBlock,
+                            Dense, Dropout, Elu, Embedding, EncoderBlock, FeedForward, Flatten, Gelu, GlobalAvgPool,
+                            LayerNorm, LeakyRelu, LearnedPositions, LogSoftmax, LSTMState, MaxPool1D, MaxPool2D,
+                            MaxPool3D, MultiHeadAttention, Relu, Reshape, RMSNorm, SequenceInput, Sigmoid, Silu,
+                            SimpleRNN, SinusoidalPositions, Softmax, Softplus, Tanh, dot_product_attention,
+                            dot_product_attention_vjp, rotary, rotary_pullback)
 from purenet.losses import (TokenTargets, masked_softmax_cross_entropy, mean_squared_error,
                             sigmoid_binary_cross_entropy, softmax_cross_entropy,
                             softmax_cross_entropy_with_targets)

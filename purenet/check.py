@@ -3,8 +3,11 @@
 This is the only module of purenet that may call JAX's autodiff (`jax.vjp`, `jax.jvp`, `jax.grad`,
 `jax.custom_vjp`): its job is to compare, and to bridge a purenet layer into a JAX user's `jax.grad`.
 
-Errors are normwise per leaf: `max_abs = max|ours - jax|`, `max_rel = max_abs / max|jax|` (a leaf whose
-reference is all zeros is compared absolutely), so a tiny entry cannot make a correct gradient fail.
+Errors are normwise per leaf: `max_abs = max|ours - jax|`, `max_rel = max_abs / max|jax|`, so a tiny
+entry cannot make a correct gradient fail. A leaf whose reference is zero up to rounding (at most
+`ZERO_ULPS` units of its dtype's precision times the largest leaf of the same tree: attention's key
+bias, whose exact gradient is 0 because softmax ignores a shift shared by all keys) is scaled by that
+largest leaf instead; a leaf that is exactly zero everywhere is compared absolutely.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import numpy as np
 from purenet.core import Layer, as_shape_tree, can_decode, init_model, is_differentiable, is_shape
 
 TOLERANCES = {jnp.dtype("float64"): 1e-10, jnp.dtype("float32"): 1e-4}
+ZERO_ULPS = 16
 
 
 class LeafError(NamedTuple):
@@ -42,13 +46,17 @@ def compare(ours: Any, reference: Any, *, rtol: float, what: str) -> dict[str, L
     if ours_def != ref_def:
         raise GradientMismatch(f"{what}: tree structure differs: ours {ours_def} vs jax {ref_def}")
     report, failures = {}, []
+    largest = max((float(np.max(np.abs(b))) for _, b in ref_leaves if np.size(b)), default=0.0)
     for (path, a), (_, b) in zip(ours_leaves, ref_leaves):
         name = what + jax.tree_util.keystr(path)
+        eps = float(jnp.finfo(b.dtype).eps) if jnp.issubdtype(jnp.result_type(b), jnp.inexact) else 0.0
         a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
         if a.shape != b.shape:
             raise GradientMismatch(f"{name}: shape {a.shape} != jax's {b.shape}")
         max_abs = float(np.max(np.abs(a - b))) if a.size else 0.0
         scale = float(np.max(np.abs(b))) if b.size else 0.0
+        if 0 < scale <= ZERO_ULPS * eps * largest:  # zero up to rounding
+            scale = largest
         max_rel = max_abs / scale if scale > 0 else max_abs
         report[name] = LeafError(max_abs, max_rel)
         if not np.isfinite(max_rel) or max_rel > rtol:
@@ -94,10 +102,21 @@ def _float_leaves(x) -> _FloatLeaves:
 
 
 def _random_like(key, tree):
-    """Standard-normal arrays shaped like every leaf of `tree`."""
+    """Standard-normal arrays shaped like every leaf of `tree` (all floating-point)."""
     leaves, treedef = jax.tree_util.tree_flatten(tree)
     keys = jax.random.split(key, max(len(leaves), 1))
     return treedef.unflatten([jax.random.normal(k, a.shape, a.dtype) for k, a in zip(keys, leaves)])
+
+
+def random_cotangent(key, y):
+    """A random cotangent for an output `y`: standard normal at float leaves, None at integer and
+    boolean ones (a mask a layer passes through), as pullbacks receive it. -> (ours, JAX's), JAX's
+    with float0 zeros where ours has None."""
+    leaves, treedef = jax.tree_util.tree_flatten(y)
+    keys = jax.random.split(key, max(len(leaves), 1))
+    ours = [jax.random.normal(k, a.shape, a.dtype) if is_differentiable(a) else None for k, a in zip(keys, leaves)]
+    theirs = [d if d is not None else np.zeros(a.shape, jax.dtypes.float0) for d, a in zip(ours, leaves)]
+    return treedef.unflatten(ours), treedef.unflatten(theirs)
 
 
 def _compiled(layer: Layer, in_shape, dtype, body):
@@ -123,11 +142,12 @@ def _adjoint_gap(layer, params, state, x, k_t, k_dy, ctx):
     tangent = _random_like(k_t, (params, split.leaves))
     y, jt = jax.jvp(lambda p, xf: layer.apply(p, state, split.merge(xf), **ctx)[0], (params, split.leaves),
                     tangent)
-    dy = _random_like(k_dy, y)
+    dy, _ = random_cotangent(k_dy, y)  # None at integer and boolean outputs
     _, _, pullback = layer.vjp(params, state, x, **ctx)
     ours = jax.tree_util.tree_leaves(pullback(dy))  # None leaves (integer inputs) drop out
     rhs = sum(jnp.vdot(a, b) for a, b in zip(ours, jax.tree_util.tree_leaves(tangent)))
-    lhs = sum(jnp.vdot(a, b) for a, b in zip(jax.tree_util.tree_leaves(dy), jax.tree_util.tree_leaves(jt)))
+    jt = [b for a, b in zip(jax.tree_util.tree_leaves(y), jax.tree_util.tree_leaves(jt)) if is_differentiable(a)]
+    lhs = sum(jnp.vdot(a, b) for a, b in zip(jax.tree_util.tree_leaves(dy), jt))
     return lhs, rhs, _norm(dy) * _norm(jt)
 
 
@@ -173,13 +193,13 @@ def check_layer(
         split = _float_leaves(x)
         _, jax_pullback = jax.vjp(lambda p, xf: layer.apply(p, state, split.merge(xf), **ctx)[0], params,
                                   split.leaves)
-        dys = [_random_like(k, y) for k in jax.random.split(k_dy, num_cotangents)]
+        dys = [random_cotangent(k, y) for k in jax.random.split(k_dy, num_cotangents)]
         theirs = []
-        for dy in dys:
+        for _, dy in dys:
             dparams_ref, dxf_ref = jax_pullback(dy)
             theirs.append((dparams_ref, split.with_none(dxf_ref)))
         gap = _adjoint_gap(layer, params, state, x, *jax.random.split(k_dy), ctx) if adjoint else None
-        return (y, new_state), (y_ref, state_ref), [pullback(dy) for dy in dys], theirs, gap
+        return (y, new_state), (y_ref, state_ref), [pullback(dy) for dy, _ in dys], theirs, gap
 
     program, out_shapes = _compiled(layer, in_shape, dtype, ours_and_jax)
     x, ((y, new_state), (y_ref, state_ref), ours, theirs, gap) = program(k_init, k_x, x)

@@ -27,8 +27,15 @@ def linear_dx(dy: jax.Array, w: jax.Array) -> jax.Array:
 
 
 def linear_dw(x: jax.Array, dy: jax.Array) -> jax.Array:
-    """x (N..., I), dy (N..., O) -> dw (I, O): one matmul contracting every leading dim."""
+    """x (N..., I), dy (N..., O) -> dw (I, O): one matmul contracting every leading dim.
+
+    A matmul contracting the leading dims needs one operand transposed; on the CPU that copy costs
+    more than the product itself, so the operand with fewer features goes first (dy^T x, then the
+    small (O, I) result transposed, when O < I): 16 ms instead of 26.5 ms for a GELU feed-forward's
+    two weight gradients at (16, 128, 128) -> 512 (README, GPT row)."""
     lead = tuple(range(x.ndim - 1))
+    if dy.shape[-1] < x.shape[-1]:
+        return lax.dot_general(dy, x, ((lead, lead), ((), ()))).T
     return lax.dot_general(x, dy, ((lead, lead), ((), ())))
 
 

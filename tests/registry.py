@@ -1,9 +1,10 @@
 """The one registry of layer cases (DESIGN.md section 3).
 
 Each row is `Case(id, constructor, kwargs, in_shape, ...)`; every row is checked by test_registry.py for:
-declared out_shape == real output shape; pullback == jax.vjp(apply) in float64 and float32 for random
-cotangents; the dot-product identity against jax.jvp; jax.jit equal to eager; and, for layers that
-decode step by step, stepping equal to `apply`. `in_shape` may be a pytree of shapes (a structured
+declared out_shape == real output shape; pullback == jax.vjp(apply) in float64 and float32, each for a
+random cotangent; the dot-product identity against jax.jvp (float64; not for blocks of other rows'
+layers, see `adjoint`); jax.jit equal to eager; and, for layers that decode step by step, stepping
+equal to `apply`. `in_shape` may be a pytree of shapes (a structured
 input: `SequenceInput((N, T, F), (N, H))`, `((N, T), (N, T, F))`); float leaves are drawn standard
 normal, and `make_x(key, in_shape)` builds inputs with integer or boolean leaves. Adding a layer means
 adding rows to the `cases_*.py` file beside its tests (tests/layers/cases_dense.py, ...), which this
@@ -28,6 +29,13 @@ class Case(NamedTuple):
     # For non-float inputs (token ids, masks): make_x(key, in_shape) -> x. None: standard normal floats.
     make_x: Callable | None = None
     args: tuple = ()
+    # False where stepping along axis 1 of every input leaf is not the layer's decode step
+    # (cross-attention steps over its queries and takes the whole memory; tested on its own).
+    stepwise: bool = True
+    # False for blocks composed of layers that have rows here: each sub-layer's adjoint identity is
+    # checked in its own row, and the block's pullback against jax.vjp in float64 and float32; the
+    # forward-mode program of a whole block costs more to compile than every other check of the row.
+    adjoint: bool = True
 
     def build(self) -> Any:
         return self.constructor(*self.args, **self.kwargs)

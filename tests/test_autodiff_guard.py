@@ -67,11 +67,15 @@ def _every_family_model():
     image = serial(select("image"), use(L.Conv2D, 3, 3, padding="SAME"), use(L.BatchNorm), use(L.Relu),
                    use(L.MaxPool2D, 2), use(L.ConvTranspose2D, 2, 2, strides=2), use(L.AvgPool2D, 2),
                    use(L.GlobalAvgPool), use(L.Dense, 4))
-    text = serial(select("ids"), use(L.Embedding, 7, 4), use(L.LSTM, 4), use(L.GRU, 4),
+    text = serial(select("ids"), use(L.Embedding, 7, 4), use(L.LearnedPositions, 6),
+                  use(L.FeedForward, 8, activation="silu", gated=True, dropout=0.1),
+                  use(L.MultiHeadAttention, 2, is_causal=True, rotary=True, dropout=0.1),
+                  use(L.EncoderBlock, 2, 8, dropout=0.1, residuals="logsumexp"), use(L.LSTM, 4), use(L.GRU, 4),
                   use(L.Bidirectional, use(L.SimpleRNN, 2), use(L.SimpleRNN, 2, reverse=True)),
                   use(L.Conv1D, 4, 3, padding="SAME"), use(L.MaxPool1D, 2), use(L.Flatten), use(L.Dense, 4))
-    head = serial(use(L.LayerNorm), use(L.Dropout, 0.2), use(L.Gelu), residual(use(L.Dense, 4)),
-                  use(L.Reshape, (2, 2)), use(L.Softmax), use(L.Flatten), use(L.Dense, 3))
+    head = serial(use(L.LayerNorm), use(L.Dropout, 0.2), use(L.Gelu),
+                  residual(serial(use(L.RMSNorm), use(L.Dense, 4))), use(L.Reshape, (2, 2)), use(L.Softmax),
+                  use(L.Flatten), use(L.Dense, 3))
     return serial(towers=parallel(image=image, text=text, merge="sum"), head=head), used
 
 

@@ -1,12 +1,12 @@
 """Every registry row: shapes, pullback vs jax.vjp (float64, float32), the adjoint identity against
-jax.jvp (float64, in the same compiled program), jit == eager, and stepping == apply for the rows whose
-layer decodes step by step."""
+jax.jvp (float64, in the same compiled program; see Case.adjoint), jit == eager, and stepping == apply
+for the rows whose layer decodes step by step."""
 
 import jax
 import jax.numpy as jnp
 import pytest
 
-from purenet.check import check_decode, check_layer, compare, random_input, tolerance
+from purenet.check import check_decode, check_layer, compare, random_cotangent, random_input, tolerance
 from purenet.core import can_decode, init_model, is_differentiable
 from tests.registry import CASES
 
@@ -31,10 +31,11 @@ def _is_sequence(x) -> bool:
 def test_pullback_matches_jax(case, dtype, key):
     layer = case.build()
     x = _x(case, jax.random.fold_in(key, 1), dtype)
-    report = check_layer(layer, case.in_shape, key=key, dtype=dtype, x=x, train=case.train,
-                         adjoint=dtype == jnp.float64)
+    adjoint = case.adjoint and dtype == jnp.float64
+    report = check_layer(layer, case.in_shape, key=key, dtype=dtype, x=x, train=case.train, num_cotangents=1,
+                         adjoint=adjoint)
     assert all(e.max_rel <= tolerance(dtype) for e in report.values())
-    assert (f"{layer.name}.adjoint" in report) == (dtype == jnp.float64)
+    assert (f"{layer.name}.adjoint" in report) == adjoint
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -46,10 +47,7 @@ def test_jit_equals_eager(case, key):
 
     def step(params, state, x, key):
         y, new_state, pullback = layer.vjp(params, state, x, key=key, train=case.train)
-        leaves, treedef = jax.tree_util.tree_flatten(y)
-        dy = treedef.unflatten([jax.random.normal(jax.random.fold_in(k_dy, i), a.shape, a.dtype)
-                                for i, a in enumerate(leaves)])
-        return y, new_state, pullback(dy)
+        return y, new_state, pullback(random_cotangent(k_dy, y)[0])
 
     def step_and_apply(params, state, x, key):
         return step(params, state, x, key), layer.apply(params, state, x, key=key, train=case.train)[0]
@@ -60,7 +58,8 @@ def test_jit_equals_eager(case, key):
     compare(y_apply, eager[0], rtol=1e-12, what=case.id)
 
 
-DECODING = [c for c in CASES if can_decode(c.build()) and _is_sequence(_x(c, jax.random.PRNGKey(0), jnp.float64))]
+DECODING = [c for c in CASES if c.stepwise and can_decode(c.build())
+            and _is_sequence(_x(c, jax.random.PRNGKey(0), jnp.float64))]
 
 
 @pytest.mark.parametrize("case", DECODING, ids=[c.id for c in DECODING])
@@ -73,5 +72,6 @@ def test_decode_steps_equal_apply(case, key):
 def test_decoding_rows_cover_every_decoding_family():
     ids = {c.id for c in DECODING}
     for expected in ("dense-rank3", "embedding-rank2", "layernorm-rank3", "lstm-t5", "gru-t5", "simple-rnn-t5",
-                     "dropout-train-rank4", "elu"):
+                     "dropout-train-rank4", "elu", "rmsnorm-rank3", "learned-positions", "sinusoidal-positions",
+                     "feedforward-gelu-rank3", "mha-causal", "encoder-block-pre-ln-causal"):
         assert any(i.startswith(expected) for i in ids), expected

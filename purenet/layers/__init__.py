@@ -2,21 +2,27 @@
 
 from purenet.layers.activations import (Activation, Elu, Gelu, LeakyRelu, LogSoftmax, Relu, Sigmoid, Silu,
                                         Softmax, Softplus, Tanh)
+from purenet.layers.attention import MultiHeadAttention, dot_product_attention, dot_product_attention_vjp
 from purenet.layers.conv import Conv1D, Conv2D, Conv3D, ConvTranspose1D, ConvTranspose2D, ConvTranspose3D
 from purenet.layers.dense import Dense
 from purenet.layers.dropout import Dropout
 from purenet.layers.embedding import Embedding
-from purenet.layers.norm import BatchNorm, LayerNorm
+from purenet.layers.feedforward import FeedForward
+from purenet.layers.norm import BatchNorm, LayerNorm, RMSNorm
 from purenet.layers.pooling import (AvgPool1D, AvgPool2D, AvgPool3D, GlobalAvgPool, MaxPool1D, MaxPool2D,
                                     MaxPool3D)
+from purenet.layers.positional import LearnedPositions, SinusoidalPositions, rotary, rotary_pullback
 from purenet.layers.recurrent import (GRU, LSTM, Bidirectional, LSTMState, SequenceInput, SimpleRNN, gru_cell,
                                       lstm_cell, simple_rnn_cell)
 from purenet.layers.reshape import Flatten, Reshape
+from purenet.layers.transformer import DecoderBlock, EncoderBlock
 
 __all__ = [
-    "GRU", "LSTM", "Activation", "AvgPool1D", "AvgPool2D", "AvgPool3D", "BatchNorm", "Bidirectional", "Conv1D",
+    "GRU", "LSTM", "Activation", "DecoderBlock", "EncoderBlock", "MultiHeadAttention", "dot_product_attention",
+    "dot_product_attention_vjp", "AvgPool1D", "AvgPool2D", "AvgPool3D", "BatchNorm", "Bidirectional", "Conv1D",
     "Conv2D", "Conv3D", "ConvTranspose1D", "ConvTranspose2D", "ConvTranspose3D", "Dense", "Dropout", "Elu",
-    "Embedding", "Flatten", "Gelu", "GlobalAvgPool", "LSTMState", "LayerNorm", "LeakyRelu", "LogSoftmax",
-    "MaxPool1D", "MaxPool2D", "MaxPool3D", "Relu", "Reshape", "SequenceInput",
-    "Sigmoid", "Silu", "SimpleRNN", "Softmax", "Softplus", "Tanh", "gru_cell", "lstm_cell", "simple_rnn_cell",
+    "Embedding", "FeedForward", "Flatten", "Gelu", "GlobalAvgPool", "LSTMState", "LayerNorm", "LeakyRelu",
+    "LearnedPositions", "LogSoftmax", "MaxPool1D", "MaxPool2D", "MaxPool3D", "RMSNorm", "Relu", "Reshape",
+    "SequenceInput", "Sigmoid", "Silu", "SimpleRNN", "SinusoidalPositions", "Softmax", "Softplus", "Tanh",
+    "gru_cell", "lstm_cell", "rotary", "rotary_pullback", "simple_rnn_cell",
 ]

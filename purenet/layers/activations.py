@@ -157,10 +157,11 @@ _BY_NAME = {
     "softmax": Softmax,
     "log_softmax": LogSoftmax,
 }
+ACTIVATION_NAMES = tuple(sorted(_BY_NAME))  # what `Activation(name)` accepts
 
 
 def Activation(name: str) -> Layer:
     """The activation layer called `name` ("relu", "gelu", "softmax", ...), with default settings."""
     if not isinstance(name, str) or name not in _BY_NAME:
-        fail("Activation", f"unknown activation {name!r}; known: {', '.join(sorted(_BY_NAME))}")
+        fail("Activation", f"unknown activation {name!r}; known: {', '.join(ACTIVATION_NAMES)}")
     return _BY_NAME[name]()

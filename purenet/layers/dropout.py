@@ -16,8 +16,9 @@ from purenet.core import Layer, positionwise
 def Dropout(rate: float) -> Layer:
     """y = x * keep / (1 - rate) with keep ~ Bernoulli(1 - rate) when `train`, else y = x.
 
-    Shapes: any -> same. No params, no state. `train=True` needs a PRNG `key`; the same key gives the
-    same mask (the registry relies on that). Decoding is inference: its step is the identity."""
+    Shapes: any -> same. No params, no state. `train=True` with rate > 0 needs a PRNG `key`; the same
+    key gives the same mask (the registry relies on that). rate 0 is the identity, key or not.
+    Decoding is inference: its step is the identity."""
     rate = check_range("Dropout", "rate", rate, lambda v: 0 <= v < 1, "a number in [0, 1)",
                        what="rate (the probability of dropping a unit)")
     scale = 1.0 / (1.0 - rate)
@@ -33,7 +34,7 @@ def Dropout(rate: float) -> Layer:
 
     def apply(params, state, x, *, key=None, train=False):
         del params
-        if not train:
+        if not train or rate == 0:
             return x, state
         keep = keep_mask(key, x)
         return jnp.where(keep, x * scale, 0), state  # (x.shape)
@@ -42,7 +43,7 @@ def Dropout(rate: float) -> Layer:
     # rather than recomputed from the key so the backward pass draws no random numbers.
     def vjp(params, state, x, *, key=None, train=False):
         del params
-        if not train:
+        if not train or rate == 0:
             return x, state, lambda dy: ({}, dy)
         keep = keep_mask(key, x)
 

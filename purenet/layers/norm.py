@@ -1,9 +1,11 @@
-"""Normalization layers: BatchNorm (per channel, over the batch) and LayerNorm (per example, over features).
+"""Normalization layers: BatchNorm (per channel, over the batch), LayerNorm and RMSNorm (per example, over
+features).
 
 Dimension letters: N batch, ... any spatial dims (W or H, W), C channels (always last).
-Both keep x, mean and rstd = 1/sqrt(var + eps) as residuals (as llm.c does), not the normalized xhat:
-xhat = (x - mean) * rstd is recomputed in the pullback. Variances are biased (divided by the count) and
-computed in two passes, mean((x - mean)^2), which loses no precision when |mean| >> std.
+BatchNorm and LayerNorm keep x, mean and rstd = 1/sqrt(var + eps) as residuals (as llm.c does), not the
+normalized xhat: xhat = (x - mean) * rstd is recomputed in the pullback. Variances are biased (divided by
+the count) and computed in two passes, mean((x - mean)^2), which loses no precision when |mean| >> std.
+RMSNorm keeps x and rstd = 1/sqrt(mean(x^2) + eps) and recomputes xhat = x * rstd.
 """
 
 from __future__ import annotations
@@ -157,3 +159,39 @@ def LayerNorm(*, eps: float = 1e-5, use_scale: bool = True, use_bias: bool = Tru
         return y, pullback
 
     return stateless("LayerNorm", init, apply, vjp, decode=positionwise(apply))
+
+
+def RMSNorm(*, eps: float = 1e-6, use_scale: bool = True) -> Layer:
+    """y = gamma * x / sqrt(mean(x^2) + eps), the mean over the last axis of each example (no centering,
+    no bias). Shapes: x (N, ..., C) -> y (N, ..., C); params {"gamma": (C,)}. No state: train and eval
+    are the same. Decodes position by position."""
+    eps = _check_options("RMSNorm", eps, use_scale, False)
+
+    def init(key, in_shape):
+        del key
+        channels = _check_in_shape("RMSNorm", in_shape)
+        return tuple(in_shape), _affine_params(channels, use_scale, False)
+
+    def normalize(params, x):
+        """-> rstd, shaped (N, ..., 1)."""
+        _check_input("RMSNorm", params["gamma"].shape[0] if use_scale else x.shape[-1], x)
+        return lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + eps)
+
+    def apply(params, x):
+        return scale_shift(x * normalize(params, x), params)
+
+    # Derivation: docs/derivations/rmsnorm.md
+    # dx = rstd * (dxhat - xhat * mean(dxhat * xhat)), mean over the last axis, xhat = x * rstd.
+    # Residuals: x and rstd (N, ..., 1); xhat is recomputed.
+    def vjp(params, x):
+        rstd = normalize(params, x)
+        y = scale_shift(x * rstd, params)  # (N, ..., C)
+
+        def pullback(dy):
+            xhat = x * rstd  # (N, ..., C)
+            dparams, dxhat = scale_shift_pullback(dy, xhat, params)
+            return dparams, rstd * (dxhat - xhat * jnp.mean(dxhat * xhat, axis=-1, keepdims=True))
+
+        return y, pullback
+
+    return stateless("RMSNorm", init, apply, vjp, decode=positionwise(apply))

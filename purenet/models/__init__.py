@@ -1,10 +1,11 @@
 """The model zoo: one file per model family, each a small config and a constructor returning a Layer."""
 
 from purenet.models.char_lm import CharLMConfig, char_lm
+from purenet.models.gpt import GPTConfig, gpt
 from purenet.models.lenet import CLASSIC, LeNetConfig, lenet5
 from purenet.models.mlp import mlp
 from purenet.models.sampling import generate, sample_logits
 from purenet.models.tied import tied_lm
 
-__all__ = ["CLASSIC", "CharLMConfig", "LeNetConfig", "char_lm", "generate", "lenet5", "mlp", "sample_logits",
-           "tied_lm"]
+__all__ = ["CLASSIC", "CharLMConfig", "GPTConfig", "LeNetConfig", "char_lm", "generate", "gpt", "lenet5", "mlp",
+           "sample_logits", "tied_lm"]

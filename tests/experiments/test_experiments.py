@@ -130,3 +130,10 @@ def test_scripts_import_no_other_script_and_not_the_tests():
         imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
         assert not imported & (others | {"tests", "registry"}), f"{path.name} imports {imported & others}"
         assert "sys.path" not in path.read_text(), path.name
+
+
+def test_attention_memory_prints_a_table(capsys):
+    rows = load_experiment("attention_memory").main(["--lengths", "64", "128", "--block-size", "32"])
+    assert [(r["residuals"], r["T"]) for r in rows] == [("probs", 64), ("probs", 128), ("logsumexp", 64),
+                                                          ("logsumexp", 128)]
+    assert all(r["temp_bytes"] > 0 for r in rows) and "| logsumexp | 128 |" in capsys.readouterr().out

@@ -1,8 +1,8 @@
-"""Registry rows: BatchNorm (train and eval) and LayerNorm."""
+"""Registry rows: BatchNorm (train and eval), LayerNorm and RMSNorm."""
 
 from tests.registry import Case
 
-from purenet.layers.norm import BatchNorm, LayerNorm
+from purenet.layers.norm import BatchNorm, LayerNorm, RMSNorm
 
 
 CASES = [
@@ -17,4 +17,7 @@ CASES = [
     Case("layernorm-rank2", LayerNorm, {}, (3, 5)),
     Case("layernorm-rank3", LayerNorm, {}, (2, 3, 5)),
     Case("layernorm-no-bias", LayerNorm, {"use_bias": False}, (2, 3, 4)),
+    Case("rmsnorm-rank2", RMSNorm, {}, (3, 5)),
+    Case("rmsnorm-rank3", RMSNorm, {"eps": 1e-3}, (2, 3, 5)),
+    Case("rmsnorm-no-scale", RMSNorm, {"use_scale": False}, (2, 3, 4)),
 ]

@@ -1,4 +1,4 @@
-"""BatchNorm and LayerNorm: running statistics, eval mode, axis_name under vmap, stability, errors.
+"""BatchNorm, LayerNorm and RMSNorm: running statistics, eval mode, axis_name under vmap, stability, errors.
 
 Train- and eval-mode pullbacks against jax.vjp are registry rows (tests/cases_norm.py)."""
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from purenet.check import check_layer
-from purenet.layers.norm import BatchNorm, LayerNorm
+from purenet.layers.norm import BatchNorm, LayerNorm, RMSNorm
 
 
 def _normal(key, shape, loc=0.0, scale=1.0, dtype=jnp.float64):
@@ -101,6 +101,21 @@ def test_layernorm_normalizes_each_example_and_ignores_train(key):
     np.testing.assert_allclose(jnp.var(y, axis=-1), jnp.ones((2, 3)), rtol=1e-4)
 
 
+def test_rmsnorm_scales_by_the_root_mean_square_without_centering(key):
+    x = _normal(key, (2, 3, 6), loc=2.0, scale=3.0)
+    layer = RMSNorm(eps=1e-3)
+    _, params, state = layer.init(key, x.shape)
+    params = {"gamma": jnp.linspace(0.5, 2.0, 6)}
+    y, _ = layer.apply(params, state, x, train=True)
+    expected = x / jnp.sqrt(jnp.mean(x * x, axis=-1, keepdims=True) + 1e-3) * params["gamma"][None, None]
+    assert state == {}
+    np.testing.assert_allclose(y, expected, rtol=1e-12)
+    y1, _ = RMSNorm().apply({"gamma": jnp.ones(6)}, state, x)
+    np.testing.assert_allclose(jnp.mean(y1 * y1, axis=-1), jnp.ones((2, 3)), rtol=1e-5)
+    assert float(jnp.min(jnp.abs(jnp.mean(y1, axis=-1)))) > 0.1  # the mean is kept, not subtracted
+    assert set(layer.init(key, (2, 3))[1]) == {"gamma"} and RMSNorm(use_scale=False).init(key, (2, 3))[1] == {}
+
+
 def test_use_scale_and_use_bias_select_params(key):
     for layer in (BatchNorm(use_scale=False), LayerNorm(use_scale=False)):
         assert set(layer.init(key, (2, 3))[1]) == {"beta"}
@@ -117,7 +132,7 @@ def test_batchnorm_momentum_in_zero_one(momentum):
         BatchNorm(momentum=momentum)
 
 
-@pytest.mark.parametrize("constructor", [BatchNorm, LayerNorm])
+@pytest.mark.parametrize("constructor", [BatchNorm, LayerNorm, RMSNorm])
 @pytest.mark.parametrize("eps", [0.0, -1e-5, float("inf")])
 def test_eps_must_be_positive(constructor, eps):
     with pytest.raises(ValueError, match=rf"^{constructor.__name__}: eps must be a positive finite number, "
@@ -125,7 +140,8 @@ def test_eps_must_be_positive(constructor, eps):
         constructor(eps=eps)
 
 
-@pytest.mark.parametrize("constructor, name", [(BatchNorm, "momentum"), (BatchNorm, "eps"), (LayerNorm, "eps")])
+@pytest.mark.parametrize("constructor, name", [(BatchNorm, "momentum"), (BatchNorm, "eps"), (LayerNorm, "eps"),
+                                               (RMSNorm, "eps")])
 @pytest.mark.parametrize("bad", ["0.9", None, True])
 def test_numbers_must_be_real(constructor, name, bad):
     with pytest.raises(ValueError, match=rf"^{constructor.__name__}: {name} must be a real number, got {name}="):
@@ -138,20 +154,25 @@ def test_scale_and_bias_flags_must_be_bool(constructor):
         constructor(use_bias=1)
 
 
-@pytest.mark.parametrize("constructor", [BatchNorm, LayerNorm])
+def test_rmsnorm_use_scale_must_be_bool():
+    with pytest.raises(ValueError, match=r"^RMSNorm: use_scale must be a bool, got use_scale=0$"):
+        RMSNorm(use_scale=0)
+
+
+@pytest.mark.parametrize("constructor", [BatchNorm, LayerNorm, RMSNorm])
 def test_rank_below_two_at_init(constructor, key):
     with pytest.raises(ValueError, match=rf"^{constructor.__name__}: expected input of rank >= 2 \(N, \.\.\., C\), "
                                          r"got shape \(5,\)$"):
         constructor().init(key, (5,))
 
 
-@pytest.mark.parametrize("constructor", [BatchNorm, LayerNorm])
+@pytest.mark.parametrize("constructor", [BatchNorm, LayerNorm, RMSNorm])
 def test_unknown_channels_at_init(constructor, key):
     with pytest.raises(ValueError, match=r"in_shape\[-1\] must be a positive int, got shape \(2, -1\)$"):
         constructor().init(key, (2, -1))
 
 
-@pytest.mark.parametrize("constructor", [BatchNorm, LayerNorm])
+@pytest.mark.parametrize("constructor", [BatchNorm, LayerNorm, RMSNorm])
 def test_channel_mismatch_at_apply(constructor, key):
     layer = constructor()
     _, params, state = layer.init(key, (2, 3))

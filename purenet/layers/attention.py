@@ -1,0 +1,582 @@
+"""Attention: scaled dot-product attention with a handwritten pullback, multi-head attention, and its
+key/value cache for step-by-step decoding.
+
+Dimension letters: N batch, T query positions, S key positions, H query heads, K key/value heads
+(H = K G: each key/value head serves G query heads; G = 1 is multi-head, K = 1 multi-query attention),
+D head size, F features, B key positions per block. Layout as `jax.nn.dot_product_attention`:
+q (N, T, H, D), k and v (N, S, K, D), out (N, T, H, D); inside, heads are grouped: logits (N, K, G, T, S).
+
+A query row with no key to attend (every key masked, or past its query length) outputs 0 and passes no
+gradient. (`jax.nn.dot_product_attention` spreads a row that a mask empties uniformly over all keys, and
+zeroes a row past its query length, as here.) Derivation: docs/derivations/attention.md.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from purenet import initializers
+from purenet._checks import check_bool, check_choice, check_positive, check_range, fail
+from purenet.core import Decode, Layer, is_shape, no_decode
+from purenet.layers.positional import rotary as rotary_embedding
+from purenet.layers.positional import rotary_pullback
+from purenet.ops import bias_add, bias_grad, linear, linear_dw, linear_dx
+
+RESIDUALS = ("probs", "logsumexp")
+# Key positions per block when the probabilities are recomputed ("logsumexp"), by backend: a block's
+# (N, K, G, T, B) logits are the largest temporary. The CPU figure is measured (README, attention).
+BLOCK_SIZE = {"cpu": 128}
+DEFAULT_BLOCK_SIZE = 256
+
+
+class _Attn(NamedTuple):
+    """Validated inputs, head-major: q (N, K, G, T, D); k and v (N, K, S, D); bias and mask
+    (N|1, K|1, G|1, T, S) or None; lengths (N,) or None; the user's bias shape (for dbias) and dtypes.
+    Head-major, every product contracts a minor axis or writes a small transposed result: on the CPU
+    this runs attention's training step in half the time of the (N, T, H, D) layout (README)."""
+
+    q: jax.Array
+    k: jax.Array
+    v: jax.Array
+    bias: jax.Array | None
+    mask: jax.Array | None
+    scale: float
+    causal: bool
+    q_lengths: jax.Array | None
+    kv_lengths: jax.Array | None
+    bias_shape: tuple | None
+    dtypes: tuple  # of the user's q, k, v
+
+
+def _grouped(name, what, t, n, h, kv_heads, T, S):
+    """A (N|1, H|1, T, S) bias or mask as (N|1, K|1, G|1, T, S)."""
+    if t is None:
+        return None
+    if t.ndim != 4 or t.shape[0] not in (1, n) or t.shape[1] not in (1, h) or tuple(t.shape[2:]) != (T, S):
+        fail(name, f"{what} must have shape (N or 1, H or 1, T, S) = ({n} or 1, {h} or 1, {T}, {S}), "
+                   f"got {tuple(t.shape)}")
+    if t.shape[1] == 1:
+        return t[:, :, None]  # (N|1, 1, 1, T, S)
+    return t.reshape(t.shape[0], kv_heads, h // kv_heads, T, S)
+
+
+def _inputs(name, q, k, v, bias, mask, scale, is_causal, q_lengths, kv_lengths) -> _Attn:
+    if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
+        fail(name, f"expected q (N, T, H, D), k and v (N, S, K, D), got q {tuple(q.shape)}, k {tuple(k.shape)}, "
+                   f"v {tuple(v.shape)}")
+    n, T, h, d = q.shape
+    if k.shape != v.shape or k.shape[0] != n or k.shape[3] != d or h % k.shape[2]:
+        fail(name, f"k and v must be (N={n}, S, K, D={d}) with K dividing H={h}, got k {tuple(k.shape)}, "
+                   f"v {tuple(v.shape)}")
+    S, kv_heads = k.shape[1], k.shape[2]
+    if mask is not None and mask.dtype != jnp.bool_:
+        fail(name, f"mask must be boolean (True = attend), got dtype {mask.dtype}")
+    for what, lengths in (("query_seq_lengths", q_lengths), ("key_value_seq_lengths", kv_lengths)):
+        if lengths is not None and (tuple(lengths.shape) != (n,) or not jnp.issubdtype(lengths.dtype, jnp.integer)):
+            fail(name, f"{what} must be integers of shape (N,) = ({n},), got {lengths.dtype} {tuple(lengths.shape)}")
+    scale = 1.0 / math.sqrt(d) if scale is None else check_range(name, "scale", scale, math.isfinite, "finite")
+    q_heads = jnp.transpose(q.reshape(n, T, kv_heads, h // kv_heads, d), (0, 2, 3, 1, 4))  # (N, K, G, T, D)
+    return _Attn(q_heads, jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2),
+                 _grouped(name, "bias", bias, n, h, kv_heads, T, S),
+                 _grouped(name, "mask", mask, n, h, kv_heads, T, S),
+                 scale, bool(is_causal), q_lengths, kv_lengths, None if bias is None else tuple(bias.shape),
+                 (q.dtype, k.dtype, v.dtype))
+
+
+# ------------------------------------------------------------------------------------ one block
+
+
+def _valid(a: _Attn, s_idx, padded: bool, mask_block):
+    """Which (query, key) pairs may attend, for key positions s_idx (B,) (with `padded`, those >= S
+    pad the last block): a bool broadcastable to (N, K, G, T, B), or None when all may."""
+    T = a.q.shape[3]
+    t_idx = jnp.arange(T).reshape(1, 1, 1, T, 1)
+    s_idx = s_idx.reshape(1, 1, 1, 1, -1)
+    conditions = []  # each (N|1, K|1, G|1, T|1, B|1)
+    if padded:
+        conditions.append(s_idx < a.k.shape[2])
+    if a.causal:
+        conditions.append(t_idx >= s_idx)
+    if a.kv_lengths is not None:
+        conditions.append(s_idx < a.kv_lengths.reshape(-1, 1, 1, 1, 1))
+    if a.q_lengths is not None:
+        conditions.append(t_idx < a.q_lengths.reshape(-1, 1, 1, 1, 1))
+    if mask_block is not None:
+        conditions.append(mask_block)
+    if not conditions:
+        return None
+    valid = conditions[0]
+    for c in conditions[1:]:
+        valid = valid & c
+    return valid
+
+
+def _logits(a: _Attn, k_block, bias_block, dtype):
+    """s = scale q . k + bias for one block of keys: k_block (N, K, B, D) -> (N, K, G, T, B) in `dtype`."""
+    s = jnp.einsum("nkgtd,nksd->nkgts", a.q, k_block, preferred_element_type=dtype) * jnp.asarray(a.scale, dtype)
+    return s if bias_block is None else s + bias_block.astype(dtype)
+
+
+def _keep(key, rate, block_index, shape):
+    """Dropout's keep mask of one block of probabilities, from `key` folded with the block index, so
+    the dense and the blocked forms (and the pullback's recomputation) draw the same mask."""
+    return jax.random.bernoulli(jax.random.fold_in(key, block_index), 1.0 - rate, shape)
+
+
+# ----------------------------------------------------------------------------------- the two forms
+
+
+class _Blocks(NamedTuple):
+    """The keys split into `count` blocks of `size` (the last one `padded` when size does not divide
+    S): k, v (count, N, K, B, D), bias and mask (count, N|1, K|1, G|1, T, B) or None, and each block's
+    first key position (count,)."""
+
+    size: int
+    count: int
+    padded: bool
+    k: jax.Array
+    v: jax.Array
+    bias: jax.Array | None
+    mask: jax.Array | None
+    starts: jax.Array
+
+
+def _split_keys(a: _Attn, size: int) -> _Blocks:
+    S = a.k.shape[2]
+    count = -(-S // size)
+    pad = count * size - S
+
+    def blocks(t, axis, fill):  # t's key axis -> a leading block axis: (count, ..., B, ...)
+        if t is None:
+            return None
+        t = jnp.pad(t, [(0, pad if i == axis else 0) for i in range(t.ndim)], constant_values=fill)
+        return jnp.moveaxis(t.reshape(*t.shape[:axis], count, size, *t.shape[axis + 1:]), axis, 0)
+
+    return _Blocks(size, count, pad > 0, blocks(a.k, 2, 0), blocks(a.v, 2, 0), blocks(a.bias, 4, 0),
+                   blocks(a.mask, 4, False), jnp.arange(count, dtype=jnp.int32) * size)
+
+
+def _dense_forward(a: _Attn, dtype, size, dropout):
+    """Softmax over all keys at once. -> (out (N, K, G, T, D), p (N, K, G, T, S), keep or None)."""
+    S = a.k.shape[2]
+    s = _logits(a, a.k, a.bias, dtype)  # (N, K, G, T, S)
+    valid = _valid(a, jnp.arange(S), False, a.mask)
+    if valid is not None:
+        s = jnp.where(valid, s, -jnp.inf)
+    peak = jnp.max(s, axis=-1, keepdims=True)
+    peak = jnp.where(jnp.isfinite(peak), peak, 0)  # a row with no key: every e below is 0
+    e = jnp.exp(s - peak)
+    total = jnp.sum(e, axis=-1, keepdims=True)
+    p = e / jnp.where(total > 0, total, 1)  # (N, K, G, T, S); rows with no key are all 0
+    keep = None
+    if dropout is not None:
+        key, rate = dropout
+        count = -(-S // size)
+        keep = jnp.concatenate([_keep(key, rate, j, (*p.shape[:-1], size)) for j in range(count)], -1)[..., :S]
+        p_used = jnp.where(keep, p / (1 - rate), 0)
+    else:
+        p_used = p
+    out = jnp.einsum("nkgts,nksd->nkgtd", p_used.astype(a.v.dtype), a.v)
+    return out, p, keep
+
+
+def _blocked_forward(a: _Attn, dtype, size, dropout):
+    """Online softmax over blocks of keys (a `lax.scan`): a running max m, sum l and output acc per
+    row, rescaled by exp(m_old - m_new) as each block arrives. -> (out, lse (N, K, G, T, 1))."""
+    blocks = _split_keys(a, size)
+    rows = (*a.q.shape[:-1], 1)
+
+    def step(carry, block):
+        m, l, acc = carry  # (N, K, G, T, 1) x2, (N, K, G, T, D)
+        k_b, v_b, bias_b, mask_b, start, j = block
+        s = _logits(a, k_b, bias_b, dtype)  # (N, K, G, T, B)
+        valid = _valid(a, start + jnp.arange(blocks.size), blocks.padded, mask_b)
+        if valid is not None:
+            s = jnp.where(valid, s, -jnp.inf)
+        m_new = jnp.maximum(m, jnp.max(s, axis=-1, keepdims=True))
+        m_use = jnp.where(jnp.isfinite(m_new), m_new, 0)
+        rescale = jnp.exp(m - m_use)  # 0 while no key has been seen
+        e = jnp.exp(s - m_use)
+        l = l * rescale + jnp.sum(e, axis=-1, keepdims=True)
+        if dropout is not None:
+            key, rate = dropout
+            e = jnp.where(_keep(key, rate, j, e.shape), e / (1 - rate), 0)
+        acc = acc * rescale.astype(acc.dtype) + jnp.einsum("nkgts,nksd->nkgtd", e.astype(a.v.dtype), v_b)
+        return (m_new, l, acc), None
+
+    init = (jnp.full(rows, -jnp.inf, dtype), jnp.zeros(rows, dtype), jnp.zeros(a.q.shape, a.v.dtype))
+    xs = (blocks.k, blocks.v, blocks.bias, blocks.mask, blocks.starts, jnp.arange(blocks.count))
+    (m, l, acc), _ = lax.scan(step, init, xs)
+    any_key = l > 0
+    out = acc / jnp.where(any_key, l, 1).astype(acc.dtype)
+    lse = jnp.where(any_key, jnp.where(jnp.isfinite(m), m, 0) + jnp.log(jnp.where(any_key, l, 1)), 0)
+    return out, lse
+
+
+# ------------------------------------------------------------------------------------- pullbacks
+# With p the probabilities, dp = do v^T and delta = rowsum(p dp) = rowsum(o * do):
+# ds = p (dp - delta);  dq = scale ds k;  dk = scale ds^T q;  dv = p^T do;  dbias = ds.
+# Dropout scales p and dp by keep / (1 - rate); delta keeps its form, o being the dropped output.
+# dk and dv are computed transposed, (N, K, D, S) = q^T ds and do^T p: the small operands move.
+
+
+def _reduce_bias(ds, a: _Attn):
+    """ds (N, K, G, T, B) summed to the bias's broadcast shape (N|1, K|1, G|1, T, B)."""
+    axes = tuple(i for i, size in enumerate(a.bias.shape[:3]) if size == 1)
+    return jnp.sum(ds, axis=axes, keepdims=True) if axes else ds
+
+
+def _finish(a: _Attn, dq, dk_t, dv_t, dbias):
+    """Back to the user's layouts: dq (N, T, H, D), dk and dv (N, S, K, D) from (N, K, D, S)."""
+    n, kv_heads, groups, T, d = a.q.shape
+    dq = jnp.transpose(dq, (0, 3, 1, 2, 4)).reshape(n, T, kv_heads * groups, d)
+    dk, dv = (jnp.transpose(t, (0, 3, 1, 2)) for t in (dk_t, dv_t))
+    dbias = None if a.bias is None else dbias.reshape(a.bias_shape).astype(a.bias.dtype)
+    return dq.astype(a.dtypes[0]), dk.astype(a.dtypes[1]), dv.astype(a.dtypes[2]), dbias
+
+
+def _delta(dout, out, dtype):
+    """rowsum(o * do) -> (N, K, G, T, 1)."""
+    return jnp.sum(dout.astype(dtype) * out.astype(dtype), axis=-1, keepdims=True)
+
+
+def _dense_pullback(a: _Attn, dtype, out, p, keep, rate, dout):
+    p_used = p if keep is None else jnp.where(keep, p / (1 - rate), 0)
+    dv_t = jnp.einsum("nkgtd,nkgts->nkds", dout, p_used.astype(dout.dtype))
+    dp = jnp.einsum("nkgtd,nksd->nkgts", dout, a.v, preferred_element_type=dtype)
+    if keep is not None:
+        dp = jnp.where(keep, dp / (1 - rate), 0)
+    ds = p * (dp - _delta(dout, out, dtype))  # (N, K, G, T, S)
+    scale = jnp.asarray(a.scale, dtype)
+    dq = jnp.einsum("nkgts,nksd->nkgtd", ds, a.k.astype(dtype)) * scale
+    dk_t = jnp.einsum("nkgtd,nkgts->nkds", a.q.astype(dtype), ds) * scale
+    return _finish(a, dq, dk_t, dv_t, None if a.bias is None else _reduce_bias(ds, a))
+
+
+def _blocked_pullback(a: _Attn, dtype, size, dropout, out, lse, dout):
+    """The probabilities recomputed block by block from the logsumexp: p = exp(s - lse)."""
+    blocks = _split_keys(a, size)
+    delta = _delta(dout, out, dtype)
+    scale = jnp.asarray(a.scale, dtype)
+
+    def step(dq, block):
+        k_b, v_b, bias_b, mask_b, start, j = block
+        s = _logits(a, k_b, bias_b, dtype)  # (N, K, G, T, B)
+        p = jnp.exp(s - lse)
+        valid = _valid(a, start + jnp.arange(blocks.size), blocks.padded, mask_b)
+        if valid is not None:
+            p = jnp.where(valid, p, 0)
+        dp = jnp.einsum("nkgtd,nksd->nkgts", dout, v_b, preferred_element_type=dtype)
+        p_used = p
+        if dropout is not None:
+            key, rate = dropout
+            keep = _keep(key, rate, j, p.shape)
+            p_used, dp = jnp.where(keep, p / (1 - rate), 0), jnp.where(keep, dp / (1 - rate), 0)
+        ds = p * (dp - delta)
+        dq = dq + jnp.einsum("nkgts,nksd->nkgtd", ds, k_b.astype(dtype)) * scale
+        dk_t = jnp.einsum("nkgtd,nkgts->nkds", a.q.astype(dtype), ds) * scale  # (N, K, D, B)
+        dv_t = jnp.einsum("nkgtd,nkgts->nkds", dout, p_used.astype(dout.dtype))
+        return dq, (dk_t, dv_t, None if a.bias is None else _reduce_bias(ds, a))
+
+    xs = (blocks.k, blocks.v, blocks.bias, blocks.mask, blocks.starts, jnp.arange(blocks.count))
+    dq, (dk_t, dv_t, dbias) = lax.scan(step, jnp.zeros(a.q.shape, dtype), xs)
+    S = a.k.shape[2]
+
+    def joined(t):  # (count, ..., B) -> (..., S)
+        t = jnp.moveaxis(t, 0, -2)
+        return t.reshape(*t.shape[:-2], -1)[..., :S]
+
+    return _finish(a, dq, joined(dk_t), joined(dv_t), None if dbias is None else joined(dbias))
+
+
+# ------------------------------------------------------------------------------------ public API
+
+
+def _options(name, residuals, block_size, dropout_rate, dropout_key):
+    check_choice(name, "residuals", residuals, RESIDUALS)
+    if block_size is None:
+        block_size = BLOCK_SIZE.get(jax.default_backend(), DEFAULT_BLOCK_SIZE)
+    elif isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+        fail(name, f"block_size must be a positive integer, got block_size={block_size!r}")
+    rate = check_range(name, "dropout_rate", dropout_rate, lambda r: 0 <= r < 1, "in [0, 1)")
+    if rate > 0 and dropout_key is None:
+        fail(name, f"dropout_rate={rate} needs a dropout_key, got None")
+    return block_size, (dropout_key, rate) if rate > 0 else None
+
+
+def dot_product_attention_vjp(query, key, value, bias=None, mask=None, *, scale=None, is_causal=False,
+                              query_seq_lengths=None, key_value_seq_lengths=None, residuals="probs",
+                              block_size=None, dropout_rate=0.0, dropout_key=None):
+    """Scaled dot-product attention and its pullback: -> (out, pullback), pullback(dout) ->
+    (dquery, dkey, dvalue, dbias) (dbias None without a bias). Arguments as `dot_product_attention`.
+
+    residuals="probs" keeps the (N, H, T, S) probabilities; "logsumexp" keeps q, k, v, the output and
+    the per-row logsumexp (N, H, T) and runs forward and pullback over blocks of `block_size` keys
+    (default `BLOCK_SIZE` by backend), so temporaries grow with T * block_size, not T * S.
+    `dropout_rate` drops probabilities in training with `dropout_key` (the same mask in both forms)."""
+    name = "dot_product_attention"
+    size, dropout = _options(name, residuals, block_size, dropout_rate, dropout_key)
+    a = _inputs(name, query, key, value, bias, mask, scale, is_causal, query_seq_lengths, key_value_seq_lengths)
+    dtype = jnp.promote_types(query.dtype, jnp.float32)  # logits and softmax in float32 at least
+    n, T, h, d = query.shape
+    size = min(size, key.shape[1])  # one block size for both forms, so dropout draws the same mask
+    if residuals == "probs":
+        out, p, keep = _dense_forward(a, dtype, size, dropout)
+        pullback = partial(_dense_pullback, a, dtype, out, p, keep, None if dropout is None else dropout[1])
+    else:
+        out, lse = _blocked_forward(a, dtype, size, dropout)
+        pullback = partial(_blocked_pullback, a, dtype, size, dropout, out, lse)
+
+    kv_heads, groups = a.q.shape[1:3]
+
+    def attention_pullback(dout):  # (N, T, H, D) -> head-major (N, K, G, T, D)
+        dout = jnp.transpose(dout.reshape(n, T, kv_heads, groups, d), (0, 2, 3, 1, 4))
+        return pullback(dout.astype(value.dtype))
+
+    return jnp.transpose(out, (0, 3, 1, 2, 4)).reshape(n, T, h, d), attention_pullback
+
+
+def dot_product_attention(query, key, value, bias=None, mask=None, *, scale=None, is_causal=False,
+                          query_seq_lengths=None, key_value_seq_lengths=None, residuals="probs",
+                          block_size=None, dropout_rate=0.0, dropout_key=None):
+    """softmax(scale * q k^T + bias, masked) v, per head. Shapes: query (N, T, H, D), key and value
+    (N, S, K, D) with K dividing H (grouped / multi-query heads), bias and mask (N or 1, H or 1, T, S)
+    -> out (N, T, H, D). As `jax.nn.dot_product_attention`: `mask` True = attend, `is_causal` lets
+    query t attend keys s <= t, `scale` defaults to 1/sqrt(D), lengths (N,) ints mask padded queries
+    and keys. A row with no key to attend outputs 0 (module docstring). `residuals="logsumexp"` computes
+    over blocks of keys (see `dot_product_attention_vjp`)."""
+    return dot_product_attention_vjp(query, key, value, bias, mask, scale=scale, is_causal=is_causal,
+                                     query_seq_lengths=query_seq_lengths,
+                                     key_value_seq_lengths=key_value_seq_lengths, residuals=residuals,
+                                     block_size=block_size, dropout_rate=dropout_rate, dropout_key=dropout_key)[0]
+
+
+# ------------------------------------------------------------------------------- multi-head layer
+
+
+def _attention_mask(name: str, mask, n_heads: int):
+    """A user mask (N, T, S) or (N, 1|H, T, S), True = attend, as (N, 1|H, T, S)."""
+    if mask is None:
+        return None
+    if mask.dtype != jnp.bool_ or mask.ndim not in (3, 4):
+        fail(name, f"mask must be boolean (N, T, S) or (N, 1 or {n_heads}, T, S), True = attend, "
+                   f"got {mask.dtype} {tuple(mask.shape)}")
+    return mask[:, None] if mask.ndim == 3 else mask
+
+
+def MultiHeadAttention(num_heads: int, *, num_kv_heads: int | None = None, head_dim: int | None = None,
+                       out_features: int | None = None, cross: bool = False, is_causal: bool = False,
+                       fused_qkv: bool = False, use_bias: bool = True, dropout: float = 0.0,
+                       rotary: bool = False, rotary_base: float = 10000.0, residuals: str = "probs",
+                       block_size: int | None = None, w_init=initializers.lecun_normal,
+                       b_init=initializers.zeros) -> Layer:
+    """Multi-head attention: q = x w_q, k = c w_k, v = c w_v split into heads, attention per head
+    (`dot_product_attention`), then y = heads w_o. Self-attention (c = x) or `cross` (c = a context).
+
+    Shapes: self: x (N, T, F) or (x, mask); cross: (x, context (N, S, Fc)) or (x, context, mask); mask
+    bool (N, T, S) or (N, 1|H, T, S), True = attend -> y (N, T, out_features or F). H = num_heads query
+    heads of size D = head_dim (default F // H); K = num_kv_heads (default H) key/value heads, K | H
+    (K = 1: multi-query). Params {"w_q": (F, H D), "w_k", "w_v": (Fc, K D), "w_o": (H D, F_out), "b_*"},
+    or {"w_qkv": (F, (H + 2K) D), "b_qkv", "w_o", "b_o"} with `fused_qkv` (self only). `rotary` rotates q
+    and k by their positions (RoPE). `dropout` drops attention probabilities in training (needs a key).
+    `residuals`, `block_size`: see `dot_product_attention_vjp`. Decodes step by step with a key/value
+    cache when self-attention is causal; cross-attention steps on (x_t, context[, mask row (N, S)])."""
+    name = "MultiHeadAttention"
+    (heads,) = check_positive(name, "num_heads", num_heads)
+    (kv_heads,) = check_positive(name, "num_kv_heads", heads if num_kv_heads is None else num_kv_heads)
+    if heads % kv_heads:
+        fail(name, f"num_kv_heads (={kv_heads}) must divide num_heads (={heads})")
+    for flag, value in (("cross", cross), ("is_causal", is_causal), ("fused_qkv", fused_qkv),
+                        ("use_bias", use_bias), ("rotary", rotary)):
+        check_bool(name, flag, value)
+    if fused_qkv and cross:
+        fail(name, "fused_qkv=True projects q, k and v from one input: it needs cross=False")
+    rate = check_range(name, "dropout", dropout, lambda r: 0 <= r < 1, "in [0, 1)")
+    check_range(name, "rotary_base", rotary_base, lambda b: b > 0, "> 0")
+    check_choice(name, "residuals", residuals, RESIDUALS)
+    if head_dim is not None:
+        check_positive(name, "head_dim", head_dim)
+    if out_features is not None:
+        check_positive(name, "out_features", out_features)
+
+    def parts(x):
+        """-> (queries (N, T, F), context (N, S, Fc), mask or None) of an input (or an in_shape)."""
+        structured = isinstance(x, (tuple, list)) and not is_shape(x)
+        if cross:
+            if not structured or len(x) not in (2, 3):
+                fail(name, f"cross=True expects (x, context) or (x, context, mask), got {_describe(x)}")
+            return x[0], x[1], x[2] if len(x) == 3 else None
+        if structured:
+            if len(x) != 2:
+                fail(name, f"self-attention expects x or (x, mask), got {_describe(x)}")
+            return x[0], x[0], x[1]
+        return x, x, None
+
+    def init(key, in_shape):
+        x_shape, c_shape, m_shape = parts(in_shape)
+        for what, shape in (("x", x_shape), ("context", c_shape)):
+            if len(shape) != 3:
+                fail(name, f"expected {what} of rank 3 (N, T, F), got shape {tuple(shape)}")
+        features, c_features = x_shape[-1], c_shape[-1]
+        d = head_dim or features // heads
+        if not head_dim and features % heads:
+            fail(name, f"the features (={features}) must be divisible by num_heads (={heads}), or give head_dim")
+        if rotary and d % 2:
+            fail(name, f"rotary=True rotates pairs of features: the head size must be even, got head_dim={d}")
+        if m_shape is not None and (len(m_shape) not in (3, 4) or tuple(m_shape[-2:]) != (x_shape[1], c_shape[1])):
+            fail(name, f"mask must have shape (N, T, S) or (N, 1|H, T, S) with T={x_shape[1]}, S={c_shape[1]}, "
+                       f"got {tuple(m_shape)}")
+        keys = iter(jax.random.split(key, 8))
+        out = out_features or features
+        if fused_qkv:
+            shapes = {"w_qkv": (features, (heads + 2 * kv_heads) * d)}
+        else:
+            shapes = {"w_q": (features, heads * d), "w_k": (c_features, kv_heads * d),
+                      "w_v": (c_features, kv_heads * d)}
+        shapes["w_o"] = (heads * d, out)
+        params = {}
+        for w, shape in shapes.items():
+            params[w] = w_init(next(keys), shape, jnp.float32)
+            if use_bias:
+                params["b" + w[1:]] = b_init(next(keys), shape[-1:], jnp.float32)
+        return (*x_shape[:2], out), params, {}
+
+    def head_dim_of(params):
+        w = params["w_o"]
+        return w.shape[0] // heads
+
+    def affine(params, x, w):
+        y = linear(x, params[w])
+        return bias_add(y, params["b" + w[1:]]) if use_bias else y
+
+    def affine_pullback(params, x, w, dy, dparams):
+        """Adds dw (and db) of y = x w + b to dparams; -> dx."""
+        dparams[w] = linear_dw(x, dy)
+        if use_bias:
+            dparams["b" + w[1:]] = bias_grad(dy)
+        return linear_dx(dy, params[w])
+
+    def project(params, x, c):
+        """-> q (N, T, H, D), k and v (N, S, K, D), before rotation."""
+        d = head_dim_of(params)
+        n, T = x.shape[:2]
+        if fused_qkv:
+            q, k, v = jnp.split(affine(params, x, "w_qkv"), [heads * d, (heads + kv_heads) * d], axis=-1)
+        else:
+            q, k, v = affine(params, x, "w_q"), affine(params, c, "w_k"), affine(params, c, "w_v")
+        S = c.shape[1]
+        return q.reshape(n, T, heads, d), k.reshape(n, S, kv_heads, d), v.reshape(n, S, kv_heads, d)
+
+    def check_input(params, x, c):
+        width = params["w_qkv" if fused_qkv else "w_q"].shape[0]
+        c_width = width if fused_qkv else params["w_k"].shape[0]
+        if x.ndim != 3 or x.shape[-1] != width:
+            fail(name, f"expected x of shape (N, T, {width}), got {tuple(x.shape)}")
+        if c.ndim != 3 or c.shape[-1] != c_width or c.shape[0] != x.shape[0]:
+            fail(name, f"expected context of shape ({x.shape[0]}, S, {c_width}), got {tuple(c.shape)}")
+
+    def heads_of(params, x, c, positions=None):
+        """-> (q (N, T, H, D), k and v (N, S, K, D), rotated when `rotary`, the positions used). The
+        positions default to 0 .. T-1 for q and 0 .. S-1 for k (a decode step passes its own)."""
+        check_input(params, x, c)
+        q, k, v = project(params, x, c)
+        q_pos, k_pos = (jnp.arange(x.shape[1]), jnp.arange(c.shape[1])) if positions is None else positions
+        if rotary:
+            q, k = rotary_embedding(q, q_pos, base=rotary_base), rotary_embedding(k, k_pos, base=rotary_base)
+        return q, k, v, q_pos, k_pos
+
+    def forward(params, x, key, train):
+        queries, context, mask = parts(x)
+        q, k, v, q_pos, k_pos = heads_of(params, queries, context)
+        use_dropout = train and rate > 0
+        if use_dropout and key is None:
+            fail(name, f"train=True with dropout={rate} needs a PRNG key, got key=None")
+        out, attn_pullback = dot_product_attention_vjp(
+            q, k, v, mask=_attention_mask(name, mask, heads), is_causal=is_causal, residuals=residuals,
+            block_size=block_size, dropout_rate=rate if use_dropout else 0.0,
+            dropout_key=key if use_dropout else None)
+        n, T = queries.shape[:2]
+        heads_out = out.reshape(n, T, -1)  # (N, T, H D)
+        y = affine(params, heads_out, "w_o")  # (N, T, F_out)
+        return y, (queries, context, mask, q_pos, k_pos, heads_out, attn_pullback)
+
+    def apply(params, state, x, *, key=None, train=False):
+        return forward(params, x, key, train)[0], state
+
+    # dheads = dy w_o^T; attention's pullback gives dq, dk, dv; rotation's pullback is the inverse
+    # rotation; dx (and dcontext) = the projections' pullbacks, summed where x feeds several.
+    # Residuals: x, the context, the heads' output and the attention's own (see `residuals`).
+    def vjp(params, state, x, *, key=None, train=False):
+        y, (queries, context, mask, q_pos, k_pos, heads_out, attn_pullback) = forward(params, x, key, train)
+
+        def pullback(dy):
+            dparams = {}
+            dheads = affine_pullback(params, heads_out, "w_o", dy, dparams)  # (N, T, H D)
+            dq, dk, dv, _ = attn_pullback(dheads.reshape(*dheads.shape[:2], heads, -1))
+            if rotary:
+                dq = rotary_pullback(dq, q_pos, base=rotary_base)
+                dk = rotary_pullback(dk, k_pos, base=rotary_base)
+            dq, dk, dv = (t.reshape(*t.shape[:2], -1) for t in (dq, dk, dv))
+            if fused_qkv:
+                dx = affine_pullback(params, queries, "w_qkv", jnp.concatenate([dq, dk, dv], -1), dparams)
+                return dparams, (dx if not isinstance(x, (tuple, list)) else type(x)((dx, None)))
+            dx = affine_pullback(params, queries, "w_q", dq, dparams)
+            dc = affine_pullback(params, context, "w_k", dk, dparams)
+            dc = dc + affine_pullback(params, context, "w_v", dv, dparams)
+            if cross:
+                return dparams, type(x)((dx, dc) if len(x) == 2 else (dx, dc, None))
+            dx = dx + dc
+            return dparams, (dx if not isinstance(x, (tuple, list)) else type(x)((dx, None)))
+
+        return y, state, pullback
+
+    # Decode, self-attention: the cache holds every position's k and v so far in fixed-size buffers
+    # (N, max_len, K, D) and the index of the next free slot; a step attends over slots 0 .. index.
+    def init_cache(params, batch, max_len):
+        d = head_dim_of(params)
+        dtype = params["w_o"].dtype
+        if cross:
+            return {}
+        return {"k": jnp.zeros((batch, max_len, kv_heads, d), dtype), "v": jnp.zeros((batch, max_len, kv_heads, d), dtype),
+                "index": jnp.zeros((), jnp.int32)}
+
+    def step(params, cache, x_t, *, pos):
+        pos = jnp.asarray(pos, jnp.int32)
+        if cross:
+            if not isinstance(x_t, (tuple, list)) or len(x_t) not in (2, 3):
+                fail(name, f"a cross-attention step takes (x_t, context) or (x_t, context, mask_t), "
+                           f"got {_describe(x_t)}")
+            x1, context = x_t[0][:, None], x_t[1]
+            mask = None if len(x_t) == 2 else x_t[2][:, None, None, :]  # (N, 1, 1, S)
+            q, k, v, _, _ = heads_of(params, x1, context, (pos[None], jnp.arange(context.shape[1])))
+            out = dot_product_attention(q, k, v, mask=mask)
+            return affine(params, out.reshape(out.shape[0], -1), "w_o"), cache
+        if isinstance(x_t, (tuple, list)):
+            fail(name, "a self-attention decode step takes x_t (N, F) alone, no mask: the cache masks "
+                       "the positions not yet written")
+        x1 = x_t[:, None]  # (N, 1, F)
+        q, k, v, _, _ = heads_of(params, x1, x1, (pos[None], pos[None]))
+        index = cache["index"]
+        keys = lax.dynamic_update_slice_in_dim(cache["k"], k.astype(cache["k"].dtype), index, axis=1)
+        values = lax.dynamic_update_slice_in_dim(cache["v"], v.astype(cache["v"].dtype), index, axis=1)
+        written = (jnp.arange(keys.shape[1]) <= index)[None, None, None, :]  # (1, 1, 1, max_len)
+        out = dot_product_attention(q, keys, values, mask=written)  # (N, 1, H, D)
+        y_t = affine(params, out.reshape(out.shape[0], -1), "w_o")  # (N, F_out)
+        return y_t, {"k": keys, "v": values, "index": index + 1}
+
+    if cross or is_causal:
+        decode = Decode(init_cache, step)
+    else:
+        decode = no_decode(name, "self-attention without is_causal lets a position see later ones")
+    return Layer(init, apply, vjp, name, decode)
+
+
+def _describe(x) -> str:
+    """The shapes of an input (or an in_shape), for messages."""
+    return str(jax.tree_util.tree_map(lambda a: tuple(a.shape) if hasattr(a, "shape") else a, x, is_leaf=is_shape))

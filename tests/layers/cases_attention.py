@@ -1,0 +1,32 @@
+"""Registry rows: MultiHeadAttention, self and cross, plain and structured inputs (boolean masks have
+no cotangent), grouped and multi-query heads, rotary positions, both residual forms, dropout."""
+
+import jax
+import jax.numpy as jnp
+
+from purenet.layers.attention import MultiHeadAttention
+from tests.registry import Case
+
+
+def with_mask(key, in_shape):
+    """Standard-normal floats, and a random boolean mask (last leaf) that keeps key 0 for every row."""
+    keys = jax.random.split(key, len(in_shape))
+    floats = [jax.random.normal(k, s, jnp.float64) for k, s in zip(keys, in_shape[:-1])]
+    return (*floats, jax.random.bernoulli(keys[-1], 0.7, in_shape[-1]).at[..., 0].set(True))
+
+
+CASES = [
+    Case("mha-causal-gqa-rotary", MultiHeadAttention,
+         {"num_heads": 4, "num_kv_heads": 2, "is_causal": True, "rotary": True}, (2, 5, 8)),
+    Case("mha-causal-fused-logsumexp-batch1", MultiHeadAttention,
+         {"num_heads": 2, "fused_qkv": True, "is_causal": True, "residuals": "logsumexp", "block_size": 2},
+         (1, 5, 6)),
+    Case("mha-self-mask-odd-heads", MultiHeadAttention, {"num_heads": 2, "head_dim": 3, "out_features": 5},
+         ((2, 4, 6), (2, 4, 4)), make_x=with_mask),
+    Case("mha-cross-multi-query", MultiHeadAttention, {"num_heads": 2, "num_kv_heads": 1, "cross": True},
+         ((2, 3, 6), (2, 7, 5)), stepwise=False),
+    Case("mha-cross-mask-rotary-t1", MultiHeadAttention, {"num_heads": 2, "cross": True, "rotary": True},
+         ((2, 1, 8), (2, 7, 5), (2, 1, 7)), make_x=with_mask, stepwise=False),
+    Case("mha-dropout-train-logsumexp", MultiHeadAttention,
+         {"num_heads": 2, "dropout": 0.3, "residuals": "logsumexp", "block_size": 3}, (2, 5, 8), train=True),
+]

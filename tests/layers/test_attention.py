@@ -1,0 +1,174 @@
+"""Scaled dot-product attention and MultiHeadAttention beyond the registry: the function against
+jax.nn.dot_product_attention (float32) and against jax.vjp of a plain reference (float64, float32) over
+causal, padded, T = 1, T != S, grouped heads and odd head sizes, in both residual forms; the rule for a
+row with no key; dropout's shared mask; XLA's memory growth of each form; the KV cache; errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from purenet.check import check_decode, compare, tolerance
+from purenet.core import init_model
+from purenet.layers.attention import MultiHeadAttention, dot_product_attention, dot_product_attention_vjp
+from tests.helpers import load_experiment
+
+
+
+def reference(q, k, v, bias, mask, causal, q_lengths, kv_lengths):
+    """Attention written plainly (heads repeated, one softmax), with the same rule for rows with no key."""
+    n, T, h, d = q.shape
+    S, groups = k.shape[1], h // k.shape[2]
+    k, v = jnp.repeat(k, groups, axis=2), jnp.repeat(v, groups, axis=2)
+    s = jnp.einsum("nthd,nshd->nhts", q, k) * jnp.asarray(1 / np.sqrt(d), q.dtype) + (0 if bias is None else bias)
+    valid = jnp.ones((n, h, T, S), bool)
+    if mask is not None:
+        valid &= mask
+    if causal:
+        valid &= jnp.tril(jnp.ones((T, S), bool))[None, None]
+    if kv_lengths is not None:
+        valid &= (jnp.arange(S)[None] < kv_lengths[:, None])[:, None, None, :]
+    if q_lengths is not None:
+        valid &= (jnp.arange(T)[None] < q_lengths[:, None])[:, None, :, None]
+    s = jnp.where(valid, s, -jnp.inf)
+    peak = jnp.max(s, -1, keepdims=True)
+    e = jnp.where(valid, jnp.exp(s - jnp.where(jnp.isfinite(peak), peak, 0)), 0)
+    total = jnp.sum(e, -1, keepdims=True)
+    return jnp.einsum("nhts,nshd->nthd", e / jnp.where(total > 0, total, 1), v)
+
+
+CONFIGS = {  # (N, T, S, H, K, D) and options
+    "plain": ((2, 5, 7, 4, 4, 3), {}),
+    "causal-gqa": ((2, 6, 6, 4, 2, 4), {"causal": True}),
+    "bias-multi-query": ((2, 5, 7, 4, 1, 3), {"bias": True}),
+    "mask-padded": ((2, 5, 7, 2, 2, 5), {"mask": True, "lengths": True}),
+    "t1-cross": ((3, 1, 9, 2, 1, 3), {}),
+    "everything": ((2, 6, 6, 4, 2, 3), {"causal": True, "bias": True, "mask": True, "lengths": True}),
+}
+
+
+def _inputs(key, config, dtype):
+    (n, T, S, h, kv, d), options = CONFIGS[config]
+    ks = jax.random.split(key, 5)
+    q, k, v = (jax.random.normal(ks[i], shape, dtype) for i, shape in
+               enumerate([(n, T, h, d), (n, S, kv, d), (n, S, kv, d)]))
+    bias = jax.random.normal(ks[3], (1, h, T, S), dtype) if options.get("bias") else None
+    mask = jax.random.bernoulli(ks[4], 0.7, (n, 1, T, S)).at[..., 0].set(True) if options.get("mask") else None
+    lengths = (jnp.array([T, T - 2], jnp.int32), jnp.array([S - 1, S - 3], jnp.int32)) if options.get("lengths") \
+        else (None, None)
+    return (q, k, v, bias, mask), dict(is_causal=options.get("causal", False), query_seq_lengths=lengths[0],
+                                       key_value_seq_lengths=lengths[1])
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_forward_equals_jax_dot_product_attention_float32(config, key):
+    args, options = _inputs(key, config, jnp.float32)
+    expected = jax.nn.dot_product_attention(*args, **options)
+    for residuals in ("probs", "logsumexp"):
+        ours = dot_product_attention(*args, **options, residuals=residuals, block_size=4)
+        np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("residuals", ["probs", "logsumexp"])
+@pytest.mark.parametrize("config, dtype", [*((c, jnp.float64) for c in CONFIGS), ("everything", jnp.float32)],
+                         ids=[*(f"{c}-f64" for c in CONFIGS), "everything-f32"])
+def test_pullback_equals_jax_vjp(config, dtype, residuals, key):
+    (q, k, v, bias, mask), options = _inputs(key, config, dtype)
+    out, pullback = dot_product_attention_vjp(q, k, v, bias, mask, **options, residuals=residuals, block_size=4)
+    ref = (options["is_causal"], options["query_seq_lengths"], options["key_value_seq_lengths"])
+    expected, jax_pullback = jax.vjp(lambda q, k, v, b: reference(q, k, v, b, mask, *ref), q, k, v, bias)
+    dout = jax.random.normal(jax.random.fold_in(key, 9), out.shape, dtype)
+    compare(out, expected, rtol=tolerance(dtype), what="out")
+    ours, theirs = pullback(dout), jax_pullback(dout)
+    assert (ours[3] is None) == (bias is None)
+    compare([g for g in ours if g is not None], [g for g in theirs if g is not None], rtol=tolerance(dtype),
+            what=f"{config}-{residuals}")
+
+
+@pytest.mark.parametrize("residuals", ["probs", "logsumexp"])
+def test_a_row_with_no_key_outputs_zero_and_passes_no_gradient(residuals, key):
+    (q, k, v, _, _), _ = _inputs(key, "plain", jnp.float32)
+    mask = jnp.ones((2, 1, 5, 7), bool).at[0, :, 2].set(False)  # batch 0, query 2: no key at all
+    out, pullback = dot_product_attention_vjp(q, k, v, mask=mask, key_value_seq_lengths=jnp.array([7, 0]),
+                                              residuals=residuals, block_size=3)  # batch 1: no key either
+    dq, dk, dv, _ = pullback(jnp.ones_like(out))
+    assert all(np.all(np.isfinite(t)) for t in (out, dq, dk, dv))
+    np.testing.assert_array_equal(out[0, 2], 0.0)
+    np.testing.assert_array_equal(out[1], 0.0)
+    np.testing.assert_array_equal(dq[0, 2], 0.0)
+    np.testing.assert_array_equal(dk[1], 0.0)
+    assert np.any(np.asarray(out[0, 1]) != 0)
+
+
+def test_dropout_draws_the_same_mask_in_both_forms(key):
+    (q, k, v, _, _), _ = _inputs(key, "plain", jnp.float64)
+    results = [dot_product_attention_vjp(q, k, v, residuals=r, block_size=3, dropout_rate=0.4, dropout_key=key)
+               for r in ("probs", "logsumexp")]
+    dout = jnp.ones_like(results[0][0])
+    compare(results[1][0], results[0][0], rtol=1e-12, what="out")
+    compare(results[1][1](dout)[:3], results[0][1](dout)[:3], rtol=1e-12, what="grads")
+    assert not np.allclose(results[0][0], dot_product_attention(q, k, v))
+
+
+def test_recomputing_the_probabilities_keeps_memory_linear_in_t():
+    # XLA's temporaries of one attention training step (forward + pullback), head_dim 64, 4 heads, as
+    # experiments/attention_memory.py prints them.
+    temporary_bytes = load_experiment("attention_memory").temporary_bytes
+    blocked = [temporary_bytes("logsumexp", T) for T in (512, 1024, 2048)]
+    assert blocked[1] / blocked[0] <= 2.2 and blocked[2] / blocked[1] <= 2.2
+    dense = [temporary_bytes("probs", T) for T in (512, 1024)]
+    assert dense[1] / dense[0] >= 3.5 and dense[1] > 4 * blocked[1]
+
+
+# -------------------------------------------------------------------------------- the layer
+
+
+def test_kv_cache_is_fixed_size_and_masks_by_position(key):
+    layer = MultiHeadAttention(4, num_kv_heads=2, is_causal=True, rotary=True)
+    _, params, state = init_model(layer, key, (2, 6, 8), dtype=jnp.float64)
+    cache = layer.decode.init_cache(params, 2, 6)
+    assert cache["k"].shape == cache["v"].shape == (2, 6, 2, 2) and int(cache["index"]) == 0
+    y_t, cache = jax.jit(layer.decode.step)(params, cache, jnp.ones((2, 8)), pos=jnp.int32(0))
+    assert y_t.shape == (2, 8) and int(cache["index"]) == 1 and np.all(np.asarray(cache["k"][:, 1:]) == 0)
+    check_decode(layer, params, state, jax.random.normal(key, (2, 6, 8), jnp.float64))
+
+
+def test_cross_attention_steps_equal_apply(key):
+    layer = MultiHeadAttention(2, cross=True, rotary=True)
+    x, context = jax.random.normal(key, (2, 4, 8), jnp.float64), jax.random.normal(key, (2, 5, 6), jnp.float64)
+    mask = jnp.ones((2, 4, 5), bool).at[0, :, 3:].set(False)
+    _, params, state = init_model(layer, key, ((2, 4, 8), (2, 5, 6), (2, 4, 5)), dtype=jnp.float64)
+    expected, _ = layer.apply(params, state, (x, context, mask))
+    cache = layer.decode.init_cache(params, 2, 4)
+    steps = [layer.decode.step(params, cache, (x[:, t], context, mask[:, t]), pos=t)[0] for t in range(4)]
+    compare(jnp.stack(steps, axis=1), expected, rtol=1e-12, what="cross decode")
+
+
+def test_errors_name_the_layer_and_the_values(key):
+    q = jnp.ones((2, 3, 4, 2))
+    with pytest.raises(ValueError, match=r"dot_product_attention: k and v must be \(N=2, S, K, D=2\) with K dividing "
+                                         r"H=4, got k \(2, 5, 3, 2\)"):
+        dot_product_attention(q, jnp.ones((2, 5, 3, 2)), jnp.ones((2, 5, 3, 2)))
+    with pytest.raises(ValueError, match=r"dot_product_attention: mask must be boolean \(True = attend\), got "
+                                         r"dtype float"):
+        dot_product_attention(q, q, q, mask=jnp.ones((2, 1, 3, 3)))
+    with pytest.raises(ValueError, match=r"dot_product_attention: residuals must be one of \('probs', 'logsumexp'\)"):
+        dot_product_attention(q, q, q, residuals="none")
+    with pytest.raises(ValueError, match=r"dot_product_attention: dropout_rate=0.5 needs a dropout_key, got None"):
+        dot_product_attention(q, q, q, dropout_rate=0.5)
+    with pytest.raises(ValueError, match=r"MultiHeadAttention: num_kv_heads \(=3\) must divide num_heads \(=4\)"):
+        MultiHeadAttention(4, num_kv_heads=3)
+    with pytest.raises(ValueError, match=r"MultiHeadAttention: fused_qkv=True .* needs cross=False"):
+        MultiHeadAttention(4, fused_qkv=True, cross=True)
+    with pytest.raises(ValueError, match=r"MultiHeadAttention: the features \(=6\) must be divisible by num_heads"):
+        MultiHeadAttention(4).init(key, (2, 3, 6))
+    with pytest.raises(ValueError, match=r"MultiHeadAttention: rotary=True .* head_dim=3"):
+        MultiHeadAttention(2, rotary=True).init(key, (2, 3, 6))
+    with pytest.raises(ValueError, match=r"MultiHeadAttention: cannot decode step by step: self-attention without "
+                                         r"is_causal"):
+        MultiHeadAttention(2).decode.init_cache({}, 1, 4)
+    _, params, state = MultiHeadAttention(2).init(key, (2, 3, 8))
+    with pytest.raises(ValueError, match=r"MultiHeadAttention: expected x of shape \(N, T, 8\), got \(2, 3, 6\)"):
+        MultiHeadAttention(2).apply(params, state, jnp.ones((2, 3, 6)))
+    with pytest.raises(ValueError, match=r"MultiHeadAttention: train=True with dropout=0.1 needs a PRNG key"):
+        MultiHeadAttention(2, dropout=0.1).apply(params, state, jnp.ones((2, 3, 8)), train=True)
