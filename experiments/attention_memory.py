@@ -16,6 +16,7 @@ import argparse
 import jax
 import jax.numpy as jnp
 
+import common
 from purenet.layers.attention import RESIDUALS, dot_product_attention_vjp
 
 
@@ -32,8 +33,9 @@ def temporary_bytes(residuals: str, steps: int, *, heads: int = 4, head_dim: int
 
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lengths", type=int, nargs="+", default=[512, 1024, 2048])
-    parser.add_argument("--block-size", type=int, default=None, help="keys per block (default: by backend)")
+    parser.add_argument("--lengths", type=common.positive_int, nargs="+", default=[512, 1024, 2048])
+    parser.add_argument("--block-size", type=common.positive_int, default=None,
+                        help="keys per block (default: by backend)")
     args = parser.parse_args(argv)
     rows = []
     print("| residuals | T | temporary MiB | growth per doubling of T |")

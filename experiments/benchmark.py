@@ -26,6 +26,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
+import common
 from purenet import losses, optim
 from purenet.models import CharLMConfig, GPTConfig, LeNetConfig, char_lm, gpt, lenet5, mlp
 
@@ -247,8 +248,9 @@ def markdown(rows, peak):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch-size", type=int, default=128, help="batch size (the char-LSTM uses 32)")
-    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--batch-size", type=common.positive_int, default=128,
+                        help="batch size (the char-LSTM uses 32)")
+    parser.add_argument("--rounds", type=common.positive_int, default=30)
     parser.add_argument("--quick", action="store_true", help="batch 4, 3 rounds: checks the harness only")
     parser.add_argument("--out-dir", default="runs/benchmark")
     args = parser.parse_args(argv)

@@ -166,38 +166,31 @@ def parse_args(argv):
     parser = common.base_parser(NAME, __doc__.splitlines()[0], epochs=None, batch_size=32, lr_adam=2e-3,
                                 lr_sgd=0.5)
     add = parser.add_argument
-    add("--steps", type=int, default=2000, help="training steps (default 2000); --epochs overrides it "
+    positive = common.positive_int
+    add("--steps", type=positive, default=2000, help="training steps (default 2000); --epochs overrides it "
         "with epochs x (training characters // (batch-size x seq-len))")
     add("--cell", choices=tuple(CELLS), default="lstm")
-    add("--hidden", type=int, default=256, help="hidden size of each recurrent layer")
-    add("--layers", type=int, default=1, help="number of stacked recurrent layers")
-    add("--embedding", type=int, default=64, help="character embedding size")
-    add("--seq-len", type=int, default=64, help="characters per training window (BPTT length)")
-    add("--clip", type=float, default=1.0, help="clip gradients to this global norm")
-    add("--val-fraction", type=float, default=0.1, help="last fraction of the text held out")
-    add("--val-chars", type=int, default=65536, help="evaluate on at most this many held-out characters "
-        "(0: all)")
-    add("--eval-every", type=int, default=200, help="evaluate every this many steps")
+    add("--hidden", type=positive, default=256, help="hidden size of each recurrent layer")
+    add("--layers", type=positive, default=1, help="number of stacked recurrent layers")
+    add("--embedding", type=positive, default=64, help="character embedding size")
+    add("--seq-len", type=positive, default=64, help="characters per training window (BPTT length)")
+    add("--clip", type=common.positive_float, default=1.0, help="clip gradients to this global norm")
+    add("--val-fraction", type=common.fraction, default=0.1, help="last fraction of the text held out")
+    add("--val-chars", type=common.non_negative_int, default=65536,
+        help="evaluate on at most this many held-out characters (0: all)")
+    add("--eval-every", type=positive, default=200, help="evaluate every this many steps")
     add("--text", default=None, help="train on this UTF-8 file instead of the shipped Shakespeare")
     add("--prompt", default="\n", help="text the sample continues (default a newline)")
     add("--tie-weights", action="store_true", help="use the embedding table as the output head (needs "
         "--hidden equal to --embedding)")
-    add("--temperature", type=float, default=0.8, help="sampling temperature (0: greedy)")
-    add("--top-k", type=int, default=None, help="sample among the k most likely characters only")
-    add("--sample-length", type=int, default=400)
+    add("--temperature", type=common.non_negative_float, default=0.8, help="sampling temperature (0: greedy)")
+    add("--top-k", type=positive, default=None, help="sample among the k most likely characters only")
+    add("--sample-length", type=positive, default=400)
     add("--compare", action="store_true", help="train rnn, lstm and gru for the same steps; print a table")
     args = parser.parse_args(argv)
     if args.quick:  # tiny defaults; flags given explicitly still win
         parser.set_defaults(**QUICK)
         args = parser.parse_args(argv)
-    for name in ("steps", "hidden", "layers", "embedding", "seq_len", "batch_size", "eval_every",
-                 "sample_length"):
-        if getattr(args, name) <= 0:
-            parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
-    if args.temperature < 0 or args.clip <= 0 or args.val_chars < 0:
-        parser.error("--temperature must be >= 0, --clip > 0 and --val-chars >= 0")
-    if args.top_k is not None and args.top_k <= 0:
-        parser.error(f"--top-k must be a positive integer, got {args.top_k}")
     if args.tie_weights and args.hidden != args.embedding:
         parser.error(f"--tie-weights needs --hidden equal to --embedding, got {args.hidden} and {args.embedding}")
     return args

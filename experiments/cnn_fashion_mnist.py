@@ -36,7 +36,8 @@ def build_model():
 
 def main(argv=None) -> dict:
     parser = common.base_parser(NAME, __doc__.splitlines()[0], epochs=5, batch_size=128,
-                                lr_adam=1e-3, lr_sgd=0.05)
+                                lr_adam=1e-3, lr_sgd=0.05, quick_epochs=1,
+                                data_dir_must_exist=False)  # --download creates it
     parser.add_argument("--download", action="store_true",
                         help="download the missing Fashion-MNIST files first (needs the network)")
     args = parser.parse_args(argv)
@@ -54,8 +55,7 @@ def main(argv=None) -> dict:
     if args.quick:
         train = {k: v[:QUICK_TRAIN] for k, v in train.items()}
         test = {k: v[:QUICK_TEST] for k, v in test.items()}
-        args.epochs = 1
-        print(f"--quick: {len(train['y'])} train / {len(test['y'])} test images, 1 epoch")
+        print(f"--quick: {len(train['y'])} train / {len(test['y'])} test images, {args.epochs} epoch(s)")
     _, metrics = common.train_and_report(args, build_model(), softmax_cross_entropy(), train, test, IN_SHAPE,
                                          title="Small CNN on Fashion-MNIST", extra={"data": "Fashion-MNIST"})
     return metrics

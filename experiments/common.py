@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import pathlib
 import time
@@ -28,21 +29,83 @@ from purenet.training import Checkpoint, FitResult, fit  # noqa: E402
 SGD_MOMENTUM = 0.9
 
 
+# Flag types: argparse turns their ArgumentTypeError into "argument --lr: must be ..." and exit status 2,
+# so a bad value stops a run before it loads data or trains.
+def _number(text: str, cast, ok, expected: str):
+    try:
+        value = cast(text)
+    except ValueError:
+        value = None
+    if value is None or (isinstance(value, float) and not math.isfinite(value)) or not ok(value):
+        raise argparse.ArgumentTypeError(f"must be {expected}, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    return _number(text, int, lambda v: v > 0, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    return _number(text, int, lambda v: v >= 0, "an integer >= 0")
+
+
+def positive_float(text: str) -> float:
+    return _number(text, float, lambda v: v > 0, "a finite number > 0")
+
+
+def non_negative_float(text: str) -> float:
+    return _number(text, float, lambda v: v >= 0, "a finite number >= 0")
+
+
+def fraction(text: str) -> float:
+    return _number(text, float, lambda v: 0 < v < 1, "a number in (0, 1)")
+
+
+def existing_directory(text: str) -> str:
+    if not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"no such directory: {text!r}")
+    return text
+
+
+class _Parser(argparse.ArgumentParser):
+    """`base_parser`'s parser: `--quick` sets `--epochs` to `quick_epochs` only when --epochs is not
+    given explicitly (an explicit value always wins)."""
+
+    quick_epochs: int | None = None
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace = argparse.Namespace(epochs=_UNSET) if namespace is None else namespace
+        args, extras = super().parse_known_args(args, namespace)
+        if getattr(args, "epochs", None) is _UNSET:
+            args.epochs = self.quick_epochs if args.quick and self.quick_epochs else self.get_default("epochs")
+        return args, extras
+
+
+_UNSET = object()
+
+
 def base_parser(name: str, description: str, *, epochs: int | None, batch_size: int,
-                lr_adam: float, lr_sgd: float) -> argparse.ArgumentParser:
-    """The flags every experiment shares; `--lr` defaults to `lr_adam` or `lr_sgd` by `--optimizer`."""
-    parser = argparse.ArgumentParser(prog=f"{name}.py", description=description)
-    parser.add_argument("--epochs", type=int, default=epochs, help=f"training epochs (default {epochs})")
-    parser.add_argument("--batch-size", type=int, default=batch_size)
-    parser.add_argument("--lr", type=float, default=None,
+                lr_adam: float, lr_sgd: float, quick_epochs: int | None = None,
+                data_dir_must_exist: bool = True) -> argparse.ArgumentParser:
+    """The flags every experiment shares; `--lr` defaults to `lr_adam` or `lr_sgd` by `--optimizer`.
+    Numbers are validated as they are parsed (`--epochs`, `--batch-size` positive integers, `--lr` a
+    finite number > 0, `--seed` >= 0); `--data-dir`, when given, must be an existing directory unless
+    `data_dir_must_exist=False` (a script that writes its data there). With `quick_epochs`, `--quick`
+    trains that many epochs unless `--epochs` is given."""
+    parser = _Parser(prog=f"{name}.py", description=description)
+    parser.quick_epochs = quick_epochs
+    parser.add_argument("--epochs", type=positive_int, default=epochs, help=f"training epochs (default {epochs})")
+    parser.add_argument("--batch-size", type=positive_int, default=batch_size)
+    parser.add_argument("--lr", type=positive_float, default=None,
                         help=f"learning rate (default {lr_adam} for adam, {lr_sgd} for sgd)")
     parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam",
                         help=f"adam, or sgd with momentum {SGD_MOMENTUM}")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data-dir", default=None, help="directory holding the dataset files")
+    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--data-dir", type=existing_directory if data_dir_must_exist else str, default=None,
+                        help="directory holding the dataset files")
     parser.add_argument("--out-dir", default=os.path.join("runs", name))
-    parser.add_argument("--quick", action="store_true",
-                        help="tiny smoke run: a few hundred samples, 1 epoch")
+    quick = f", {quick_epochs} epoch unless --epochs is given" if quick_epochs else ""
+    parser.add_argument("--quick", action="store_true", help=f"tiny smoke run: a few hundred samples{quick}")
     parser.set_defaults(lr_adam=lr_adam, lr_sgd=lr_sgd)
     return parser
 

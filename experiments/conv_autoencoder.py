@@ -59,14 +59,14 @@ def plot_reconstructions(images: np.ndarray, recon: np.ndarray, path) -> None:
 
 def main(argv=None) -> dict:
     parser = common.base_parser(NAME, __doc__.splitlines()[0], epochs=10, batch_size=64,
-                                lr_adam=2e-3, lr_sgd=0.1)
+                                lr_adam=2e-3, lr_sgd=0.1, quick_epochs=1)
     args = parser.parse_args(argv)
     data, source = load_mnist_or_sample(args.data_dir)
     print(f"data: {source}")
     x_train, x_test = to_float_images(data["x_train"]), to_float_images(data["x_test"])  # in [0, 1]
     if args.quick:
-        x_train, x_test, args.epochs = x_train[:QUICK_TRAIN], x_test[:QUICK_TEST], 1
-        print(f"--quick: {QUICK_TRAIN} train / {QUICK_TEST} test images, 1 epoch")
+        x_train, x_test = x_train[:QUICK_TRAIN], x_test[:QUICK_TEST]
+        print(f"--quick: {QUICK_TRAIN} train / {QUICK_TEST} test images, {args.epochs} epoch(s)")
 
     model, out = build_model(), common.out_dir(args)
     result, metrics = common.train_and_report(

@@ -25,7 +25,7 @@ QUICK_TRAIN, QUICK_TEST = 320, 100
 
 def main(argv=None) -> dict:
     parser = common.base_parser(NAME, __doc__.splitlines()[0], epochs=None, batch_size=64,
-                                lr_adam=1e-3, lr_sgd=0.05)
+                                lr_adam=1e-3, lr_sgd=0.05, quick_epochs=1)
     parser.add_argument("--normalize", action="store_true",
                         help="standardize pixels with the training set's mean and std after scaling")
     args = parser.parse_args(argv)
@@ -36,8 +36,7 @@ def main(argv=None) -> dict:
     if args.quick:
         data = {"x_train": data["x_train"][:QUICK_TRAIN], "y_train": data["y_train"][:QUICK_TRAIN],
                 "x_test": data["x_test"][:QUICK_TEST], "y_test": data["y_test"][:QUICK_TEST]}
-        args.epochs = 1
-        print(f"--quick: {QUICK_TRAIN} train / {QUICK_TEST} test images, 1 epoch")
+        print(f"--quick: {QUICK_TRAIN} train / {QUICK_TEST} test images, {args.epochs} epoch(s)")
     mean, std = 0.0, 1.0
     if args.normalize:
         scaled = data["x_train"] / np.float32(255.0)

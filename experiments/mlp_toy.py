@@ -78,12 +78,10 @@ def run_regression(args, num_train, num_test) -> dict:
 
 def main(argv=None) -> dict:
     parser = common.base_parser(NAME, __doc__.splitlines()[0], epochs=100, batch_size=32,
-                                lr_adam=1e-2, lr_sgd=0.05)
+                                lr_adam=1e-2, lr_sgd=0.05, quick_epochs=1)
     parser.add_argument("--task", choices=("clusters", "regression", "both"), default="both")
     args = parser.parse_args(argv)
     num_train, num_test = (QUICK_TRAIN, QUICK_TEST) if args.quick else (NUM_TRAIN, NUM_TEST)
-    if args.quick:
-        args.epochs = 1
     metrics = {"epochs": args.epochs, "optimizer": args.optimizer, "batch_size": args.batch_size,
                "seed": args.seed}
     if args.task in ("clusters", "both"):

@@ -69,7 +69,8 @@ def markdown_table(results: dict[str, float | None]) -> str:
 
 def main(argv=None) -> dict:
     parser = common.base_parser(NAME, __doc__.splitlines()[0], epochs=150, batch_size=100,
-                                lr_adam=1e-2, lr_sgd=0.05)
+                                lr_adam=1e-2, lr_sgd=0.05, quick_epochs=1,
+                                data_dir_must_exist=False)  # the generated signals are cached there
     parser.add_argument("--models", default="logistic,mlp,cnn",
                         help="comma-separated subset of logistic,mlp,cnn,gru")
     args = parser.parse_args(argv)
@@ -77,8 +78,6 @@ def main(argv=None) -> dict:
     num_train, num_test = (QUICK_TRAIN, QUICK_TEST) if args.quick else (4000, 1000)
     data = load_mnist1d(num_train=num_train, num_test=num_test, data_dir=args.data_dir)
     train, test = {"x": data["x_train"], "y": data["y_train"]}, {"x": data["x_test"], "y": data["y_test"]}
-    if args.quick:
-        args.epochs = 1
     total_steps = args.epochs * -(-num_train // args.batch_size)
     print(f"data: MNIST-1D ({num_train:,} train / {num_test:,} test), {args.epochs} epochs per model")
 

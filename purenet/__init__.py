@@ -6,7 +6,7 @@
 losses, models/, optim/, training/, data/, check.
 """
 
-from purenet import check, data, initializers, models, ops, optim
+from purenet import check, data, debug, initializers, models, ops, optim
 from purenet.core import (Decode, Layer, Loss, can_decode, elementwise, identity, init_model, is_differentiable,
                           no_decode, parallel, positionwise, residual, select, serial, stateless, tree_add,
                           zero_cotangent)
@@ -21,7 +21,8 @@ from purenet.losses import (TokenTargets, masked_softmax_cross_entropy, mean_squ
                             sigmoid_binary_cross_entropy, softmax_cross_entropy,
                             softmax_cross_entropy_with_targets)
 from purenet.optim import schedules
-from purenet.training import (Checkpoint, CorruptCheckpointError, FitResult, checkpoint, fit, grad_step,
-                              load_checkpoint, make_eval_step, make_train_step, metrics, save_checkpoint)
+from purenet.training import (Checkpoint, CorruptCheckpointError, FitResult, NonFiniteError, checkpoint, fit,
+                              grad_step, load_checkpoint, locate_nonfinite, make_eval_step, make_train_step, metrics,
+                              save_checkpoint)
 
 __version__ = "0.2.0"

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, NoReturn, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -116,3 +118,53 @@ def check_trailing(owner: str, expected: Sequence[int], x: Any) -> None:
     """At `apply`: fail unless `x.shape[1:]` equals the `expected` non-batch shape given to `init`."""
     if tuple(x.shape[1:]) != tuple(expected):
         fail(owner, f"expected input shape (N, {', '.join(map(str, expected))}), got {tuple(x.shape)}")
+
+
+def as_float(x: Any, like: Any = jnp.float32) -> jax.Array:
+    """`x` unchanged if it is floating-point, else (integers, booleans) cast to the dtype JAX promotes it
+    to with `like` (a dtype or an array: int32 with float32 -> float32). Layers compute on features in
+    floating point whatever the input's dtype, as `x @ w` does in Dense."""
+    if jnp.issubdtype(jnp.result_type(x), jnp.inexact):
+        return x
+    return jnp.asarray(x).astype(jnp.promote_types(jnp.result_type(x), jnp.result_type(like)))
+
+
+def is_concrete(x: Any) -> bool:
+    """Whether `x`'s values are known now (not a tracer inside `jit`), so they can be checked."""
+    return not isinstance(x, jax.core.Tracer)
+
+
+def describe(value: Any) -> str:
+    """A short description of what a caller passed: an array's shape and dtype, a tuple's length."""
+    if value is None:
+        return "None"
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return f"an array of shape {tuple(value.shape)} {value.dtype}"
+    if isinstance(value, tuple) and not hasattr(value, "_fields"):
+        return f"a tuple of {len(value)} ({', '.join(type(v).__name__ for v in value[:4])})"
+    if callable(value) and hasattr(value, "__name__"):
+        return f"the function {value.__name__}"
+    return f"{type(value).__name__} {value!r:.60}"
+
+
+def check_params(owner: str, params: Any, expected: dict[str, tuple]) -> None:
+    """Fail unless `params` is a dict with exactly the keys of `expected`, each leaf of the expected
+    shape (None: any size on that axis), as the layer's init made it (not another model's params)."""
+
+    def shape_text(shape):
+        return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+    def fits(leaf, shape):
+        return (hasattr(leaf, "shape") and len(leaf.shape) == len(shape)
+                and all(d is None or d == n for d, n in zip(shape, leaf.shape)))
+
+    if isinstance(params, dict) and set(params) == set(expected) and all(
+            fits(params[k], shape) for k, shape in expected.items()):
+        return
+    want = "{" + ", ".join(f"{k!r}: {shape_text(s)}" for k, s in expected.items()) + "}"
+    if isinstance(params, dict):
+        got = "{" + ", ".join(f"{k!r}: {tuple(getattr(v, 'shape', ())) if hasattr(v, 'shape') else type(v).__name__}"
+                              for k, v in params.items()) + "}"
+    else:
+        got = describe(params)
+    fail(owner, f"params must be {want} as this layer's init made them, got {got}")

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from purenet._checks import fail
 from purenet.core import Layer, as_shape_tree, can_decode, init_model, is_differentiable, is_shape
 
 TOLERANCES = {jnp.dtype("float64"): 1e-10, jnp.dtype("float32"): 1e-4}
@@ -35,7 +36,18 @@ class GradientMismatch(AssertionError):
 
 def tolerance(dtype) -> float:
     """The relative tolerance of the table for `dtype` (float64 tight, float32 loose)."""
+    if jnp.dtype(dtype) not in TOLERANCES:
+        fail("tolerance", f"no tolerance for dtype {jnp.dtype(dtype).name} (the table has float64 and float32): "
+                          f"pass rtol=")
     return TOLERANCES[jnp.dtype(dtype)]
+
+
+def _check_dtype(owner: str, dtype) -> None:
+    """float64 needs JAX's 64-bit mode: without it every array is float32 and float64's tolerance would
+    fail correct layers."""
+    if jnp.dtype(dtype) == jnp.float64 and not jax.config.jax_enable_x64:
+        fail(owner, "dtype=float64 needs 64-bit mode, which is off: call jax.config.update('jax_enable_x64', "
+                    "True) at startup, or pass dtype=jnp.float32 (without it JAX computes in float32)")
 
 
 def compare(ours: Any, reference: Any, *, rtol: float, what: str) -> dict[str, LeafError]:
@@ -183,6 +195,7 @@ def check_layer(
     differentiated, and the layer's `dx` must mirror `x` with None at the others. Init, both sides and
     the adjoint run in one `jax.jit` program (the registry tests check separately that jit equals
     eager). -> per-leaf report; raises GradientMismatch."""
+    _check_dtype("check_layer", dtype)
     rtol = tolerance(dtype) if rtol is None else rtol
     k_init, k_x, k_dy, k_layer = jax.random.split(key, 4)
     ctx = dict(key=k_layer, train=train)
@@ -246,6 +259,7 @@ def check_dot_product(
     """The adjoint identity <dy, J t> = <pullback(dy), t> between JAX's forward-mode `jvp` of `apply` and
     our pullback, for random tangents `t` on params and the float leaves of x (`x` as in `check_layer`).
     Needs no `jax.vjp`. -> relative gap; raises GradientMismatch."""
+    _check_dtype("check_dot_product", dtype)
     rtol = tolerance(dtype) if rtol is None else rtol
     k_init, k_x, k_t, k_dy, k_layer = jax.random.split(key, 5)
     ctx = dict(key=k_layer, train=train)
@@ -267,17 +281,23 @@ def check_model(
     rtol: float | None = None,
 ) -> dict[str, LeafError]:
     """A whole model + loss: the parameter gradient from our handwritten VJPs equals
-    `jax.grad(loss.apply(model.apply(params, state, x)[0], target))`. -> per-leaf report."""
+    `jax.grad(loss.apply(model.apply(params, state, x)[0], target))`. Both sides run in one `jax.jit`
+    program (compiling a model once costs far less than running it op by op). -> per-leaf report."""
     dtype = jax.tree_util.tree_leaves(params)[0].dtype
     rtol = tolerance(dtype) if rtol is None else rtol
-    y, _, pullback = model.vjp(params, state, x, key=key, train=train)
-    value, loss_pullback = loss.vjp(y, target)
-    dparams, _ = pullback(loss_pullback(jnp.ones_like(value)))
 
-    def reference(p):
-        return loss.apply(model.apply(p, state, x, key=key, train=train)[0], target)
+    @jax.jit
+    def ours_and_jax(params, state, x, target, key):
+        y, _, pullback = model.vjp(params, state, x, key=key, train=train)
+        value, loss_pullback = loss.vjp(y, target)
+        dparams, _ = pullback(loss_pullback(jnp.ones_like(value)))
 
-    value_ref, dparams_ref = jax.value_and_grad(reference)(params)
+        def reference(p):
+            return loss.apply(model.apply(p, state, x, key=key, train=train)[0], target)
+
+        return (value, dparams), jax.value_and_grad(reference)(params)
+
+    (value, dparams), (value_ref, dparams_ref) = ours_and_jax(params, state, x, target, key)
     report = compare(value, value_ref, rtol=rtol, what=f"{model.name}.loss")
     return report | compare(dparams, dparams_ref, rtol=rtol, what=f"{model.name}.dparams")
 

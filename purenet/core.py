@@ -26,8 +26,10 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from purenet._checks import fail, is_int
+from purenet import debug
+from purenet._checks import as_float, describe, fail, is_int
 
 Shape = tuple[int, ...]
 PyTree = Any
@@ -152,7 +154,8 @@ def stateless(
 
 
 def elementwise(name: str, forward: Callable, derivative: Callable) -> Layer:
-    """A parameter-free layer `y = f(x)` whose pullback is `dx = dy * derivative(x, y)`."""
+    """A parameter-free layer `y = f(x)` whose pullback is `dx = dy * derivative(x, y)`. Integer and
+    boolean inputs are promoted to float32 first (`as_float`)."""
 
     def init(key, in_shape):
         del key
@@ -160,10 +163,11 @@ def elementwise(name: str, forward: Callable, derivative: Callable) -> Layer:
 
     def apply(params, x):
         del params
-        return forward(x)
+        return forward(as_float(x))
 
     def vjp(params, x):
         del params
+        x = as_float(x)
         y = forward(x)
 
         def pullback(dy):
@@ -196,6 +200,56 @@ def _split(key, n):
     return (None,) * n if key is None else tuple(jax.random.split(key, n))
 
 
+# A combinator calls its children through these: they check that a child returns what the contract says
+# (a custom layer's `apply` returning y instead of (y, state) would otherwise be unpacked along the
+# batch), and in debug mode (`purenet.debug`) that its output and gradients are finite.
+
+
+def checked_init(owner: str, who: str, layer: Layer, key, in_shape) -> tuple:
+    out = layer.init(key, in_shape)
+    if not (isinstance(out, tuple) and len(out) == 3):
+        fail(owner, f"{who}.init must return (out_shape, params, state), got {describe(out)}")
+    return out
+
+
+def checked_apply(owner: str, who: str, layer: Layer, params, state, x, *, key, train) -> tuple:
+    try:
+        out = layer.apply(params, state, x, key=key, train=train)
+    except debug.NonFiniteLayerError as error:
+        error.path.insert(0, who)
+        raise
+    if not (isinstance(out, tuple) and len(out) == 2):
+        fail(owner, f"{who}.apply must return (y, new_state), got {describe(out)}")
+    debug.watch(who, "output", out[0])
+    return out
+
+
+def checked_vjp(owner: str, who: str, layer: Layer, params, state, x, *, key, train) -> tuple:
+    try:
+        out = layer.vjp(params, state, x, key=key, train=train)
+    except debug.NonFiniteLayerError as error:
+        error.path.insert(0, who)
+        raise
+    if not (isinstance(out, tuple) and len(out) == 3 and callable(out[2])):
+        fail(owner, f"{who}.vjp must return (y, new_state, pullback), got {describe(out)}")
+    y, new_state, inner = out
+    debug.watch(who, "output", y)
+
+    def pullback(dy):
+        try:
+            grads = inner(dy)
+        except debug.NonFiniteLayerError as error:
+            error.path.insert(0, who)
+            raise
+        if not (isinstance(grads, tuple) and len(grads) == 2):
+            fail(owner, f"{who}'s pullback must return (dparams, dx), got {describe(grads)}")
+        debug.watch(who, "dparams", grads[0])
+        debug.watch(who, "dx", grads[1])
+        return grads
+
+    return y, new_state, pullback
+
+
 class _Children(NamedTuple):
     """A combinator's children: positional (params and state are tuples) or named (dicts)."""
 
@@ -211,6 +265,18 @@ class _Children(NamedTuple):
 
     def describe(self, i: int) -> str:
         return f"child {self.keys[i]!r} ({self.layers[i].name})"
+
+    def check(self, owner: str, tree, what: str) -> None:
+        """Fail unless `tree` (params or state) has one entry per child, as this combinator's init made it."""
+        if self.named:
+            ok = isinstance(tree, dict) and set(tree) == set(self.keys)
+            expected = f"a dict with keys {list(self.keys)}, one per child"
+        else:
+            ok = isinstance(tree, (tuple, list)) and len(tree) == len(self.keys)
+            expected = f"a tuple of {len(self.keys)} entries, one per child"
+        if not ok:
+            got = f"a dict with keys {sorted(map(str, tree))}" if isinstance(tree, dict) else describe(tree)
+            fail(owner, f"{what} must be {expected} (what this model's init returned), got {got}")
 
 
 def _children(owner: str, layers: tuple, named: dict) -> _Children:
@@ -311,26 +377,28 @@ def serial(*layers: Layer, **named_layers: Layer) -> Layer:
 
     def init(key, in_shape):
         params, state, shape = [], [], as_shape_tree(in_shape)
-        for layer, k in zip(children.layers, jax.random.split(key, n)):
-            shape, p, s = layer.init(k, shape)
+        for i, (layer, k) in enumerate(zip(children.layers, jax.random.split(key, n))):
+            shape, p, s = checked_init("Serial", children.describe(i), layer, k, shape)
             params.append(p)
             state.append(s)
         return shape, children.pack(params), children.pack(state)
 
     def each(params, state, key):
-        return zip(children.layers, children.unpack(params), children.unpack(state), _split(key, n))
+        children.check("Serial", params, "params")
+        children.check("Serial", state, "state")
+        return enumerate(zip(children.layers, children.unpack(params), children.unpack(state), _split(key, n)))
 
     def apply(params, state, x, *, key=None, train=False):
         new_state = []
-        for layer, p, s, k in each(params, state, key):
-            x, s = layer.apply(p, s, x, key=k, train=train)
+        for i, (layer, p, s, k) in each(params, state, key):
+            x, s = checked_apply("Serial", children.describe(i), layer, p, s, x, key=k, train=train)
             new_state.append(s)
         return x, children.pack(new_state)
 
     def vjp(params, state, x, *, key=None, train=False):
         pullbacks, new_state = [], []
-        for layer, p, s, k in each(params, state, key):
-            x, s, pullback = layer.vjp(p, s, x, key=k, train=train)
+        for i, (layer, p, s, k) in each(params, state, key):
+            x, s, pullback = checked_vjp("Serial", children.describe(i), layer, p, s, x, key=k, train=train)
             pullbacks.append(pullback)
             new_state.append(s)
 
@@ -371,7 +439,8 @@ def parallel(*layers: Layer, merge: str | None = "concat", **named_layers: Layer
 
     def init(key, in_shape):
         in_shape = as_shape_tree(in_shape)
-        outs = [layer.init(k, in_shape) for layer, k in zip(children.layers, jax.random.split(key, n))]
+        outs = [checked_init("Parallel", children.describe(i), layer, k, in_shape)
+                for i, (layer, k) in enumerate(zip(children.layers, jax.random.split(key, n)))]
         shapes = [o[0] for o in outs]
         if merge == "sum":
             if any(s != shapes[0] for s in shapes):
@@ -386,6 +455,13 @@ def parallel(*layers: Layer, merge: str | None = "concat", **named_layers: Layer
         return out_shape, children.pack([o[1] for o in outs]), children.pack([o[2] for o in outs])
 
     def join(ys):
+        if merge in ("concat", "sum"):
+            shapes = [jnp.shape(y) for y in ys]
+            keep = (lambda s: s[:-1]) if merge == "concat" else (lambda s: s)
+            if any(not isinstance(y, jax.Array | np.ndarray) for y in ys) or any(
+                    len(s) == 0 or keep(s) != keep(shapes[0]) for s in shapes):
+                needs = "equal shapes but the last axis" if merge == "concat" else "equal output shapes"
+                fail("Parallel", f"merge={merge!r} needs {needs}, got outputs {[describe(y) for y in ys]}")
         if merge == "concat":
             return jnp.concatenate(ys, axis=-1)
         return sum(ys[1:], ys[0]) if merge == "sum" else children.pack(ys)
@@ -396,17 +472,22 @@ def parallel(*layers: Layer, merge: str | None = "concat", **named_layers: Layer
         return [dy] * n if merge == "sum" else children.unpack(dy)
 
     def each(params, state, key):
-        return zip(children.layers, children.unpack(params), children.unpack(state), _split(key, n))
+        children.check("Parallel", params, "params")
+        children.check("Parallel", state, "state")
+        return enumerate(zip(children.layers, children.unpack(params), children.unpack(state), _split(key, n)))
 
     def apply(params, state, x, *, key=None, train=False):
-        outs = [layer.apply(p, s, x, key=k, train=train) for layer, p, s, k in each(params, state, key)]
+        outs = [checked_apply("Parallel", children.describe(i), layer, p, s, x, key=k, train=train)
+                for i, (layer, p, s, k) in each(params, state, key)]
         return join([o[0] for o in outs]), children.pack([o[1] for o in outs])
 
     # concat: each child's dy is its slice of dy along the last axis; sum: each child gets dy whole;
     # None: each child gets its part of dy. dx = sum of the children's dx.
     def vjp(params, state, x, *, key=None, train=False):
-        outs = [layer.vjp(p, s, x, key=k, train=train) for layer, p, s, k in each(params, state, key)]
+        outs = [checked_vjp("Parallel", children.describe(i), layer, p, s, x, key=k, train=train)
+                for i, (layer, p, s, k) in each(params, state, key)]
         ys = [o[0] for o in outs]
+        joined = join(ys)
         widths = [y.shape[-1] for y in ys] if merge == "concat" else None
 
         def pullback(dy):
@@ -416,7 +497,7 @@ def parallel(*layers: Layer, merge: str | None = "concat", **named_layers: Layer
                 dx = tree_add(dx, g[1])
             return children.pack([g[0] for g in grads]), dx
 
-        return join(ys), children.pack([o[1] for o in outs]), pullback
+        return joined, children.pack([o[1] for o in outs]), pullback
 
     def init_cache(params, batch, max_len):
         return children.pack([layer.decode.init_cache(p, batch, max_len)
@@ -436,25 +517,33 @@ def residual(layer: Layer) -> Layer:
     if not isinstance(layer, Layer):
         fail("Residual", f"expects a Layer, got {layer!r}")
 
+    who = f"inner layer ({layer.name})"
+
     def init(key, in_shape):
         in_shape = as_shape_tree(in_shape)
-        out_shape, params, state = layer.init(key, in_shape)
+        out_shape, params, state = checked_init("Residual", who, layer, key, in_shape)
         if out_shape != in_shape:
             fail("Residual", f"inner layer {layer.name} maps {in_shape} to {out_shape}")
         return out_shape, params, state
 
+    def added(x, y):
+        if jnp.shape(x) != jnp.shape(y) or not isinstance(y, jax.Array | np.ndarray):
+            fail("Residual", f"y = x + layer(x) needs the inner layer {layer.name} to keep x's shape "
+                             f"{jnp.shape(x)}, got {describe(y)}")
+        return x + y
+
     def apply(params, state, x, *, key=None, train=False):
-        y, state = layer.apply(params, state, x, key=key, train=train)
-        return x + y, state
+        y, state = checked_apply("Residual", who, layer, params, state, x, key=key, train=train)
+        return added(x, y), state
 
     def vjp(params, state, x, *, key=None, train=False):
-        y, state, inner = layer.vjp(params, state, x, key=key, train=train)
+        y, state, inner = checked_vjp("Residual", who, layer, params, state, x, key=key, train=train)
 
         def pullback(dy):
             dparams, dx = inner(dy)
             return dparams, dx + dy
 
-        return x + y, state, pullback
+        return added(x, y), state, pullback
 
     def step(params, cache, x_t, *, pos):
         y_t, cache = layer.decode.step(params, cache, x_t, pos=pos)
@@ -471,7 +560,11 @@ def residual(layer: Layer) -> Layer:
 
 
 def init_model(model: Layer, key: jax.Array, in_shape: Any, *, dtype=jnp.float32):
-    """`model.init` with params cast to `dtype` (state keeps its own dtypes). -> (out_shape, params, state)."""
-    out_shape, params, state = model.init(key, as_shape_tree(in_shape))
+    """`model.init` with params, and the floating-point leaves of state (BatchNorm's running statistics),
+    cast to `dtype`; integer state (counters) keeps its dtype. -> (out_shape, params, state)."""
+    if not isinstance(model, Layer):
+        fail("init_model", f"model must be a Layer, got {describe(model)}")
+    out_shape, params, state = checked_init("init_model", model.name, model, key, as_shape_tree(in_shape))
     params = jax.tree_util.tree_map(lambda a: a.astype(dtype), params)
+    state = jax.tree_util.tree_map(lambda a: a.astype(dtype) if is_differentiable(a) else a, state)
     return out_shape, params, state

@@ -4,7 +4,7 @@
     python -m tests.gradient_report conv gru   # rows whose id starts with one of these
 """
 
-import sys
+import argparse
 
 import jax
 
@@ -40,5 +40,18 @@ def main(prefixes):
         print(f"| {name} | {row['rows']} | {row['float64']:.1e} | {row['float32']:.1e} |")
 
 
+def parse_args(argv=None) -> list[str]:
+    parser = argparse.ArgumentParser(prog="python -m tests.gradient_report", description=__doc__.splitlines()[0])
+    parser.add_argument("prefixes", nargs="*", help="report only rows whose id starts with one of these "
+                                                    "(e.g. conv gru); default: every row")
+    prefixes = parser.parse_args(argv).prefixes
+    families = {family(case.id) for case in CASES}
+    unknown = [p for p in prefixes if not any(case.id.startswith(p) for case in CASES)]
+    if unknown:
+        parser.error(f"no registry row starts with {', '.join(map(repr, unknown))}; families: "
+                     f"{', '.join(sorted(families))}")
+    return prefixes
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main(parse_args())

@@ -12,9 +12,9 @@ from purenet.core import Layer, Loss, serial
 from purenet.layers.dense import Dense
 
 
-def _scaled_dense(w_scale=1.0, x_scale=1.0):
+def _scaled_dense(w_scale=1.0, x_scale=1.0, out_features=3):
     """A Dense whose pullback scales dw and dx by the given factors (1.0: correct)."""
-    inner = Dense(3)
+    inner = Dense(out_features)
 
     def vjp(params, state, x, *, key=None, train=False):
         y, state, pullback = inner.vjp(params, state, x)
@@ -89,7 +89,7 @@ def test_check_model_matches_and_catches(key):
     x, target = jnp.ones((3, 4)), jnp.zeros((3, 2))
     report = check_model(model, _square_loss(), params, state, x, target)
     assert "Serial.dparams[1]['w']" in report
-    skewed = serial(Dense(5), _scaled_dense(1.5))
+    skewed = serial(Dense(5), _scaled_dense(1.5, out_features=2))
     with pytest.raises(GradientMismatch, match=r"Serial\.dparams\[1\]\['w'\]"):
         check_model(skewed, _square_loss(), params, state, x, target)
 
@@ -104,3 +104,15 @@ def test_bridge_runs_our_pullback_under_jax_grad(key):
     ours, _ = pullback(jnp.ones((2, 3)))
     np.testing.assert_allclose(dparams["w"], ours["w"])
     np.testing.assert_allclose(f(params, x), layer.apply(params, state, x)[0])
+
+
+def test_float64_without_x64_fails_instead_of_a_false_alarm(key):
+    jax.config.update("jax_enable_x64", False)
+    try:
+        with pytest.raises(ValueError, match=r"check_layer: dtype=float64 needs 64-bit mode, which is off: call "
+                                             r"jax\.config\.update\('jax_enable_x64', True\)"):
+            check_layer(Dense(2), (2, 3), key=key, dtype=jnp.float64)
+        with pytest.raises(ValueError, match=r"check_dot_product: dtype=float64 needs 64-bit mode"):
+            check_dot_product(Dense(2), (2, 3), key=key)
+    finally:
+        jax.config.update("jax_enable_x64", True)

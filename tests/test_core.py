@@ -227,3 +227,94 @@ def test_decode_is_jittable_with_a_traced_position(key):
     cache = model.decode.init_cache(params, 2, 4)
     logits, cache = step(params, cache, jnp.array([1, 2]), pos=jnp.int32(0))
     assert logits.shape == (2, 11) and isinstance(model.decode, Decode)
+
+
+# ------------------------------------------------------------------------------ misuse, by name
+
+
+def _returns_y_only():
+    """A custom layer whose apply and vjp forget to return the state."""
+    inner = Dense(3)
+
+    def apply(params, state, x, *, key=None, train=False):
+        return inner.apply(params, state, x)[0]
+
+    def vjp(params, state, x, *, key=None, train=False):
+        y, _, pullback = inner.vjp(params, state, x)
+        return y, pullback
+
+    return Layer(inner.init, apply, vjp, "MyLayer")
+
+
+@pytest.mark.parametrize("batch", [2, 3])  # at batch 2, unpacking y along the batch would "work"
+def test_combinators_name_a_child_that_breaks_the_return_contract(key, batch):
+    model = serial(Dense(4), _returns_y_only())
+    _, params, state = model.init(key, (batch, 5))
+    x = jnp.ones((batch, 5), jnp.float32)
+    with pytest.raises(ValueError, match=rf"Serial: child 1 \(MyLayer\)\.apply must return \(y, new_state\), got "
+                                         rf"an array of shape \({batch}, 3\) float32"):
+        model.apply(params, state, x)
+    with pytest.raises(ValueError, match=r"Serial: child 1 \(MyLayer\)\.vjp must return \(y, new_state, pullback\), "
+                                         r"got a tuple of 2"):
+        model.vjp(params, state, x)
+    with pytest.raises(ValueError, match=r"Parallel: child 0 \(MyLayer\)\.apply must return \(y, new_state\)"):
+        parallel(_returns_y_only(), Dense(2)).apply(*parallel(_returns_y_only(), Dense(2)).init(key, (2, 5))[1:], x)
+
+
+def test_serial_names_params_that_are_not_this_models(key):
+    model = serial(Dense(4), Tanh(), Dense(2))
+    _, params, state = model.init(key, (2, 5))
+    x = jnp.ones((2, 5))
+    with pytest.raises(ValueError, match=r"Serial: params must be a tuple of 3 entries, one per child \(what this "
+                                         r"model's init returned\), got None"):
+        model.apply(None, state, x)
+    _, other, _ = serial(Dense(4), Dense(2)).init(key, (2, 5))  # another model: 2 children
+    with pytest.raises(ValueError, match=r"Serial: params must be a tuple of 3 entries, one per child .*got a tuple "
+                                         r"of 2 \(dict, dict\)"):
+        model.apply(other, state, x)
+    _, wider, _ = serial(Dense(6), Tanh(), Dense(2)).init(key, (2, 5))  # same structure, other shapes
+    with pytest.raises(ValueError, match=r"Dense: params must be \{'w': \(\?, 4\), 'b': \(4,\)\} as this layer's "
+                                         r"init made them, got \{'w': \(5, 6\), 'b': \(6,\)\}"):
+        model.apply(wider, state, x)
+    named = serial(a=Dense(2))
+    with pytest.raises(ValueError, match=r"Serial: params must be a dict with keys \['a'\], one per child .*got a "
+                                         r"dict with keys \['b'\]"):
+        named.apply({"b": {}}, {"a": {}}, x)
+
+
+def test_merges_and_residual_check_shapes_when_applied(key):
+    # ids (N, T) with a longer T than at init reach the sum with another shape than the features do
+    model = parallel(select(0), serial(select(1), Embedding(6, 3)), merge="sum")
+    _, params, state = model.init(key, ((2, 4, 3), (2, 4)))
+    x = (jnp.ones((2, 4, 3), jnp.float32), jnp.zeros((2, 5), jnp.int32))
+    with pytest.raises(ValueError, match=r"Parallel: merge='sum' needs equal output shapes, got outputs \["
+                                         r"'an array of shape \(2, 4, 3\) float32', 'an array of shape \(2, 5, 3\)"):
+        model.apply(params, state, x)
+
+
+def test_init_model_casts_float_state_with_the_params(key):
+    from purenet.layers import BatchNorm
+
+    _, params, state = init_model(serial(Dense(3), BatchNorm()), key, (4, 2), dtype=jnp.float64)
+    assert state[1]["mean"].dtype == state[1]["var"].dtype == jnp.float64 == params[0]["w"].dtype
+    _, new_state = serial(Dense(3), BatchNorm()).apply(params, state, jnp.ones((4, 2), jnp.float64), train=True)
+    assert new_state[1]["var"].dtype == jnp.float64  # the running statistics stay in the model's dtype
+
+
+def test_debug_mode_names_the_first_layer_with_a_non_finite_output_or_gradient(key):
+    from purenet.debug import NonFiniteLayerError, debug_nonfinite
+
+    log = Layer(Relu().init, lambda p, s, x, **kw: (jnp.log(x), s),
+                lambda p, s, x, **kw: (jnp.log(x), s, lambda dy: ({}, dy / x)), "Log")
+    model = serial(features=serial(Dense(3), Relu()), log=log, head=Dense(2))
+    _, params, state = model.init(key, (2, 4))
+    x = jnp.zeros((2, 4))  # Dense gives its bias, 0; Relu keeps it: log(0) = -inf
+    model.apply(params, state, x)  # outside the debug mode nothing is checked
+    with debug_nonfinite(), pytest.raises(NonFiniteLayerError) as error:
+        model.apply(params, state, x)
+    assert str(error.value).startswith("child 'log' (Log): non-finite output (value: 0 nan, ")
+    params_nan = jax.tree_util.tree_map(lambda a: a, params)
+    params_nan["features"][0]["w"] = params["features"][0]["w"].at[0, 0].set(jnp.nan)
+    with debug_nonfinite(), pytest.raises(NonFiniteLayerError) as error:
+        model.vjp(params_nan, state, jnp.ones((2, 4)))
+    assert str(error.value).startswith("child 'features' (Serial) > child 0 (Dense): non-finite output")

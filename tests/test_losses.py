@@ -248,6 +248,29 @@ def test_masked_fully_masked_batch_is_zero(reduction):
     assert float(value_ref) == 0.0 and float(jnp.max(jnp.abs(grad_ref))) == 0.0
 
 
+SMOOTHED = functools.partial(masked_softmax_cross_entropy, label_smoothing=0.1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_masked_label_smoothing_gradient_matches_value_and_grad(dtype):
+    _, (logits, target) = _inputs("masked-ce", (3, 4, 5), dtype)
+    _check_against_jax(SMOOTHED, logits, target, g=1.3)
+
+
+def test_masked_label_smoothing_value_matches_optax():
+    _, (logits, target) = _inputs("masked-ce", (3, 4, 5), jnp.float64)
+    smoothed = optax.smooth_labels(jax.nn.one_hot(target.labels, 5, dtype=jnp.float64), 0.1)
+    per_token = optax.softmax_cross_entropy(logits, smoothed)  # (3, 4)
+    weights = target.mask.astype(jnp.float64)
+    expected = jnp.sum(weights * per_token) / jnp.sum(weights)
+    np.testing.assert_allclose(SMOOTHED().apply(logits, target), expected, rtol=1e-12)
+    np.testing.assert_allclose(masked_softmax_cross_entropy(label_smoothing=0.0).apply(logits, target),
+                               masked_softmax_cross_entropy().apply(logits, target), rtol=0)
+    with pytest.raises(ValueError, match=exactly(
+            "MaskedSoftmaxCrossEntropy: label_smoothing must be in [0, 1), got label_smoothing=1.0")):
+        masked_softmax_cross_entropy(label_smoothing=1.0)
+
+
 # ----------------------------------------------------------------------------------- jit, model
 
 
@@ -362,3 +385,49 @@ def test_masked_mask_shape():
             jnp.zeros((2, 3, 4)), TokenTargets(jnp.zeros((2, 3), jnp.int32), jnp.ones((2, 4), bool)))
 
 
+
+
+# ------------------------------------------------------------------------------ misuse, by name
+
+
+def test_a_loss_given_apply_s_pair_says_to_pass_y():
+    logits = jnp.zeros((2, 3))
+    with pytest.raises(TypeError, match=exactly(
+            "SoftmaxCrossEntropy: pred must be an array, got a tuple of 2 (ArrayImpl, dict): pass the model's y, "
+            "not apply's (y, state)")):
+        softmax_cross_entropy().apply((logits, {}), jnp.zeros((2,), jnp.int32))
+
+
+def test_out_of_range_labels_fail_when_concrete_and_give_nan_under_jit():
+    logits, labels = jnp.zeros((3, 4)), jnp.array([0, 4, -1])
+    with pytest.raises(ValueError, match=exactly(
+            "SoftmaxCrossEntropy: labels must be in [0, 4) (the number of classes, logits.shape[-1]), got labels "
+            "in [-1, 4]")):
+        softmax_cross_entropy().apply(logits, labels)
+    assert np.isnan(jax.jit(softmax_cross_entropy().apply)(logits, labels))  # traced: shows in the loss
+    assert np.isfinite(jax.jit(softmax_cross_entropy().apply)(logits, jnp.array([0, 3, 1])))
+    masked = masked_softmax_cross_entropy()
+    targets = TokenTargets(jnp.array([[0, 9]]), jnp.array([[True, False]]))  # 9 is masked out: ignored
+    assert np.isfinite(masked.apply(logits[None, :2], targets))
+    assert np.isfinite(jax.jit(masked.apply)(logits[None, :2], targets))
+    with pytest.raises(ValueError, match=re.escape("MaskedSoftmaxCrossEntropy: labels must be in [0, 4)")):
+        masked.apply(logits[None, :2], TokenTargets(jnp.array([[0, 9]]), jnp.array([[True, True]])))
+
+
+def test_binary_targets_in_minus_one_plus_one_are_refused():
+    bce = sigmoid_binary_cross_entropy()
+    with pytest.raises(ValueError, match=exactly(
+            "SigmoidBinaryCrossEntropy: targets must be probabilities in [0, 1], got targets in [-1.0, 1.0] "
+            "(labels in {-1, +1}: pass (t + 1) / 2)")):
+        bce.apply(jnp.zeros((4,)), jnp.array([-1.0, 1.0, 1.0, -1.0]))
+    assert np.isnan(jax.jit(bce.apply)(jnp.zeros((4,)), jnp.array([-1.0, 1.0, 1.0, -1.0])))
+    assert float(bce.apply(jnp.zeros((2,)), jnp.array([0.0, 1.0]))) == pytest.approx(np.log(2))
+
+
+def test_the_mean_of_an_empty_batch_fails_and_its_sum_is_zero():
+    with pytest.raises(ValueError, match=exactly(
+            "MeanSquaredError: reduction='mean' of an empty batch is undefined (0/0), got pred of shape (0, 3)")):
+        mean_squared_error().apply(jnp.zeros((0, 3)), jnp.zeros((0, 3)))
+    assert float(softmax_cross_entropy(reduction="sum").apply(jnp.zeros((0, 3)), jnp.zeros((0,), jnp.int32))) == 0
+    empty = TokenTargets(jnp.zeros((0, 2), jnp.int32), jnp.zeros((0, 2), bool))
+    assert float(masked_softmax_cross_entropy().apply(jnp.zeros((0, 2, 3)), empty)) == 0  # fully masked: 0

@@ -4,6 +4,7 @@ full MNIST instead where its files are found; images as float arrays for a model
 from __future__ import annotations
 
 import importlib.resources
+import os
 
 import numpy as np
 
@@ -49,7 +50,11 @@ def load_mnist_sample(*, num_train: int = 4000, num_test: int = 1000, seed: int 
 def load_mnist_or_sample(data_dir=None) -> tuple[dict[str, np.ndarray], str]:
     """Full MNIST if its four files are found (in `data_dir`, else the cache; see `load_mnist`), else
     the shipped sample's default split. -> (arrays as `load_mnist_sample` returns them, a description
-    of the source such as "the shipped offline MNIST sample (4,000 train / 1,000 test)")."""
+    of the source such as "the shipped offline MNIST sample (4,000 train / 1,000 test)"). A `data_dir`
+    that is not a directory fails (a typo must not fall back to the sample); an existing one without the
+    files falls back, and the description says so."""
+    if data_dir is not None and not os.path.isdir(data_dir):
+        fail("load_mnist_or_sample", f"data_dir={os.fspath(data_dir)!r} is not a directory", FileNotFoundError)
     try:
         data, source = load_mnist("mnist", data_dir=data_dir), "full MNIST"
     except FileNotFoundError:

@@ -33,3 +33,21 @@ def regression_1d(num_samples: int, *, seed: int = 0, noise: float = 0.1) -> dic
     x = rng.uniform(-1.0, 1.0, (num_samples, 1))  # (N, 1)
     y = np.sin(3.0 * x) + noise * rng.standard_normal((num_samples, 1))  # (N, 1)
     return {"x": x.astype(np.float32), "y": y.astype(np.float32)}
+
+
+def sorting_task(length: int = 6, digits: int = 3, *, test_fraction: float = 0.25,
+                 seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """minGPT's sorting demo: every sequence of `length` digits from {0, .., digits - 1}, split at random
+    into disjoint train and test sets of distinct sequences (no sequence in both).
+    Returns (train (A, length), test (B, length)) int32, B = round(test_fraction * digits**length)."""
+    check_int("sorting_task", "length", length, 1)
+    check_int("sorting_task", "digits", digits, 2)
+    if digits ** length > 10 ** 6:
+        fail("sorting_task", f"digits**length must be at most 1e6 (every sequence is enumerated), "
+                             f"got {digits}**{length} = {digits ** length}")
+    if not 0 < test_fraction < 1:
+        fail("sorting_task", f"test_fraction must be in (0, 1), got {test_fraction!r}")
+    grid = np.indices((digits,) * length).reshape(length, -1).T.astype(np.int32)  # (digits**length, length)
+    grid = grid[np.random.default_rng(seed).permutation(len(grid))]
+    num_test = max(1, round(test_fraction * len(grid)))
+    return grid[num_test:], grid[:num_test]

@@ -2,7 +2,8 @@
 
 from purenet.layers.activations import (Activation, Elu, Gelu, LeakyRelu, LogSoftmax, Relu, Sigmoid, Silu,
                                         Softmax, Softplus, Tanh)
-from purenet.layers.attention import MultiHeadAttention, dot_product_attention, dot_product_attention_vjp
+from purenet.layers.attention import (KeyValues, MultiHeadAttention, dot_product_attention,
+                                      dot_product_attention_vjp, project_context)
 from purenet.layers.conv import Conv1D, Conv2D, Conv3D, ConvTranspose1D, ConvTranspose2D, ConvTranspose3D
 from purenet.layers.dense import Dense
 from purenet.layers.dropout import Dropout
@@ -18,7 +19,8 @@ from purenet.layers.reshape import Flatten, Reshape
 from purenet.layers.transformer import DecoderBlock, EncoderBlock
 
 __all__ = [
-    "GRU", "LSTM", "Activation", "DecoderBlock", "EncoderBlock", "MultiHeadAttention", "dot_product_attention",
+    "GRU", "LSTM", "Activation", "DecoderBlock", "EncoderBlock", "KeyValues", "MultiHeadAttention",
+    "dot_product_attention", "project_context",
     "dot_product_attention_vjp", "AvgPool1D", "AvgPool2D", "AvgPool3D", "BatchNorm", "Bidirectional", "Conv1D",
     "Conv2D", "Conv3D", "ConvTranspose1D", "ConvTranspose2D", "ConvTranspose3D", "Dense", "Dropout", "Elu",
     "Embedding", "FeedForward", "Flatten", "Gelu", "GlobalAvgPool", "LSTMState", "LayerNorm", "LeakyRelu",

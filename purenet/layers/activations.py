@@ -2,7 +2,8 @@
 
 Elementwise layers are `elementwise(name, forward, derivative)`: the forward `y = f(x)` and its
 derivative `f'(x)` (written with `y` where that is cheaper) sit on adjacent lines, and the pullback is
-`dx = dy * f'(x)`. Residuals: x and y. Every layer maps any shape to the same shape.
+`dx = dy * f'(x)`. Residuals: x and y. Every layer maps any shape to the same shape; integer and boolean
+inputs are promoted to float32 (`as_float`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from purenet import ops
-from purenet._checks import check_bool, check_real, fail, is_int
+from purenet._checks import as_float, check_bool, check_real, fail, is_int
 from purenet.core import Layer, elementwise, positionwise, stateless
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -124,7 +125,7 @@ def _along_axis(name: str, axis, forward, pullback) -> Layer:
 
     def apply(params, x):
         del params
-        return forward(x, axis)
+        return forward(as_float(x), axis)
 
     def vjp(params, x):
         y = apply(params, x)

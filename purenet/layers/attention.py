@@ -290,7 +290,7 @@ def _blocked_pullback(a: _Attn, dtype, size, dropout, out, lse, dout):
 
     def joined(t):  # (count, ..., B) -> (..., S)
         t = jnp.moveaxis(t, 0, -2)
-        return t.reshape(*t.shape[:-2], -1)[..., :S]
+        return t.reshape(*t.shape[:-2], t.shape[-2] * t.shape[-1])[..., :S]
 
     return _finish(a, dq, joined(dk_t), joined(dv_t), None if dbias is None else joined(dbias))
 
@@ -360,6 +360,32 @@ def dot_product_attention(query, key, value, bias=None, mask=None, *, scale=None
 # ------------------------------------------------------------------------------- multi-head layer
 
 
+class KeyValues(NamedTuple):
+    """A context's keys and values, projected once for a cross-attention's decode steps (which then
+    skip the projection at every step): k and v (N, S, K D). Made by `project_context`."""
+
+    k: jax.Array
+    v: jax.Array
+
+
+def project_context(params, context) -> KeyValues:
+    """k = context w_k + b_k and v = context w_v + b_v of a cross-attention's params (biases where the
+    params have them). Shapes: context (N, S, Fc) -> KeyValues(k, v), each (N, S, K D). A decode step
+    of that `MultiHeadAttention(cross=True)` takes them in place of the context and gives the same
+    output, without projecting the whole context again for every position it decodes."""
+    if "w_k" not in params or "w_v" not in params:
+        fail("project_context", f"expected a cross-attention's params (w_k, w_v, ...), got {sorted(params)}")
+    if context.ndim != 3 or context.shape[-1] != params["w_k"].shape[0]:
+        fail("project_context", f"expected a context of shape (N, S, {params['w_k'].shape[0]}), "
+                                f"got {tuple(context.shape)}")
+
+    def affine(w, b):
+        y = linear(context, params[w])
+        return bias_add(y, params[b]) if b in params else y
+
+    return KeyValues(affine("w_k", "b_k"), affine("w_v", "b_v"))
+
+
 def _attention_mask(name: str, mask, n_heads: int):
     """A user mask (N, T, S) or (N, 1|H, T, S), True = attend, as (N, 1|H, T, S)."""
     if mask is None:
@@ -386,7 +412,8 @@ def MultiHeadAttention(num_heads: int, *, num_kv_heads: int | None = None, head_
     or {"w_qkv": (F, (H + 2K) D), "b_qkv", "w_o", "b_o"} with `fused_qkv` (self only). `rotary` rotates q
     and k by their positions (RoPE). `dropout` drops attention probabilities in training (needs a key).
     `residuals`, `block_size`: see `dot_product_attention_vjp`. Decodes step by step with a key/value
-    cache when self-attention is causal; cross-attention steps on (x_t, context[, mask row (N, S)])."""
+    cache when self-attention is causal; cross-attention steps on (x_t, context[, mask row (N, S)]), where
+    the context may be the `KeyValues` that `project_context(params, context)` made once."""
     name = "MultiHeadAttention"
     (heads,) = check_positive(name, "num_heads", num_heads)
     (kv_heads,) = check_positive(name, "num_kv_heads", heads if num_kv_heads is None else num_kv_heads)
@@ -502,7 +529,7 @@ def MultiHeadAttention(num_heads: int, *, num_kv_heads: int | None = None, head_
             block_size=block_size, dropout_rate=rate if use_dropout else 0.0,
             dropout_key=key if use_dropout else None)
         n, T = queries.shape[:2]
-        heads_out = out.reshape(n, T, -1)  # (N, T, H D)
+        heads_out = out.reshape(n, T, out.shape[2] * out.shape[3])  # (N, T, H D)
         y = affine(params, heads_out, "w_o")  # (N, T, F_out)
         return y, (queries, context, mask, q_pos, k_pos, heads_out, attn_pullback)
 
@@ -518,11 +545,11 @@ def MultiHeadAttention(num_heads: int, *, num_kv_heads: int | None = None, head_
         def pullback(dy):
             dparams = {}
             dheads = affine_pullback(params, heads_out, "w_o", dy, dparams)  # (N, T, H D)
-            dq, dk, dv, _ = attn_pullback(dheads.reshape(*dheads.shape[:2], heads, -1))
+            dq, dk, dv, _ = attn_pullback(dheads.reshape(*dheads.shape[:2], heads, dheads.shape[-1] // heads))
             if rotary:
                 dq = rotary_pullback(dq, q_pos, base=rotary_base)
                 dk = rotary_pullback(dk, k_pos, base=rotary_base)
-            dq, dk, dv = (t.reshape(*t.shape[:2], -1) for t in (dq, dk, dv))
+            dq, dk, dv = (t.reshape(*t.shape[:2], t.shape[2] * t.shape[3]) for t in (dq, dk, dv))
             if fused_qkv:
                 dx = affine_pullback(params, queries, "w_qkv", jnp.concatenate([dq, dk, dv], -1), dparams)
                 return dparams, (dx if not isinstance(x, (tuple, list)) else type(x)((dx, None)))
@@ -535,6 +562,21 @@ def MultiHeadAttention(num_heads: int, *, num_kv_heads: int | None = None, head_
             return dparams, (dx if not isinstance(x, (tuple, list)) else type(x)((dx, None)))
 
         return y, state, pullback
+
+    def projected_heads(params, x1, kv: KeyValues, pos):
+        """A cross step's heads from keys and values `project_context` made: q (N, 1, H, D), k and v
+        (N, S, K, D), rotated as `heads_of` rotates them."""
+        d = head_dim_of(params)
+        n, S = x1.shape[0], kv.k.shape[1]
+        if kv.k.shape != kv.v.shape or kv.k.shape != (n, S, kv_heads * d):
+            fail(name, f"expected KeyValues k and v of shape ({n}, S, {kv_heads * d}), got "
+                       f"{tuple(kv.k.shape)} and {tuple(kv.v.shape)}")
+        q = affine(params, x1, "w_q").reshape(n, 1, heads, d)
+        k, v = kv.k.reshape(n, S, kv_heads, d), kv.v.reshape(n, S, kv_heads, d)
+        if rotary:
+            q = rotary_embedding(q, pos[None], base=rotary_base)
+            k = rotary_embedding(k, jnp.arange(S), base=rotary_base)
+        return q, k, v
 
     # Decode, self-attention: the cache holds every position's k and v so far in fixed-size buffers
     # (N, max_len, K, D) and the index of the next free slot; a step attends over slots 0 .. index.
@@ -554,9 +596,12 @@ def MultiHeadAttention(num_heads: int, *, num_kv_heads: int | None = None, head_
                            f"got {_describe(x_t)}")
             x1, context = x_t[0][:, None], x_t[1]
             mask = None if len(x_t) == 2 else x_t[2][:, None, None, :]  # (N, 1, 1, S)
-            q, k, v, _, _ = heads_of(params, x1, context, (pos[None], jnp.arange(context.shape[1])))
+            if isinstance(context, KeyValues):
+                q, k, v = projected_heads(params, x1, context, pos)
+            else:
+                q, k, v, _, _ = heads_of(params, x1, context, (pos[None], jnp.arange(context.shape[1])))
             out = dot_product_attention(q, k, v, mask=mask)
-            return affine(params, out.reshape(out.shape[0], -1), "w_o"), cache
+            return affine(params, out.reshape(out.shape[0], math.prod(out.shape[1:])), "w_o"), cache
         if isinstance(x_t, (tuple, list)):
             fail(name, "a self-attention decode step takes x_t (N, F) alone, no mask: the cache masks "
                        "the positions not yet written")
@@ -567,7 +612,7 @@ def MultiHeadAttention(num_heads: int, *, num_kv_heads: int | None = None, head_
         values = lax.dynamic_update_slice_in_dim(cache["v"], v.astype(cache["v"].dtype), index, axis=1)
         written = (jnp.arange(keys.shape[1]) <= index)[None, None, None, :]  # (1, 1, 1, max_len)
         out = dot_product_attention(q, keys, values, mask=written)  # (N, 1, H, D)
-        y_t = affine(params, out.reshape(out.shape[0], -1), "w_o")  # (N, F_out)
+        y_t = affine(params, out.reshape(out.shape[0], math.prod(out.shape[1:])), "w_o")  # (N, F_out)
         return y_t, {"k": keys, "v": values, "index": index + 1}
 
     if cross or is_causal:

@@ -6,6 +6,8 @@ spatial axis, dk = (K - 1) d the dilated kernel's extent minus one. Layouts: x (
 y (N, *O, F), with O = (S + lo + hi - dk - 1) // s + 1 and remainder r = (S + lo + hi - dk - 1) % s
 (the trailing input rows no window reaches; their gradient is zero). One implementation serves every
 n = 1, 2, 3 spatial dims. Derivations of the pullbacks: docs/derivations/convolution.md.
+An input of another dtype than the kernel (integers, bfloat16) is promoted with it, as Dense's `x @ w`
+is; dx comes back in x's dtype (a floating-point x), dw in w's.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import numpy as np
 from jax import lax
 
 from purenet import initializers
-from purenet._checks import check_choice, check_padding, check_per_axis, check_positive, check_rank, fail
+from purenet._checks import (as_float, check_choice, check_padding, check_params, check_per_axis, check_positive,
+                             check_rank, fail)
 from purenet.core import Layer, stateless
 from purenet.ops import bias_add, bias_grad
 
@@ -177,6 +180,18 @@ def _taps_input_grad(dy, w, in_spatial, strides, dilation, pads):
     return dx[(slice(None), *crop)][..., None]
 
 
+def _promoted(x, w):
+    """x and w in one floating dtype, as Dense's `x @ w` promotes them (integer x with float32 w: both
+    float32; bfloat16 x with float32 w: both float32)."""
+    dtype = jnp.promote_types(as_float(x, w).dtype, w.dtype)
+    return x.astype(dtype), w.astype(dtype)
+
+
+def _like(grad, x):
+    """A cotangent in x's dtype where x is floating-point (as jax.vjp gives it), else as computed."""
+    return grad.astype(x.dtype) if jnp.issubdtype(x.dtype, jnp.inexact) else grad
+
+
 def _init_params(key, w_shape, out_channels, use_bias, w_init, b_init):
     k_w, k_b = jax.random.split(key)
     params = {"w": w_init(k_w, w_shape, jnp.float32)}
@@ -237,29 +252,35 @@ def _convolution(name, n, out_channels, kernel_size, strides, padding, dilation,
         params = _init_params(key, w_shape, out_channels, use_bias, w_init, b_init)
         return (in_shape[0], *out_spatial, out_channels), params
 
+    def checked(params, x):
+        """-> (x, w) promoted to one dtype, after checking params against this layer's hyperparameters."""
+        check_params(name, params, {"w": (*kernel, None, out_channels), **({"b": (out_channels,)} if use_bias else {})})
+        return _promoted(x, params["w"])
+
     def apply(params, x):
-        y, _ = forward(x, params["w"])  # (N, *O, F)
+        y, _ = forward(*checked(params, x))  # (N, *O, F)
         return bias_add(y, params["b"]) if use_bias else y
 
     # Derivation: docs/derivations/convolution.md
     # dx = (dy dilated by s) * flip(w) with I/O swapped, rhs dilation d, pads (dk - lo, dk - hi + r);
     # dw = x * dy over N and *O (x's channels as batch), window stride d, pads (lo, hi - r); db = sum(dy).
     # (One input channel: the per-tap forms above.) Residuals: x only (w is in params).
-    def vjp(params, x):
-        w = params["w"]
+    def vjp(params, x_in):
+        x, w = checked(params, x_in)
         y, pads = forward(x, w)  # (N, *O, F)
 
         def pullback(dy):
+            dy = dy.astype(x.dtype)
             if use_taps(x.shape[-1]):
                 dx = _taps_input_grad(dy, w, x.shape[1:-1], strides, dilation, pads)  # (N, *S, 1)
                 dw = _taps_kernel_grad(x, dy, kernel, strides, dilation, pads)  # (*K, 1, F)
             else:
                 dx = _conv_input_grad(dy, w, x.shape[1:-1], strides, dilation, pads, groups)  # (N, *S, C)
                 dw = _conv_kernel_grad(x, dy, kernel, strides, dilation, pads, groups)  # (*K, C/G, F)
-            dparams = {"w": dw}
+            dparams = {"w": dw.astype(params["w"].dtype)}
             if use_bias:
-                dparams["b"] = bias_grad(dy)  # (F,)
-            return dparams, dx
+                dparams["b"] = bias_grad(dy).astype(params["b"].dtype)  # (F,)
+            return dparams, _like(dx, x_in)
 
         return (bias_add(y, params["b"]) if use_bias else y), pullback
 
@@ -351,29 +372,38 @@ def _conv_transpose(name, n, out_channels, kernel_size, strides, padding, dilati
         params = _init_params(key, w_shape, out_channels, use_bias, w_init, b_init)
         return (in_shape[0], *out_spatial, out_channels), params
 
+    def checked(params, x):
+        """-> (x, w) promoted to one dtype, after checking params against this layer's hyperparameters."""
+        expected = {"w": (*kernel, None, out_channels // groups), **({"b": (out_channels,)} if use_bias else {})}
+        check_params(name, params, expected)
+        return _promoted(x, params["w"])
+
     # The adjoint convolution A maps (N, *L, F) -> (N, *S, C) with kernel w_a = w with its channel axes
     # swapped, (*K, F/G, C), and G groups; y = A^T x is A's input gradient at cotangent x.
     def apply(params, x):
-        pads, out_spatial = geometry(x.shape, params["w"].shape[-2])
-        w_a = jnp.swapaxes(params["w"], -1, -2)  # (*K, F/G, C)
+        x, w = checked(params, x)
+        pads, out_spatial = geometry(x.shape, w.shape[-2])
+        w_a = jnp.swapaxes(w, -1, -2)  # (*K, F/G, C)
         y = _conv_input_grad(x, w_a, out_spatial, strides, dilation, pads, groups)  # (N, *L, F)
         return bias_add(y, params["b"]) if use_bias else y
 
     # Derivation: docs/derivations/convolution.md
     # y = A^T x: dx = A dy = conv(dy, w_a); dw_a = A's kernel gradient at input dy and output cotangent
     # x (then swapped back); db = sum(dy). Residuals: x only (w is in params).
-    def vjp(params, x):
-        y = apply(params, x)
-        pads, _ = geometry(x.shape, params["w"].shape[-2])
-        w_a = jnp.swapaxes(params["w"], -1, -2)  # (*K, F/G, C)
+    def vjp(params, x_in):
+        y = apply(params, x_in)
+        x, w = checked(params, x_in)
+        pads, _ = geometry(x.shape, w.shape[-2])
+        w_a = jnp.swapaxes(w, -1, -2)  # (*K, F/G, C)
 
         def pullback(dy):
+            dy = dy.astype(x.dtype)
             dx = _conv(dy, w_a, strides, dilation, pads, groups)  # (N, *S, C)
             dw_a = _conv_kernel_grad(dy, x, kernel, strides, dilation, pads, groups)  # (*K, F/G, C)
-            dparams = {"w": jnp.swapaxes(dw_a, -1, -2)}  # (*K, C, F/G)
+            dparams = {"w": jnp.swapaxes(dw_a, -1, -2).astype(params["w"].dtype)}  # (*K, C, F/G)
             if use_bias:
-                dparams["b"] = bias_grad(dy)  # (F,)
-            return dparams, dx
+                dparams["b"] = bias_grad(dy).astype(params["b"].dtype)  # (F,)
+            return dparams, _like(dx, x_in)
 
         return y, pullback
 

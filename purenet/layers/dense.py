@@ -8,14 +8,15 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from purenet import initializers
-from purenet._checks import check_bool, check_positive, fail
+from purenet._checks import as_float, check_bool, check_params, check_positive, fail
 from purenet.core import Layer, positionwise, stateless
 from purenet.ops import bias_add, bias_grad, linear, linear_dw, linear_dx
 
 
 def Dense(out_features: int, *, use_bias: bool = True, w_init=initializers.lecun_normal,
           b_init=initializers.zeros) -> Layer:
-    """y = x @ w + b. Shapes: x (N..., I) -> y (N..., O); params {"w": (I, O), "b": (O,)}.
+    """y = x @ w + b. Shapes: x (N..., I) -> y (N..., O); params {"w": (I, O), "b": (O,)}. An integer
+    input is promoted (to w's dtype); dx has x's dtype when x is floating-point.
 
     Default init: LeCun normal for `w`, zeros for `b`. Decodes position by position."""
     (out_features,) = check_positive("Dense", "out_features", out_features)
@@ -30,10 +31,11 @@ def Dense(out_features: int, *, use_bias: bool = True, w_init=initializers.lecun
         return (*in_shape[:-1], out_features), params
 
     def apply(params, x):
+        check_params("Dense", params, {"w": (None, out_features), **({"b": (out_features,)} if use_bias else {})})
         in_features = params["w"].shape[0]
         if x.ndim < 2 or x.shape[-1] != in_features:
             fail("Dense", f"expected input shape (N, ..., {in_features}), got {tuple(x.shape)}")
-        y = linear(x, params["w"])  # (N..., O)
+        y = linear(as_float(x, params["w"]), params["w"])  # (N..., O)
         return bias_add(y, params["b"]) if use_bias else y
 
     # dx = dy @ w.T;  dw = x.T @ dy (summed over every leading dim);  db = sum(dy) over leading dims.
@@ -42,10 +44,11 @@ def Dense(out_features: int, *, use_bias: bool = True, w_init=initializers.lecun
         y = apply(params, x)
 
         def pullback(dy):
-            dparams = {"w": linear_dw(x, dy)}  # (I, O)
+            dparams = {"w": linear_dw(as_float(x, params["w"]), dy)}  # (I, O)
             if use_bias:
                 dparams["b"] = bias_grad(dy)  # (O,)
-            return dparams, linear_dx(dy, params["w"])  # (N..., I)
+            dx = linear_dx(dy, params["w"])  # (N..., I)
+            return dparams, dx.astype(x.dtype) if jnp.issubdtype(x.dtype, jnp.inexact) else dx
 
         return y, pullback
 

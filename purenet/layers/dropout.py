@@ -9,15 +9,16 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from purenet._checks import check_range, fail
+from purenet._checks import as_float, check_range, fail
 from purenet.core import Layer, positionwise
 
 
 def Dropout(rate: float) -> Layer:
     """y = x * keep / (1 - rate) with keep ~ Bernoulli(1 - rate) when `train`, else y = x.
 
-    Shapes: any -> same. No params, no state. `train=True` with rate > 0 needs a PRNG `key`; the same
-    key gives the same mask (the registry relies on that). rate 0 is the identity, key or not.
+    Shapes: any -> same (integer inputs promoted to float32). No params, no state. `train=True` with
+    rate > 0 needs a PRNG `key`; the same key gives the same mask (the registry relies on that). rate 0
+    is the identity, key or not.
     Decoding is inference: its step is the identity."""
     rate = check_range("Dropout", "rate", rate, lambda v: 0 <= v < 1, "a number in [0, 1)",
                        what="rate (the probability of dropping a unit)")
@@ -34,6 +35,7 @@ def Dropout(rate: float) -> Layer:
 
     def apply(params, state, x, *, key=None, train=False):
         del params
+        x = as_float(x)
         if not train or rate == 0:
             return x, state
         keep = keep_mask(key, x)
@@ -43,6 +45,7 @@ def Dropout(rate: float) -> Layer:
     # rather than recomputed from the key so the backward pass draws no random numbers.
     def vjp(params, state, x, *, key=None, train=False):
         del params
+        x = as_float(x)
         if not train or rate == 0:
             return x, state, lambda dy: ({}, dy)
         keep = keep_mask(key, x)

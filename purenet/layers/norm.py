@@ -6,6 +6,7 @@ BatchNorm and LayerNorm keep x, mean and rstd = 1/sqrt(var + eps) as residuals (
 normalized xhat: xhat = (x - mean) * rstd is recomputed in the pullback. Variances are biased (divided by
 the count) and computed in two passes, mean((x - mean)^2), which loses no precision when |mean| >> std.
 RMSNorm keeps x and rstd = 1/sqrt(mean(x^2) + eps) and recomputes xhat = x * rstd.
+Integer and boolean inputs are normalized as float32 (`as_float`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import math
 import jax.numpy as jnp
 from jax import lax
 
-from purenet._checks import check_bool, check_range, fail
+from purenet._checks import as_float, check_bool, check_range, fail
 from purenet.core import Layer, positionwise, stateless
 from purenet.ops import scale_shift, scale_shift_pullback
 
@@ -59,10 +60,12 @@ def BatchNorm(*, momentum: float = 0.9, eps: float = 1e-5, axis_name=None, use_s
     """y = gamma * (x - mean) / sqrt(var + eps) + beta per channel, over all axes but the last.
 
     Shapes: x (N, ..., C) -> y (N, ..., C); params {"gamma": (C,), "beta": (C,)}; state {"mean": (C,),
-    "var": (C,)} (running statistics, init zeros / ones, kept in their own dtype). `train=True` uses the
-    batch statistics and returns new = momentum * old + (1 - momentum) * batch, the batch variance biased;
-    eval uses the running statistics. With `axis_name`, the batch statistics (and the matching means in
-    the backward pass) are `lax.pmean`-ed over that named axis (equal shard sizes assumed)."""
+    "var": (C,)} (running statistics, init zeros / ones in float32, kept in their own dtype: `init_model`
+    casts them with the params). `train=True` uses the batch statistics and returns new = momentum * old +
+    (1 - momentum) * batch, the batch variance biased (PyTorch's momentum is 1 - this one; README); it
+    needs at least 2 values per channel (N times the spatial sizes), else fails while tracing. Eval uses
+    the running statistics. With `axis_name`, the batch statistics (and the matching means in the backward
+    pass) are `lax.pmean`-ed over that named axis (equal shard sizes assumed)."""
     momentum = check_range("BatchNorm", "momentum", momentum, lambda v: 0 <= v <= 1, "a number in [0, 1]")
     eps = _check_options("BatchNorm", eps, use_scale, use_bias)
 
@@ -79,6 +82,11 @@ def BatchNorm(*, momentum: float = 0.9, eps: float = 1e-5, axis_name=None, use_s
     def normalize(state, x, train):
         """-> (new_state, mean, rstd), mean and rstd shaped (1, ..., C)."""
         _check_input("BatchNorm", state["mean"].shape[0], x)
+        count = math.prod(x.shape[:-1]) * (1 if axis_name is None else lax.axis_size(axis_name))
+        if train and count < 2:
+            fail("BatchNorm", f"train=True needs at least 2 values per channel to take batch statistics over, "
+                              f"got input of shape {tuple(x.shape)} ({count} per channel): use a batch of 2 or "
+                              f"more (fit drops a last batch of one example), or train=False")
         if not train:
             mean = _per_channel(state["mean"], x.ndim).astype(x.dtype)
             rstd = lax.rsqrt(_per_channel(state["var"], x.ndim).astype(x.dtype) + eps)
@@ -94,6 +102,7 @@ def BatchNorm(*, momentum: float = 0.9, eps: float = 1e-5, axis_name=None, use_s
 
     def apply(params, state, x, *, key=None, train=False):
         del key
+        x = as_float(x)
         new_state, mean, rstd = normalize(state, x, train)
         return scale_shift((x - mean) * rstd, params), new_state
 
@@ -103,6 +112,7 @@ def BatchNorm(*, momentum: float = 0.9, eps: float = 1e-5, axis_name=None, use_s
     # Residuals: x, mean and rstd (1, ..., C); xhat is recomputed.
     def vjp(params, state, x, *, key=None, train=False):
         del key
+        x = as_float(x)
         new_state, mean, rstd = normalize(state, x, train)
         y = scale_shift((x - mean) * rstd, params)  # (N, ..., C)
 
@@ -141,6 +151,7 @@ def LayerNorm(*, eps: float = 1e-5, use_scale: bool = True, use_bias: bool = Tru
         return mean, lax.rsqrt(feature_mean(jnp.square(x - mean)) + eps)
 
     def apply(params, x):
+        x = as_float(x)
         mean, rstd = normalize(params, x)
         return scale_shift((x - mean) * rstd, params)
 
@@ -148,6 +159,7 @@ def LayerNorm(*, eps: float = 1e-5, use_scale: bool = True, use_bias: bool = Tru
     # dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), means over the last axis.
     # Residuals: x, mean and rstd (N, ..., 1); xhat is recomputed.
     def vjp(params, x):
+        x = as_float(x)
         mean, rstd = normalize(params, x)
         y = scale_shift((x - mean) * rstd, params)  # (N, ..., C)
 
@@ -178,12 +190,14 @@ def RMSNorm(*, eps: float = 1e-6, use_scale: bool = True) -> Layer:
         return lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + eps)
 
     def apply(params, x):
+        x = as_float(x)
         return scale_shift(x * normalize(params, x), params)
 
     # Derivation: docs/derivations/rmsnorm.md
     # dx = rstd * (dxhat - xhat * mean(dxhat * xhat)), mean over the last axis, xhat = x * rstd.
     # Residuals: x and rstd (N, ..., 1); xhat is recomputed.
     def vjp(params, x):
+        x = as_float(x)
         rstd = normalize(params, x)
         y = scale_shift(x * rstd, params)  # (N, ..., C)
 

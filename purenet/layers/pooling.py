@@ -3,7 +3,8 @@
 Dimension letters: N batch, D depth, H height, W width, C channels (channels-last: NWC, NHWC, NDHWC);
 K the window, S the strides, P the padding (low, high) per spatial axis; out spatial size
 floor((in + P_low + P_high - K) / S) + 1; T = prod(K) the positions of a window. Windows never lie
-wholly in the padding (each pad < window), so every output sees at least one real element.
+wholly in the padding (each pad < window), so every output sees at least one real element. Integer and
+boolean inputs are pooled as float32 (`as_float`).
 Derivations of the pullbacks: docs/derivations/pooling.md.
 """
 
@@ -17,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from purenet._checks import check_bool, check_padding, check_per_axis, fail
+from purenet._checks import as_float, check_bool, check_padding, check_per_axis, fail
 from purenet.core import Layer, stateless
 
 _LAYOUTS = {1: "(N, W, C)", 2: "(N, H, W, C)", 3: "(N, D, H, W, C)"}
@@ -79,7 +80,7 @@ def _max_pool(name, spatial_rank, window, strides, padding) -> Layer:
 
     def apply(params, x):
         del params
-        win = windows(x.shape)
+        x, win = as_float(x), windows(x.shape)
         return lax.reduce_window(x, np.array(-np.inf, x.dtype), lax.max, win.dims, win.strides, win.pads)
 
     # Derivation: docs/derivations/pooling.md
@@ -88,7 +89,7 @@ def _max_pool(name, spatial_rank, window, strides, padding) -> Layer:
     # Tiling windows (strides == window, no padding) take `_tiled_max_vjp`, as reshapes and one argmax.
     def vjp(params, x):
         del params
-        win = windows(x.shape)
+        x, win = as_float(x), windows(x.shape)
         if win.strides == win.dims and not any(lo or hi for lo, hi in win.pads):
             return _tiled_max_vjp(x, win.dims[1:-1])
         return _window_max_vjp(x, win)
@@ -138,7 +139,7 @@ def _tiled_max_vjp(x, window):
     covered = x[(slice(None), *(slice(0, o * k) for o, k in zip(out, window)))]
     split = covered.reshape(n, *[d for o, k in zip(out, window) for d in (o, k)], c)  # (N, O1, K1, ..., C)
     to_last = (0, *range(1, 2 * rank, 2), 2 * rank + 1, *range(2, 2 * rank + 1, 2))  # (N, *O, C, *K)
-    windows = split.transpose(to_last).reshape(n, *out, c, -1)  # (N, *O, C, K)
+    windows = split.transpose(to_last).reshape(n, *out, c, math.prod(window))  # (N, *O, C, K)
     first = jnp.argmax(windows, axis=-1)  # (N, *O, C)
     y = jnp.max(windows, axis=-1)
 
@@ -194,7 +195,7 @@ def _avg_pool(name, spatial_rank, window, strides, padding, count_include_pad) -
 
     def apply(params, x):
         del params
-        win = windows(x.shape)
+        x, win = as_float(x), windows(x.shape)
         return window_sum(x, win) / counts(x.shape, win, x.dtype)  # (N, out..., C)
 
     # Derivation: docs/derivations/pooling.md
@@ -266,7 +267,7 @@ def GlobalAvgPool() -> Layer:
     def apply(params, x):
         del params
         check(x.shape)
-        return jnp.mean(x, axis=tuple(range(1, x.ndim - 1)))  # (N, C)
+        return jnp.mean(as_float(x), axis=tuple(range(1, x.ndim - 1)))  # (N, C)
 
     # Derivation: docs/derivations/pooling.md
     # dx = dy / prod(spatial sizes), broadcast over the spatial axes. Residuals: none (x's shape only).

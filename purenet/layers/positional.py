@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from purenet import initializers
-from purenet._checks import check_positive, check_range, fail, is_int
+from purenet._checks import as_float, check_positive, check_range, fail, is_int
 from purenet.core import Decode, Layer, stateless
 from purenet.ops import lookup
 
@@ -60,6 +60,7 @@ def rotary(x, positions, *, base: float = 10000.0):
 
     Shapes: x (N, T, H, D), D even; positions integers () (one position for every t: a decode step,
     x (N, 1, H, D)), (T,) or (N, T), traced values allowed -> (N, T, H, D)."""
+    x = as_float(x)
     cos, sin = _rotary_cos_sin("rotary", x, positions, base)
     return _rotate(x, cos, sin)
 
@@ -100,6 +101,7 @@ def _added(name: str, table, max_len: int | None) -> tuple:
 
     def apply(params, x):
         _check_sequence(name, x.shape, max_len)
+        x = as_float(x)
         return x + table(params, jnp.arange(x.shape[1]), x).reshape(1, *x.shape[1:])  # (N, T, F)
 
     def init_cache(params, batch, decode_len):
@@ -112,6 +114,7 @@ def _added(name: str, table, max_len: int | None) -> tuple:
         if x_t.ndim != 2:
             fail(name, f"a decode step expects x_t of rank 2 (N, F), got shape {tuple(x_t.shape)}")
         _check_pos(name, pos, max_len)
+        x_t = as_float(x_t)
         return x_t + table(params, jnp.reshape(pos, (1,)), x_t), cache  # (N, F) + (1, F)
 
     return apply, Decode(init_cache, step)

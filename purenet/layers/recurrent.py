@@ -2,10 +2,11 @@
 
 Dimension letters: N batch, T time, F input features, H hidden size, G gates (SimpleRNN 1, GRU 3, LSTM 4).
 Inputs are batch-major (N, T, F); inside, time-major (T, N, .) for `lax.scan`. Params of every cell:
-{"w_x": (F, G*H), "w_h": (H, G*H), "b": (G*H,)}, gate blocks side by side along the last axis in the order
-each cell documents. `x @ w_x + b` is computed for every step in one matmul before the scan; the backward
-scan runs in the opposite direction carrying dh (and dc), and dw_x, dw_h, db, dx come after it from the
-stacked per-step pre-activation cotangents, one matmul each.
+{"w_x": (F, G*H), "w_h": (H, G*H), "b": (G*H,)} (the GRU's PyTorch form adds "b_h": (G*H,)), gate blocks
+side by side along the last axis in the order each cell documents. `x @ w_x + b` is computed for every
+step in one matmul before the scan; the backward scan runs in the opposite direction carrying dh (and
+dc), and dw_x, dw_h, db, dx come after it from the stacked per-step pre-activation cotangents, one matmul
+each.
 
 Optional initial state: pass `SequenceInput(x, initial)` instead of `x` (and as `in_shape`,
 `SequenceInput((N, T, F), (N, H))`), with `initial` h0 (N, H) (LSTM: `LSTMState(h0, c0)` or a pair
@@ -25,8 +26,9 @@ import jax.numpy as jnp
 from jax import lax
 
 from purenet import initializers
-from purenet._checks import check_bool, check_choice, check_positive, check_rank, fail
-from purenet.core import Decode, Layer, as_shape_tree, is_shape, no_decode, stateless
+from purenet._checks import as_float, check_bool, check_choice, check_params, check_positive, check_rank, fail
+from purenet.core import (Decode, Layer, as_shape_tree, checked_apply, checked_init, checked_vjp, is_shape, no_decode,
+                          stateless)
 from purenet.ops import bias_add, linear, linear_dw, linear_dx
 
 
@@ -65,31 +67,37 @@ def _blocks(init, key, shape, gates):
 
 
 # -------------------------------------------------------------------------------------------- cells
-# A cell step maps (w_h, carry, xw_t) -> (carry, saved_t), where xw_t = x_t @ w_x + b (N, G*H) and carry
-# is a tuple of (N, H) states. Its backward maps (w_h, dcarry, (dy_t, saved_t, prev_t)) -> (dcarry, da_t):
-# da_t (N, G*H) is the cotangent of the pre-activations, hence of xw_t.
+# A cell step maps (params, carry, xw_t) -> (carry, saved_t), where xw_t = x_t @ w_x + b (N, G*H) and carry
+# is a tuple of (N, H) states. Its backward maps (params, dcarry, (dy_t, saved_t, prev_t)) -> (dcarry, da_t):
+# da_t (N, G*H) is the cotangent of the pre-activations, hence of xw_t. The recurrent term is
+# h_prev @ w_h (+ b_h, the GRU's PyTorch-style recurrent bias, `_recur`).
 # Residuals: the forward scan keeps h, the activated gates (and c, GRU's h @ w_hn) per step, T*N*G*H
 # numbers, rather than keeping only h and recomputing the gates, which costs a recurrent matmul per step.
 
 
-def _rnn_step(w_h, carry, xw_t):
+def _recur(params, h):  # h @ w_h (+ b_h): (N, H) -> (N, G*H)
+    u = linear(h, params["w_h"])
+    return bias_add(u, params["b_h"]) if "b_h" in params else u
+
+
+def _rnn_step(params, carry, xw_t):
     (h_prev,) = carry
-    h = jnp.tanh(xw_t + linear(h_prev, w_h))  # (N, H)
+    h = jnp.tanh(xw_t + _recur(params, h_prev))  # (N, H)
     return (h,), {"h": h}
 
 
 # da = dh * (1 - h^2);  dh_prev = da @ w_h.T.
-def _rnn_step_back(w_h, dcarry, inputs):
+def _rnn_step_back(params, dcarry, inputs):
     (dh,) = dcarry
     dy_t, saved, _ = inputs
     dh = dh if dy_t is None else dh + dy_t  # (N, H)
     da = dh * (1 - saved["h"] ** 2)  # (N, H)
-    return (linear_dx(da, w_h),), da
+    return (linear_dx(da, params["w_h"]),), da
 
 
-def _lstm_step(w_h, carry, xw_t):
+def _lstm_step(params, carry, xw_t):
     h_prev, c_prev = carry
-    pre_i, pre_f, pre_g, pre_o = jnp.split(xw_t + linear(h_prev, w_h), 4, axis=-1)  # 4 x (N, H)
+    pre_i, pre_f, pre_g, pre_o = jnp.split(xw_t + _recur(params, h_prev), 4, axis=-1)  # 4 x (N, H)
     i, f, g, o = jax.nn.sigmoid(pre_i), jax.nn.sigmoid(pre_f), jnp.tanh(pre_g), jax.nn.sigmoid(pre_o)
     c = f * c_prev + i * g  # (N, H)
     h = o * jnp.tanh(c)  # (N, H)
@@ -99,7 +107,7 @@ def _lstm_step(w_h, carry, xw_t):
 # dc = dc_next + dh * o * (1 - tanh(c)^2);  d[i, f, g, o] = [dc * g, dc * c_prev, dc * i, dh * tanh(c)],
 # each times its activation's derivative (s(1 - s) for sigmoids, 1 - g^2 for tanh);
 # dc_prev = dc * f;  dh_prev = da @ w_h.T.
-def _lstm_step_back(w_h, dcarry, inputs):
+def _lstm_step_back(params, dcarry, inputs):
     dh, dc = dcarry
     dy_t, saved, (_, c_prev) = inputs
     dh = dh if dy_t is None else dh + dy_t  # (N, H)
@@ -110,13 +118,13 @@ def _lstm_step_back(w_h, dcarry, inputs):
         [dc * g * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * (1 - g**2), dh * tanh_c * o * (1 - o)],
         axis=-1,
     )  # (N, 4H)
-    return (linear_dx(da, w_h), dc * f), da
+    return (linear_dx(da, params["w_h"]), dc * f), da
 
 
-def _gru_step(w_h, carry, xw_t):
+def _gru_step(params, carry, xw_t):
     (h_prev,) = carry
     a_r, a_z, a_n = jnp.split(xw_t, 3, axis=-1)  # 3 x (N, H)
-    u_r, u_z, u_n = jnp.split(linear(h_prev, w_h), 3, axis=-1)  # 3 x (N, H)
+    u_r, u_z, u_n = jnp.split(_recur(params, h_prev), 3, axis=-1)  # 3 x (N, H), u_n includes b_hn
     r, z = jax.nn.sigmoid(a_r + u_r), jax.nn.sigmoid(a_z + u_z)
     n = jnp.tanh(a_n + r * u_n)  # (N, H)
     h = n + z * (h_prev - n)  # (1 - z) * n + z * h_prev
@@ -124,8 +132,9 @@ def _gru_step(w_h, carry, xw_t):
 
 
 # da_n = dh (1 - z)(1 - n^2);  da_z = dh (h_prev - n) z (1 - z);  da_r = da_n u_n r (1 - r);
-# the recurrent matmul's cotangent is du = [da_r, da_z, r * da_n];  dh_prev = dh * z + du @ w_h.T.
-def _gru_step_back(w_h, dcarry, inputs):
+# the recurrent matmul's cotangent is du = [da_r, da_z, r * da_n];  dh_prev = dh * z + du @ w_h.T;
+# with the recurrent bias b_h, db_h = du summed over N and T (dw_h, db_h come after the scan).
+def _gru_step_back(params, dcarry, inputs):
     (dh,) = dcarry
     dy_t, saved, (h_prev,) = inputs
     dh = dh if dy_t is None else dh + dy_t  # (N, H)
@@ -134,7 +143,7 @@ def _gru_step_back(w_h, dcarry, inputs):
     da_z = dh * (h_prev - n) * z * (1 - z)
     da_r = da_n * saved["u_n"] * r * (1 - r)
     du = jnp.concatenate([da_r, da_z, r * da_n], axis=-1)  # (N, 3H)
-    return (dh * z + linear_dx(du, w_h),), jnp.concatenate([da_r, da_z, da_n], axis=-1)
+    return (dh * z + linear_dx(du, params["w_h"]),), jnp.concatenate([da_r, da_z, da_n], axis=-1)
 
 
 def _gru_recurrent_cotangent(da, saved):  # (T, N, 3H) -> (T, N, 3H): the n block scaled by r
@@ -149,7 +158,7 @@ class _Cell(NamedTuple):
     states: tuple[str, ...]  # the carried states, also keys of `saved`; h first
     step: Callable
     step_back: Callable
-    recurrent_cotangent: Callable  # (da, saved) -> cotangent of h_prev @ w_h, stacked (T, N, G*H)
+    recurrent_cotangent: Callable  # (da, saved) -> cotangent of h_prev @ w_h (+ b_h), stacked (T, N, G*H)
 
 
 _RNN = _Cell("SimpleRNN", 1, ("h",), _rnn_step, _rnn_step_back, lambda da, saved: da)
@@ -159,30 +168,37 @@ _GRU = _Cell("GRU", 3, ("h",), _gru_step, _gru_step_back, _gru_recurrent_cotange
 
 def simple_rnn_cell(params, h, x):
     """One SimpleRNN step: h' = tanh(x @ w_x + h @ w_h + b). Shapes: h (N, H), x (N, F) -> h' (N, H)."""
-    return _rnn_step(params["w_h"], (h,), _project(params, x))[0][0]
+    return _rnn_step(params, (h,), _project(params, x))[0][0]
 
 
 def lstm_cell(params, state, x):
     """One LSTM step, gates [i, f, g, o] = [s, s, tanh, s](x @ w_x + h @ w_h + b) (s: sigmoid);
     c' = f * c + i * g;  h' = o * tanh(c'). Shapes: state LSTMState(h, c) each (N, H), x (N, F) -> LSTMState."""
     h, c = state
-    return LSTMState(*_lstm_step(params["w_h"], (h, c), _project(params, x))[0])
+    return LSTMState(*_lstm_step(params, (h, c), _project(params, x))[0])
 
 
 def gru_cell(params, h, x):
     """One GRU step, reset applied after the recurrent matmul (cuDNN form), gate blocks [r, z, n]:
     r, z = s(x w_xr + h w_hr + b_r), s(x w_xz + h w_hz + b_z);  n = tanh(x w_xn + b_n + r * (h w_hn));
-    h' = (1 - z) * n + z * h. Shapes: h (N, H), x (N, F) -> h' (N, H)."""
-    return _gru_step(params["w_h"], (h,), _project(params, x))[0][0]
+    h' = (1 - z) * n + z * h. With params["b_h"] (PyTorch's b_hh, `GRU(recurrent_bias=True)`), h @ w_h
+    becomes h @ w_h + b_h, so b_hn sits inside the reset gate's product: n = tanh(x w_xn + b_n +
+    r * (h w_hn + b_hn)). Shapes: h (N, H), x (N, F) -> h' (N, H)."""
+    return _gru_step(params, (h,), _project(params, x))[0][0]
 
 
 # ------------------------------------------------------------------------------- sequence layers
 
 
-def _split_input(cell, params, x):
-    """-> (sequence (N, T, F), initial states as a tuple or None), validated against params."""
+def _split_input(cell, params, x, recurrent_bias):
+    """-> (sequence (N, T, F) in floating point, initial states as a tuple or None), validated against
+    params."""
+    hidden = params["w_h"].shape[0] if isinstance(params, dict) and "w_h" in params else None
+    gh = None if hidden is None else cell.gates * hidden
+    check_params(cell.name, params, {"w_x": (None, gh), "w_h": (hidden, gh), "b": (gh,),
+                                     **({"b_h": (gh,)} if recurrent_bias else {})})
     seq, initial = (x.x, x.initial) if isinstance(x, SequenceInput) else (x, None)
-    features, hidden = params["w_x"].shape[0], params["w_h"].shape[0]
+    features = params["w_x"].shape[0]
     if seq.ndim != 3 or seq.shape[-1] != features:
         fail(cell.name, f"expected input shape (N, T, {features}), got {tuple(seq.shape)}")
     states = jax.tree_util.tree_leaves(initial)
@@ -190,7 +206,7 @@ def _split_input(cell, params, x):
     if states and (len(states) != len(cell.states) or any(s.shape != expected for s in states)):
         got = [tuple(s.shape) for s in states]
         fail(cell.name, f"expected initial state {' and '.join(cell.states)} of shape {expected}, got {got}")
-    return seq, (tuple(states) if states else None)
+    return as_float(seq, params["w_x"]), (tuple(states) if states else None)
 
 
 # The scan cores are jitted once per (cell, options, shapes, dtypes): eager calls (the checker's) reuse the
@@ -203,7 +219,7 @@ def _forward(params, x, initial, *, cell, return_sequences, reverse, residuals=T
     shape = (x.shape[0], params["w_h"].shape[0])  # (N, H)
     carry0 = tuple(jnp.zeros(shape, xw.dtype) for _ in cell.states) if initial is None else initial
     carry0 = tuple(c.astype(xw.dtype) for c in carry0)
-    carry, saved = lax.scan(partial(cell.step, params["w_h"]), carry0, xw, reverse=reverse)
+    carry, saved = lax.scan(partial(cell.step, params), carry0, xw, reverse=reverse)
     y = jnp.swapaxes(saved["h"], 0, 1) if return_sequences else carry[0]  # (N, T, H) or (N, H)
     return (y, carry0, saved) if residuals else y
 
@@ -218,21 +234,26 @@ def _backward(params, x, carry0, saved, dy, *, cell, return_sequences, reverse):
     if not return_sequences:
         dcarry = (dy, *dcarry[1:])
     prev = tuple(_shift(saved[s], c0, reverse) for s, c0 in zip(cell.states, carry0))  # (T, N, H) each
-    step_back = partial(cell.step_back, params["w_h"])
+    step_back = partial(cell.step_back, params)
     dcarry0, da = lax.scan(step_back, dcarry, (dys, saved, prev), reverse=not reverse)  # da (T, N, G*H)
+    du = cell.recurrent_cotangent(da, saved)  # (T, N, G*H)
     dparams = {
         "w_x": linear_dw(jnp.swapaxes(x, 0, 1), da),  # (F, G*H)
-        "w_h": linear_dw(prev[0], cell.recurrent_cotangent(da, saved)),  # (H, G*H)
+        "w_h": linear_dw(prev[0], du),  # (H, G*H)
         "b": jnp.sum(da, axis=(0, 1)),  # (G*H,)
     }
+    if "b_h" in params:
+        dparams["b_h"] = jnp.sum(du, axis=(0, 1))  # (G*H,)
     dx = jnp.swapaxes(linear_dx(da, params["w_x"]), 0, 1)  # (N, T, F)
     return dparams, dx, dcarry0
 
 
-def _recurrent(cell, hidden_size, return_sequences, reverse, w_x_init, w_h_init, b_init) -> Layer:
+def _recurrent(cell, hidden_size, return_sequences, reverse, w_x_init, w_h_init, b_init,
+               recurrent_bias=False) -> Layer:
     (hidden,) = check_positive(cell.name, "hidden_size", hidden_size)
     check_bool(cell.name, "return_sequences", return_sequences)
     check_bool(cell.name, "reverse", reverse)
+    check_bool(cell.name, "recurrent_bias", recurrent_bias)
     options = dict(cell=cell, return_sequences=return_sequences, reverse=reverse)
 
     def init(key, in_shape):
@@ -252,15 +273,17 @@ def _recurrent(cell, hidden_size, return_sequences, reverse, w_x_init, w_h_init,
             "w_h": _blocks(w_h_init, k_h, (hidden, hidden), cell.gates),
             "b": b_init(hidden),
         }
+        if recurrent_bias:
+            params["b_h"] = _zeros_bias(hidden, cell.gates)
         return ((batch, steps, hidden) if return_sequences else (batch, hidden)), params
 
     def apply(params, x):
-        seq, initial = _split_input(cell, params, x)
+        seq, initial = _split_input(cell, params, x, recurrent_bias)
         return _forward(params, seq, initial, **options, residuals=False)
 
     # Residuals: x, the initial states and `saved` (see the cells' comment); dx mirrors x's structure.
     def vjp(params, x):
-        seq, initial = _split_input(cell, params, x)
+        seq, initial = _split_input(cell, params, x, recurrent_bias)
         y, carry0, saved = _forward(params, seq, initial, **options)
 
         def pullback(dy):
@@ -283,7 +306,7 @@ def _recurrent(cell, hidden_size, return_sequences, reverse, w_x_init, w_h_init,
         features = params["w_x"].shape[0]
         if x_t.ndim != 2 or x_t.shape[-1] != features:
             fail(cell.name, f"expected a decode step input of shape (N, {features}), got {tuple(x_t.shape)}")
-        carry, _ = cell.step(params["w_h"], cache, _project(params, x_t))
+        carry, _ = cell.step(params, cache, _project(params, as_float(x_t, params["w_x"])))
         return carry[0], carry
 
     decode = (no_decode(cell.name, "reverse=True runs from the end of the sequence") if reverse
@@ -325,16 +348,20 @@ def LSTM(hidden_size: int, *, return_sequences: bool = True, reverse: bool = Fal
 
 
 def GRU(hidden_size: int, *, return_sequences: bool = True, reverse: bool = False,
-        w_x_init=initializers.glorot_uniform, w_h_init=initializers.orthogonal) -> Layer:
+        recurrent_bias: bool = False, w_x_init=initializers.glorot_uniform,
+        w_h_init=initializers.orthogonal) -> Layer:
     """GRU over a sequence in the cuDNN "reset after the recurrent matmul" form (see `gru_cell`), gate
-    blocks [r, z, n], one bias on the input side (no separate recurrent bias).
+    blocks [r, z, n]; one bias on the input side, or with `recurrent_bias=True` a second one on the
+    recurrent side, b_h, whose n block sits inside the reset gate's product: PyTorch's nn.GRU
+    (b = bias_ih, b_h = bias_hh; README, "Moving weights from PyTorch").
 
     Shapes: x (N, T, F) or SequenceInput(x, h0 (N, H)) -> (N, T, H) if return_sequences, else (N, H), the
     last state in processing order. reverse=True runs from t = T-1 to 0; outputs stay aligned with x.
-    Params {"w_x": (F, 3H), "w_h": (H, 3H), "b": (3H,)}. Default init, per gate block: w_x Glorot
-    uniform (fans F, H), w_h orthogonal; b zeros. The initial state defaults to zeros."""
+    Params {"w_x": (F, 3H), "w_h": (H, 3H), "b": (3H,)}, and "b_h": (3H,) with recurrent_bias. Default
+    init, per gate block: w_x Glorot uniform (fans F, H), w_h orthogonal; b and b_h zeros. The initial
+    state defaults to zeros."""
     return _recurrent(_GRU, hidden_size, return_sequences, reverse, w_x_init, w_h_init,
-                      partial(_zeros_bias, gates=3))
+                      partial(_zeros_bias, gates=3), recurrent_bias)
 
 
 # --------------------------------------------------------------------------------- bidirectional
@@ -355,7 +382,8 @@ def Bidirectional(forward_layer: Layer, backward_layer: Layer, *, merge: str = "
 
     def init(key, in_shape):
         keys, shapes = dict(zip(layers, jax.random.split(key))), inputs(as_shape_tree(in_shape))
-        outs = {d: layer.init(keys[d], shapes[d]) for d, layer in layers.items()}
+        outs = {d: checked_init("Bidirectional", f"{d} ({lyr.name})", lyr, keys[d], shapes[d])
+                for d, lyr in layers.items()}
         shape_f, shape_b = outs["forward"][0], outs["backward"][0]
         if merge == "concat":
             if tuple(shape_f[:-1]) != tuple(shape_b[:-1]):
@@ -388,7 +416,8 @@ def Bidirectional(forward_layer: Layer, backward_layer: Layer, *, merge: str = "
     def apply(params, state, x, *, key=None, train=False):
         xs = inputs(x)
         keys = split_key(key)
-        outs = {d: lyr.apply(params[d], state[d], xs[d], key=keys[d], train=train) for d, lyr in layers.items()}
+        outs = {d: checked_apply("Bidirectional", f"{d} ({lyr.name})", lyr, params[d], state[d], xs[d],
+                                 key=keys[d], train=train) for d, lyr in layers.items()}
         return join(outs["forward"][0], outs["backward"][0]), {d: o[1] for d, o in outs.items()}
 
     # concat: each direction gets its slice of dy; sum: dy; mean: dy / 2; mul: dy times the other output.
@@ -396,7 +425,8 @@ def Bidirectional(forward_layer: Layer, backward_layer: Layer, *, merge: str = "
     def vjp(params, state, x, *, key=None, train=False):
         xs = inputs(x)
         keys = split_key(key)
-        outs = {d: lyr.vjp(params[d], state[d], xs[d], key=keys[d], train=train) for d, lyr in layers.items()}
+        outs = {d: checked_vjp("Bidirectional", f"{d} ({lyr.name})", lyr, params[d], state[d], xs[d],
+                               key=keys[d], train=train) for d, lyr in layers.items()}
         (y_f, _, pullback_f), (y_b, _, pullback_b) = outs["forward"], outs["backward"]
 
         def pullback(dy):

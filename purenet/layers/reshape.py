@@ -1,6 +1,7 @@
 """Reshaping layers: Flatten and Reshape. The batch axis N is kept; only the rest is rearranged.
 
-Both pullbacks reshape dy back to x's shape; residuals: none (x's shape only).
+Both pullbacks reshape dy back to x's shape (None stays None: an integer input, ids, has no cotangent);
+residuals: none (x's shape only).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def Flatten() -> Layer:
 
     def vjp(params, x):
         y = apply(params, x)
-        return y, lambda dy: ({}, dy.reshape(x.shape))  # (N, d1, ..., dk)
+        return y, lambda dy: ({}, None if dy is None else dy.reshape(x.shape))  # (N, d1, ..., dk)
 
     return stateless("Flatten", init, apply, vjp)
 
@@ -65,6 +66,6 @@ def Reshape(shape) -> Layer:
 
     def vjp(params, x):
         y = apply(params, x)
-        return y, lambda dy: ({}, dy.reshape(x.shape))  # (N, ...)
+        return y, lambda dy: ({}, None if dy is None else dy.reshape(x.shape))  # (N, ...)
 
     return stateless("Reshape", init, apply, vjp)

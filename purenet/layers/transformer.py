@@ -171,8 +171,9 @@ def DecoderBlock(num_heads: int, hidden: int, *, num_kv_heads: int | None = None
 
     Shapes: (x (N, T, F), memory (N, S, Fm)) or (x, memory, cross_mask (N, T, S) bool) -> the same
     structure, y (N, T, F). Options as `EncoderBlock`. Decodes step by step on (x_t, memory[, mask row
-    (N, S)]) with a key/value cache for the self-attention (the memory's keys and values are recomputed
-    at each step)."""
+    (N, S)]) with a key/value cache for the self-attention; the memory's keys and values are projected
+    at each step, unless the step is given `project_context(params["cross_attn"], memory)` (a
+    `KeyValues`, made once per memory) in place of the memory."""
     name = "DecoderBlock"
     rate = _options(name, num_heads, hidden, norm, pre_ln, dropout)
     common = dict(num_kv_heads=num_kv_heads, dropout=attention_dropout, residuals=residuals, block_size=block_size)

@@ -4,7 +4,8 @@
 every schedule is elementwise, so `schedule(jnp.arange(n))` gives the first n values. Values follow
 optax's schedules of the same names, but are computed in the default float dtype whatever the count's
 integer dtype (optax divides an int32 count in float32, even with x64 on). Arguments are checked when
-the schedule is built.
+the schedule is built: values are finite and >= 0 (a negative learning rate would ascend the loss),
+`power`, `decay_rate` > 0, `alpha` >= 0, step counts integers.
 """
 
 from __future__ import annotations
@@ -14,9 +15,20 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from purenet._checks import check_int, check_real, fail
+import math
+
+from purenet._checks import check_int, check_range, fail
 
 Schedule = Callable[[Any], jax.Array]
+
+
+def _value(owner: str, name: str, value: Any) -> float:
+    """A schedule's value (a learning rate, a decay): a finite number >= 0."""
+    return check_range(owner, name, value, lambda v: 0 <= v < math.inf, "a finite number >= 0")
+
+
+def _positive(owner: str, name: str, value: Any) -> float:
+    return check_range(owner, name, value, lambda v: 0 < v < math.inf, "a finite number > 0")
 
 
 def _float(count: Any) -> jax.Array:
@@ -26,7 +38,7 @@ def _float(count: Any) -> jax.Array:
 
 def constant_schedule(value: float) -> Schedule:
     """value at every count."""
-    check_real("constant_schedule", "value", value)
+    _value("constant_schedule", "value", value)
     return lambda count: jnp.full(jnp.shape(count), value)
 
 
@@ -34,8 +46,9 @@ def polynomial_schedule(init_value: float, end_value: float, power: float, trans
                         transition_begin: int = 0) -> Schedule:
     """init_value for count <= transition_begin, then (init - end) * (1 - t / transition_steps)^power + end
     with t = count - transition_begin, and end_value from t >= transition_steps on."""
-    for arg, value in (("init_value", init_value), ("end_value", end_value), ("power", power)):
-        check_real("polynomial_schedule", arg, value)
+    for arg, value in (("init_value", init_value), ("end_value", end_value)):
+        _value("polynomial_schedule", arg, value)
+    _positive("polynomial_schedule", "power", power)
     check_int("polynomial_schedule", "transition_steps", transition_steps, 1)
     check_int("polynomial_schedule", "transition_begin", transition_begin, 0)
 
@@ -51,7 +64,7 @@ def linear_schedule(init_value: float, end_value: float, transition_steps: int,
                     transition_begin: int = 0) -> Schedule:
     """Linear from init_value (count <= transition_begin) to end_value over transition_steps."""
     for arg, value in (("init_value", init_value), ("end_value", end_value)):
-        check_real("linear_schedule", arg, value)
+        _value("linear_schedule", arg, value)
     check_int("linear_schedule", "transition_steps", transition_steps, 1)
     check_int("linear_schedule", "transition_begin", transition_begin, 0)
     return polynomial_schedule(init_value, end_value, 1, transition_steps, transition_begin)
@@ -60,12 +73,15 @@ def linear_schedule(init_value: float, end_value: float, transition_steps: int,
 def piecewise_constant_schedule(init_value: float,
                                 boundaries_and_scales: dict[int, float] | None = None) -> Schedule:
     """init_value times the product of every scale whose boundary count has been reached."""
-    check_real("piecewise_constant_schedule", "init_value", init_value)
-    pieces = sorted((boundaries_and_scales or {}).items())
+    _value("piecewise_constant_schedule", "init_value", init_value)
+    if boundaries_and_scales is not None and not isinstance(boundaries_and_scales, dict):
+        fail("piecewise_constant_schedule", f"boundaries_and_scales must be a dict {{count: scale}}, got "
+                                            f"{boundaries_and_scales!r}")
+    pieces = (boundaries_and_scales or {}).items()
     for boundary, factor in pieces:
         check_int("piecewise_constant_schedule", "a boundary", boundary, 0)
-        if check_real("piecewise_constant_schedule", "a scale", factor) < 0:
-            fail("piecewise_constant_schedule", f"scales must be >= 0, got {boundary}: {factor!r}")
+        _value("piecewise_constant_schedule", f"the scale at boundary {boundary}", factor)
+    pieces = sorted(pieces)
 
     def schedule(count):
         value = jnp.full(jnp.shape(count), init_value)
@@ -81,13 +97,12 @@ def exponential_decay(init_value: float, transition_steps: int, decay_rate: floa
                       end_value: float | None = None) -> Schedule:
     """init_value * decay_rate^(t / transition_steps), t = count - transition_begin (init_value while
     t <= 0); `staircase` floors the exponent; `end_value` bounds the decay (or growth, decay_rate > 1)."""
-    check_real("exponential_decay", "init_value", init_value)
+    _value("exponential_decay", "init_value", init_value)
     check_int("exponential_decay", "transition_steps", transition_steps, 1)
-    if check_real("exponential_decay", "decay_rate", decay_rate) <= 0:
-        fail("exponential_decay", f"decay_rate must be > 0, got decay_rate={decay_rate!r}")
+    _positive("exponential_decay", "decay_rate", decay_rate)
     check_int("exponential_decay", "transition_begin", transition_begin, 0)
     if end_value is not None:
-        check_real("exponential_decay", "end_value", end_value)
+        _value("exponential_decay", "end_value", end_value)
     bound = jnp.maximum if decay_rate < 1 else jnp.minimum
 
     def schedule(count):
@@ -104,9 +119,9 @@ def exponential_decay(init_value: float, transition_steps: int, decay_rate: floa
 def cosine_decay_schedule(init_value: float, decay_steps: int, alpha: float = 0.0) -> Schedule:
     """init_value * ((1 - alpha) * (1 + cos(pi * min(count, decay_steps) / decay_steps)) / 2 + alpha):
     from init_value to alpha * init_value over decay_steps, then flat."""
-    check_real("cosine_decay_schedule", "init_value", init_value)
+    _value("cosine_decay_schedule", "init_value", init_value)
     check_int("cosine_decay_schedule", "decay_steps", decay_steps, 1)
-    check_real("cosine_decay_schedule", "alpha", alpha)
+    _value("cosine_decay_schedule", "alpha", alpha)
 
     def schedule(count):
         done = jnp.minimum(_float(count), decay_steps) / decay_steps
@@ -122,7 +137,7 @@ def warmup_cosine_decay_schedule(init_value: float, peak_value: float, warmup_st
     reached at count = decay_steps (which counts the warmup steps too)."""
     name = "warmup_cosine_decay_schedule"
     for arg, value in (("init_value", init_value), ("peak_value", peak_value), ("end_value", end_value)):
-        check_real(name, arg, value)
+        _value(name, arg, value)
     check_int(name, "warmup_steps", warmup_steps, 0)
     check_int(name, "decay_steps", decay_steps, 1)
     if decay_steps <= warmup_steps:

@@ -16,6 +16,7 @@ The aliases built from these transforms (`sgd`, `adam`, ...) are in `purenet.opt
 from __future__ import annotations
 
 import fnmatch
+import math
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -93,16 +94,25 @@ def _unit(opt: str, name: str, value: Any) -> float:
 
 
 def _non_negative(opt: str, name: str, value: Any) -> float:
-    return check_range(opt, name, value, lambda v: v >= 0.0, ">= 0")
+    return check_range(opt, name, value, lambda v: 0.0 <= v < math.inf, "a finite number >= 0")
 
 
 def _positive(opt: str, name: str, value: Any) -> float:
-    return check_range(opt, name, value, lambda v: v > 0.0, "> 0")
+    return check_range(opt, name, value, lambda v: 0.0 < v < math.inf, "a finite number > 0")
 
 
 def _learning_rate(opt: str, learning_rate: Any) -> None:
+    """A finite number >= 0, or a schedule whose value at count 0 is one (a schedule cannot be checked
+    at every count; purenet's own schedules refuse negative and infinite values when built)."""
     if not callable(learning_rate):
-        check_range(opt, "learning_rate", learning_rate, lambda v: v >= 0.0, ">= 0 or a schedule")
+        check_range(opt, "learning_rate", learning_rate, lambda v: 0.0 <= v < math.inf,
+                    "a finite number >= 0 or a schedule")
+        return
+    first = learning_rate(jnp.zeros((), jnp.int32))
+    if jnp.shape(first) != ():
+        fail(opt, f"a learning_rate schedule must return a scalar, got shape {jnp.shape(first)} at count 0")
+    check_range(opt, "learning_rate(0)", float(first), lambda v: 0.0 <= v < math.inf,
+                "a finite number >= 0", what="a learning_rate schedule's value")
 
 
 def _is_optimizer(opt: Any) -> bool:
@@ -270,7 +280,7 @@ def accumulate_gradients(opt: Optimizer, every_k: int) -> Optimizer:
 
 def scale(step_size: float) -> Optimizer:
     """updates = step_size * grads."""
-    step_size = check_real("scale", "step_size", step_size)
+    step_size = check_real("scale", "step_size", step_size, finite=True)
 
     def update(grads, state, params=None):
         del params

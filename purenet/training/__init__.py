@@ -2,7 +2,9 @@
 
 from purenet.training import checkpoint, metrics
 from purenet.training.checkpoint import Checkpoint, CorruptCheckpointError, load_checkpoint, save_checkpoint
-from purenet.training.loop import FitResult, fit, grad_step, make_eval_step, make_train_step
+from purenet.debug import NonFiniteError
+from purenet.training.loop import FitResult, fit, grad_step, locate_nonfinite, make_eval_step, make_train_step
 
-__all__ = ["Checkpoint", "CorruptCheckpointError", "FitResult", "checkpoint", "fit", "grad_step",
-           "load_checkpoint", "make_eval_step", "make_train_step", "metrics", "save_checkpoint"]
+__all__ = ["Checkpoint", "CorruptCheckpointError", "FitResult", "NonFiniteError", "checkpoint", "fit", "grad_step",
+           "load_checkpoint", "locate_nonfinite", "make_eval_step", "make_train_step", "metrics",
+           "save_checkpoint"]

@@ -80,6 +80,12 @@ def _digest(meta: bytes, arrays: list[np.ndarray]) -> np.ndarray:
     return np.frombuffer(sha.digest(), dtype=np.uint8)
 
 
+def _check_not_directory(path) -> None:
+    if os.path.isdir(path):
+        fail(_NAME, f"{os.fspath(path)} is a directory, expected a checkpoint file (fit writes "
+                    f"{os.path.join(os.fspath(path), 'checkpoint.npz')})", IsADirectoryError)
+
+
 def _flatten(tree: PyTree) -> list[tuple[str, Any]]:
     leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
     return [(jax.tree_util.keystr(path), leaf) for path, leaf in leaves]
@@ -92,6 +98,7 @@ def save_checkpoint(path, *, params: PyTree, state: PyTree, opt_state: PyTree, s
     """Write a checkpoint to `path` atomically (the file name is used as given, no suffix added).
 
     `key` is a raw uint32 key, a typed key, or None."""
+    _check_not_directory(path)
     tree = Checkpoint(params, state, opt_state, 0, key)._asdict()
     del tree["step"]
     named = [(name, leaf if hasattr(leaf, "dtype") else jnp.asarray(leaf))  # Python scalars -> arrays
@@ -148,6 +155,7 @@ def load_checkpoint(path, *, like: Checkpoint) -> Checkpoint:
     if not isinstance(like, Checkpoint):
         fail(_NAME, f"like must be a Checkpoint(params, state, opt_state, step, key), got {type(like)}")
     path = os.fspath(path)
+    _check_not_directory(path)
     meta, arrays = _read(path)
     stored = {leaf["path"]: leaf for leaf in meta["leaves"]}
 

@@ -49,3 +49,12 @@ def test_load_mnist_sample_is_seeded():
 def test_load_mnist_sample_rejects_bad_sizes(kwargs):
     with pytest.raises(ValueError, match="load_mnist_sample: num_"):
         load_mnist_sample(**kwargs)
+
+
+def test_a_data_dir_that_does_not_exist_fails_instead_of_falling_back(tmp_path):
+    from purenet.data import load_mnist_or_sample
+
+    with pytest.raises(FileNotFoundError, match=r"load_mnist_or_sample: data_dir='.*typo' is not a directory"):
+        load_mnist_or_sample(tmp_path / "typo")
+    data, source = load_mnist_or_sample(tmp_path)  # a directory without the files: the sample, and it says so
+    assert source.startswith("the shipped offline MNIST sample") and len(data["y_train"]) == 4000

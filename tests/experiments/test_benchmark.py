@@ -2,19 +2,15 @@
 
 import importlib.util
 import json
-import pathlib
 
 import pytest
 
-SCRIPT = pathlib.Path(__file__).parents[2] / "experiments" / "benchmark.py"
+from tests.helpers import load_experiment
 
 
 @pytest.fixture(scope="module")
 def benchmark():
-    spec = importlib.util.spec_from_file_location("purenet_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("benchmark")  # with experiments/ importable: it shares common's flag types
 
 
 def test_quick_benchmark_writes_table_and_json(benchmark, tmp_path):

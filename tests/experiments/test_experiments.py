@@ -33,6 +33,7 @@ def assert_outputs(out, pngs, checkpoints, models_and_shapes, optimizer=adam(1e-
 def test_lenet5_quick_falls_back_to_sample_and_checkpoint_reproduces_accuracy(tmp_path, capsys):
     lenet = load_experiment("lenet5_mnist")
     out = tmp_path / "out"
+    (tmp_path / "empty").mkdir()  # a directory without MNIST's files: the sample, and the run says so
     metrics = lenet.main(["--quick", "--out-dir", str(out), "--data-dir", str(tmp_path / "empty")])
     printed = capsys.readouterr().out
     assert "offline MNIST sample" in printed and "test_accuracy" in printed and "wall time" in printed
@@ -73,17 +74,18 @@ def test_cnn_fashion_mnist_without_files_explains_and_exits_2(tmp_path, capsys):
 def test_conv_autoencoder_quick(tmp_path):
     autoencoder = load_experiment("conv_autoencoder")
     out = tmp_path / "out"
-    metrics = autoencoder.main(["--quick", "--out-dir", str(out), "--data-dir", str(tmp_path / "empty")])
+    metrics = autoencoder.main(["--quick", "--out-dir", str(out), "--data-dir", str(tmp_path)])
     saved, _ = assert_outputs(out, ["curves.png", "reconstructions.png"], ["checkpoint.npz"],
                               [(autoencoder.build_model(), autoencoder.IN_SHAPE)])
     assert saved == metrics
     assert 0.0 < metrics["test_mse"] < 1.0 and np.isfinite(metrics["test_loss"])
 
 
-def test_mlp_toy_quick_both_tasks(tmp_path):
+def test_mlp_toy_quick_both_tasks_keeps_an_explicit_epochs(tmp_path):
     toy = load_experiment("mlp_toy")
     out = tmp_path / "out"
-    metrics = toy.main(["--quick", "--out-dir", str(out), "--task", "both"])
+    metrics = toy.main(["--quick", "--epochs", "2", "--out-dir", str(out), "--task", "both"])
+    assert metrics["epochs"] == 2 and metrics["clusters"]["epochs"] == 2  # --quick does not override it
     saved, _ = assert_outputs(
         out, ["clusters/curves.png", "clusters/decision_boundary.png", "regression/curves.png",
               "regression/fit.png"], ["clusters/checkpoint.npz", "regression/checkpoint.npz"],

@@ -1,5 +1,6 @@
 """Registry rows: MultiHeadAttention, self and cross, plain and structured inputs (boolean masks have
-no cotangent), grouped and multi-query heads, rotary positions, both residual forms, dropout."""
+no cotangent), grouped and multi-query heads, rotary positions, both residual forms, dropout. Eager against jit: the
+cross-attention row and the logsumexp row with dropout (the scan, the per-block masks)."""
 
 import jax
 import jax.numpy as jnp
@@ -17,16 +18,16 @@ def with_mask(key, in_shape):
 
 CASES = [
     Case("mha-causal-gqa-rotary", MultiHeadAttention,
-         {"num_heads": 4, "num_kv_heads": 2, "is_causal": True, "rotary": True}, (2, 5, 8)),
+         {"num_heads": 4, "num_kv_heads": 2, "is_causal": True, "rotary": True}, (2, 5, 8), eager=False),
     Case("mha-causal-fused-logsumexp-batch1", MultiHeadAttention,
          {"num_heads": 2, "fused_qkv": True, "is_causal": True, "residuals": "logsumexp", "block_size": 2},
-         (1, 5, 6)),
+         (1, 5, 6), eager=False),
     Case("mha-self-mask-odd-heads", MultiHeadAttention, {"num_heads": 2, "head_dim": 3, "out_features": 5},
-         ((2, 4, 6), (2, 4, 4)), make_x=with_mask),
+         ((2, 4, 6), (2, 4, 4)), make_x=with_mask, eager=False),
     Case("mha-cross-multi-query", MultiHeadAttention, {"num_heads": 2, "num_kv_heads": 1, "cross": True},
          ((2, 3, 6), (2, 7, 5)), stepwise=False),
     Case("mha-cross-mask-rotary-t1", MultiHeadAttention, {"num_heads": 2, "cross": True, "rotary": True},
-         ((2, 1, 8), (2, 7, 5), (2, 1, 7)), make_x=with_mask, stepwise=False),
+         ((2, 1, 8), (2, 7, 5), (2, 1, 7)), make_x=with_mask, stepwise=False, eager=False),
     Case("mha-dropout-train-logsumexp", MultiHeadAttention,
          {"num_heads": 2, "dropout": 0.3, "residuals": "logsumexp", "block_size": 3}, (2, 5, 8), train=True),
 ]

@@ -25,6 +25,9 @@ CASES = [
     *_cell_rows("simple-rnn", SimpleRNN, (3, H)),
     *_cell_rows("lstm", LSTM, LSTMState((3, H), (3, H))),
     *_cell_rows("gru", GRU, (3, H)),
+    # PyTorch's GRU: a recurrent bias b_h, whose n block sits inside the reset gate's product (nonzero
+    # biases, an initial state and reverse: test_recurrent.py).
+    Case("gru-recurrent-bias-t5", GRU, {"hidden_size": H, "recurrent_bias": True}, (3, 5, F)),
     Case("bidirectional-simple-rnn-concat",
          lambda: Bidirectional(SimpleRNN(H), SimpleRNN(H + 1, reverse=True)), {}, (2, 5, F)),
     Case("bidirectional-sum-initial-states",  # forward LSTM from (h0, c0), backward GRU from h0

@@ -14,6 +14,7 @@ from jax import lax
 
 from purenet.check import check_dot_product, check_layer
 from purenet.core import init_model
+from purenet.layers.dense import Dense
 from purenet.layers.conv import (Conv1D, Conv2D, Conv3D, ConvTranspose1D, ConvTranspose2D, ConvTranspose3D,
                                  _input_grad_pads, _out_spatial, _pads, _swapper_trap)
 
@@ -444,3 +445,23 @@ def test_fuzz_conv_transpose2d_pullback(spatial, kernel, strides, dilation, padd
     layer = ConvTranspose2D(3, kernel, strides=strides, padding=padding, dilation=dilation)
     in_shape = (batch, *spatial, 2)
     check_layer(layer, in_shape, key=_key(0), x=_normal(0, in_shape), num_cotangents=1)
+
+
+@pytest.mark.parametrize("layer", [Conv2D(2, 3), ConvTranspose2D(2, 3, strides=2)], ids=["conv", "transpose"])
+def test_integer_and_bfloat16_inputs_are_promoted_as_dense_does(layer, key):
+    _, params, _ = layer.init(key, (1, 5, 5, 2))
+    x = jnp.round(3 * jax.random.normal(key, (1, 5, 5, 2))).astype(jnp.bfloat16)  # exact in every dtype
+
+    @jax.jit
+    def run(params, x):
+        y, _, pullback = layer.vjp(params, {}, x)
+        dense = Dense(2).apply({"w": params["w"][0, 0], "b": params["b"]}, {}, x[:, 0, 0])[0]
+        return y, pullback(jnp.ones_like(y)), dense.dtype == y.dtype
+
+    reference = run(params, x.astype(jnp.float32))[0]
+    for dtype in (jnp.int32, jnp.bfloat16):
+        y, (dparams, dx), like_dense = run(params, x.astype(dtype))
+        assert y.dtype == jnp.float32 and like_dense
+        np.testing.assert_allclose(y, reference, rtol=1e-6)
+        assert dparams["w"].dtype == jnp.float32 and dx.shape == x.shape
+        assert dx.dtype == (jnp.bfloat16 if dtype == jnp.bfloat16 else jnp.float32)

@@ -179,3 +179,18 @@ def test_channel_mismatch_at_apply(constructor, key):
     with pytest.raises(ValueError, match=rf"^{constructor.__name__}: expected input shape \(N, \.\.\., 3\), "
                                          r"got \(2, 4\)$"):
         layer.apply(params, state, jnp.ones((2, 4)))
+
+
+@pytest.mark.parametrize("shape", [(1, 3), (0, 3), (1, 1, 3)])
+def test_batchnorm_training_needs_two_values_per_channel(shape, key):
+    # One value: the output would be beta with zero gradients; none: NaN statistics for good.
+    layer = BatchNorm()
+    _, params, state = layer.init(key, shape)
+    count = shape[0] * shape[1] if len(shape) == 3 else shape[0]
+    message = (rf"BatchNorm: train=True needs at least 2 values per channel to take batch statistics over, got "
+               rf"input of shape \({', '.join(map(str, shape))}\) \({count} per channel\)")
+    with pytest.raises(ValueError, match=message):
+        jax.eval_shape(lambda x: layer.vjp(params, state, x, train=True)[0], jax.ShapeDtypeStruct(shape, jnp.float32))
+    y, same = layer.apply(params, state, jnp.ones(shape), train=False)  # eval: the running statistics
+    assert y.shape == shape and same is state
+    assert layer.apply(params, state, jnp.ones((1, 2, 3)), train=True)[0].shape == (1, 2, 3)  # 2 values each

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from purenet.check import compare, tolerance
 from purenet.core import init_model
 from purenet.layers.dense import Dense
 from purenet.layers.recurrent import (
@@ -248,3 +249,66 @@ def test_bidirectional_mean_is_half_the_sum(key):
     y_sum, _, pullback_sum = total.vjp(params, state, x)
     np.testing.assert_allclose(y_mean, y_sum / 2, rtol=1e-12)
     chex.assert_trees_all_close(pullback_mean(dy), pullback_sum(dy / 2), rtol=1e-12)
+
+
+# ----------------------------------------------------------------- PyTorch's GRU (recurrent bias)
+
+
+def _torch_style_gru_params(key, dtype):
+    """GRU(H, recurrent_bias=True) params with every bias nonzero (init makes them zero)."""
+    _, params, _ = init_model(GRU(H, recurrent_bias=True), key, (N, T, F), dtype=dtype)
+    params["b"] = 0.5 * jax.random.normal(jax.random.fold_in(key, 1), (3 * H,), dtype)
+    params["b_h"] = 0.5 * jax.random.normal(jax.random.fold_in(key, 2), (3 * H,), dtype)
+    return params
+
+
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32], ids=["f64", "f32"])
+def test_gru_recurrent_bias_pullback_matches_jax_with_nonzero_biases(dtype, key):
+    # The registry rows start from zero biases; here b_hn is nonzero, so it enters dr through h w_hn + b_hn.
+    layer = GRU(H, recurrent_bias=True, return_sequences=False)
+    params = _torch_style_gru_params(key, dtype)
+    x = SequenceInput(_data(key, N, T, F).astype(dtype), _data(key, N, H).astype(dtype))
+    dy = _data(key, N, H).astype(dtype)
+
+    @jax.jit
+    def both(params, x):
+        y, _, pullback = layer.vjp(params, {}, x)
+        y_ref, jax_pullback = jax.vjp(lambda p, x: layer.apply(p, {}, x)[0], params, x)
+        return (y, pullback(dy)), (y_ref, jax_pullback(dy))
+
+    ours, theirs = both(params, x)
+    compare(ours, theirs, rtol=tolerance(dtype), what="GRU(recurrent_bias=True)")
+    assert float(jnp.max(jnp.abs(ours[1][0]["b_h"]))) > 0
+
+
+def test_gru_recurrent_bias_loads_torch_gru_weights(key):
+    """nn.GRU's weights as purenet params: w_x = weight_ih.T, w_h = weight_hh.T, b = bias_ih, b_h = bias_hh
+    (the same gate order, r z n). Outputs agree with PyTorch's from an initial state, forward and reversed
+    (PyTorch's bidirectional GRU's second direction), float64."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    gru = torch.nn.GRU(F, H, batch_first=True, bidirectional=True, dtype=torch.float64)
+    x, h0 = torch.randn(N, T, F, dtype=torch.float64), torch.randn(2, N, H, dtype=torch.float64)
+    with torch.no_grad():
+        y_torch, h_torch = gru(x, h0)  # (N, T, 2H), (2, N, H)
+
+    def params(suffix):
+        def array(name):
+            return jnp.asarray(getattr(gru, f"{name}_l0{suffix}").detach().numpy())
+        return {"w_x": array("weight_ih").T, "w_h": array("weight_hh").T, "b": array("bias_ih"),
+                "b_h": array("bias_hh")}
+
+    layer = Bidirectional(GRU(H, recurrent_bias=True), GRU(H, recurrent_bias=True, reverse=True))
+    x_ours = SequenceInput(jnp.asarray(x.numpy()), (jnp.asarray(h0[0].numpy()), jnp.asarray(h0[1].numpy())))
+    y, _ = layer.apply({"forward": params(""), "backward": params("_reverse")}, {"forward": {}, "backward": {}},
+                       x_ours)
+    np.testing.assert_allclose(y, y_torch.numpy(), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(y[:, -1, :H], h_torch[0].numpy(), rtol=1e-12, atol=1e-14)  # last forward state
+    np.testing.assert_allclose(y[:, 0, H:], h_torch[1].numpy(), rtol=1e-12, atol=1e-14)  # last backward state
+
+
+def test_gru_params_from_another_layer_are_refused(key):
+    _, params, _ = init_model(GRU(H), key, (N, T, F))
+    with pytest.raises(ValueError, match=r"GRU: params must be \{'w_x': \(\?, 15\), 'w_h': \(5, 15\), 'b': \(15,\), "
+                                         r"'b_h': \(15,\)\} as this layer's init made them, got"):
+        GRU(H, recurrent_bias=True).apply(params, {}, jnp.zeros((N, T, F)))

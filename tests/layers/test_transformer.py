@@ -3,6 +3,7 @@ cotangent sums over the blocks that read it), the decoder block's steps equal ap
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from purenet.check import check_layer, compare
@@ -51,3 +52,41 @@ def test_errors_name_the_block_and_the_values(key):
         DecoderBlock(2, 8).init(key, (2, 3, 8))
     with pytest.raises(ValueError, match=r"EncoderBlock: cannot decode step by step: it is not causal"):
         EncoderBlock(2, 8).decode.init_cache({}, 1, 3)
+
+
+
+def test_decoder_block_steps_on_keys_and_values_projected_once(key):
+    """`project_context` made once per memory gives the same steps as projecting the memory at each
+    step (also for a rotary cross-attention), and it checks what it is given."""
+    from purenet.layers.attention import KeyValues, MultiHeadAttention, project_context
+
+    block, cross = DecoderBlock(2, 12), MultiHeadAttention(2, cross=True, rotary=True)
+    x, memory = jax.random.normal(key, (2, 3, 8), jnp.float64), jax.random.normal(key, (2, 5, 6), jnp.float64)
+    mask = jnp.ones((2, 5), bool).at[1, 3:].set(False)
+    rng = np.random.default_rng(0)  # random params in init's trees, without compiling init
+    params, p_cross = jax.tree_util.tree_map(
+        lambda s: jnp.asarray(0.5 * rng.standard_normal(s.shape)), jax.eval_shape(
+            lambda k: (block.init(k, ((2, 3, 8), (2, 5, 6)))[1], cross.init(k, ((2, 1, 8), (2, 5, 6)))[1]), key))
+
+    @jax.jit
+    def steps(params, p_cross):
+        kv = project_context(params["cross_attn"], memory)
+        out = []
+        for source in (memory, kv):
+            cache, ys = block.decode.init_cache(params, 2, 3), []
+            for t in range(3):
+                (y_t, *_), cache = block.decode.step(params, cache, (x[:, t], source, mask), pos=t)
+                ys.append(y_t)
+            out.append(jnp.stack(ys, axis=1))
+        for source in (memory, project_context(p_cross, memory)):
+            out.append(jnp.stack([cross.decode.step(p_cross, {}, (x[:, 0], source), pos=pos)[0] for pos in (0, 2)]))
+        return kv, out
+
+    kv, (each_step, once, rotary_each_step, rotary_once) = steps(params, p_cross)
+    assert isinstance(kv, KeyValues) and kv.k.shape == kv.v.shape == (2, 5, 8)
+    compare(once, each_step, rtol=1e-12, what="decoder block steps on KeyValues")
+    compare(rotary_once, rotary_each_step, rtol=1e-12, what="rotary cross-attention steps on KeyValues")
+    with pytest.raises(ValueError, match=r"project_context: expected a context of shape \(N, S, 6\), got \(2, 5, 7\)"):
+        project_context(p_cross, jnp.zeros((2, 5, 7)))
+    with pytest.raises(ValueError, match=r"MultiHeadAttention: expected KeyValues k and v of shape \(2, S, 8\)"):
+        cross.decode.step(p_cross, {}, (x[:, 0], KeyValues(kv.k[..., :4], kv.v[..., :4])), pos=0)

@@ -124,11 +124,12 @@ ERRORS = [
     (lambda: schedules.linear_schedule(1.0, 0.0, 10.0),
      "linear_schedule: transition_steps must be an integer >= 1, got transition_steps=10.0"),
     (lambda: schedules.piecewise_constant_schedule(0.1, {10: -0.5}),
-     "piecewise_constant_schedule: scales must be >= 0, got 10: -0.5"),
+     "piecewise_constant_schedule: the scale at boundary 10 must be a finite number >= 0, got the scale at "
+     "boundary 10=-0.5"),
     (lambda: schedules.piecewise_constant_schedule(0.1, {-10: 0.5}),
      "piecewise_constant_schedule: a boundary must be an integer >= 0, got a boundary=-10"),
     (lambda: schedules.exponential_decay(1.0, 10, 0.0),
-     "exponential_decay: decay_rate must be > 0, got decay_rate=0.0"),
+     "exponential_decay: decay_rate must be a finite number > 0, got decay_rate=0.0"),
     (lambda: schedules.exponential_decay(1.0, -5, 0.5),
      "exponential_decay: transition_steps must be an integer >= 1, got transition_steps=-5"),
     (lambda: schedules.exponential_decay(1.0, 10, 0.5, end_value=None, transition_begin=True),
@@ -141,6 +142,15 @@ ERRORS = [
      "warmup_cosine_decay_schedule: decay_steps must exceed warmup_steps, got decay_steps=100, warmup_steps=100"),
     (lambda: schedules.warmup_cosine_decay_schedule(0.0, 1.0, -1, 100),
      "warmup_cosine_decay_schedule: warmup_steps must be an integer >= 0, got warmup_steps=-1"),
+    # A negative or infinite value would train by gradient ascent or diverge: refused when built.
+    (lambda: schedules.constant_schedule(-1e-3),
+     "constant_schedule: value must be a finite number >= 0, got value=-0.001"),
+    (lambda: schedules.cosine_decay_schedule(1.0, 10, alpha=-0.5),
+     "cosine_decay_schedule: alpha must be a finite number >= 0, got alpha=-0.5"),
+    (lambda: schedules.polynomial_schedule(1.0, 0.0, 0, 10),
+     "polynomial_schedule: power must be a finite number > 0, got power=0"),
+    (lambda: schedules.linear_schedule(1.0, float("inf"), 10),
+     "linear_schedule: end_value must be a finite number >= 0, got end_value=inf"),
 ]
 
 

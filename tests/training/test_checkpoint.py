@@ -229,3 +229,14 @@ def test_a_positional_checkpoint_into_a_named_model_fails_saying_why(tmp_path, k
     _, params, state = init_model(named, key, (-1, 3))
     with pytest.raises(ValueError, match=r"names layers by position.*missing leaves \[\"\['params'\]\['head'\]"):
         load_checkpoint(tmp_path / "old.npz", like=Checkpoint(params, state, (), 0, None))
+
+
+def test_a_directory_is_not_a_checkpoint(tmp_path, key):
+    _, params, state, _, opt_state = _setup(key)
+    like = _like(params, state, opt_state, key)
+    with pytest.raises(IsADirectoryError, match=rf"Checkpoint: {tmp_path} is a directory, expected a checkpoint file "
+                                                rf"\(fit writes {tmp_path / 'checkpoint.npz'}\)"):
+        load_checkpoint(tmp_path, like=like)
+    with pytest.raises(IsADirectoryError, match=r"Checkpoint: .* is a directory"):
+        save_checkpoint(tmp_path, params=params, state=state, opt_state=opt_state, step=0, key=key)
+    assert list(tmp_path.iterdir()) == []

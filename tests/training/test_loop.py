@@ -18,6 +18,8 @@ from purenet.losses import mean_squared_error, softmax_cross_entropy
 from purenet.optim import adam, sgd
 from purenet.layers.pooling import MaxPool2D
 from purenet.layers.reshape import Flatten
+from purenet.core import Layer
+from purenet.training import NonFiniteError
 from purenet.training.loop import fit, grad_step, make_eval_step, make_train_step
 
 
@@ -156,3 +158,92 @@ def test_fit_rejects_bad_arguments(key):
     with pytest.raises(ValueError, match=r"fit: train_data\['x'\] and train_data\['y'\] need the same"):
         fit(model, loss, sgd(0.1), params, state, {"x": data["x"], "y": data["y"][:3]}, epochs=1,
             batch_size=4, seed=0)
+
+
+# ------------------------------------------------------------------------------ non-finite values
+
+
+def _poison_after(steps: int):
+    """A layer that adds NaN to its input from its `steps`-th training call on (a step counter in its
+    state): a fault injected into a run that was healthy so far. dx = dy."""
+
+    def init(key, in_shape):
+        return in_shape, {}, {"calls": jnp.zeros((), jnp.int32)}
+
+    def apply(params, state, x, *, key=None, train=False):
+        y = x + jnp.where(state["calls"] >= steps, jnp.nan, 0.0).astype(x.dtype)
+        return y, ({"calls": state["calls"] + 1} if train else state)
+
+    def vjp(params, state, x, *, key=None, train=False):
+        y, new_state = apply(params, state, x, train=train)
+        return y, new_state, lambda dy: ({}, dy)
+
+    return Layer(init, apply, vjp, "Poison")
+
+
+def test_nonfinite_guard_stops_and_leaves_the_last_good_checkpoint_intact(key, tmp_path):
+    model, loss = serial(Dense(8), _poison_after(4), Tanh(), Dense(4)), softmax_cross_entropy()
+    _, params, state = init_model(model, key, (-1, 2))
+    data = _toy(40, 0)  # 4 steps of 10 per epoch: epoch 1 is healthy, step 5 (epoch 2) is not
+    healthy = fit(model, loss, sgd(0.1), params, state, data, epochs=1, batch_size=10, seed=0, progress=False)
+    with pytest.raises(NonFiniteError) as error:
+        fit(model, loss, sgd(0.1), params, state, data, epochs=3, batch_size=10, seed=0, progress=False,
+            checkpoint_dir=tmp_path)
+    path = str(tmp_path / "checkpoint.npz")
+    assert str(error.value) == (
+        f"fit: the training loss is nan at epoch 2, step 5; training stopped. The last good checkpoint, {path}, "
+        "holds epoch 1 (step 4); it is not overwritten. To name the first layer whose output or gradient is "
+        "non-finite, pass debug_nonfinite=True (or call purenet.training.locate_nonfinite on that batch); a NaN "
+        "in the data, an out-of-range label or a too large learning rate are the usual causes.")
+    assert (error.value.epoch, error.value.step, error.value.checkpoint) == (2, 5, path)
+    saved = load_checkpoint(path, like=Checkpoint(params, state, sgd(0.1).init(params), 0, key))
+    assert saved.step == 4 and all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree_util.tree_leaves(saved.params))
+    compare(saved.params, healthy.params, rtol=0.0, what="params")  # epoch 1's, not the poisoned ones
+
+
+def test_debug_mode_names_the_first_layer_and_a_nan_in_the_data(key, tmp_path):
+    model, loss = serial(Dense(8), _poison_after(2), Tanh(), Dense(4)), softmax_cross_entropy()
+    _, params, state = init_model(model, key, (-1, 2))
+    with pytest.raises(NonFiniteError, match=r"fit: the training loss is nan at epoch 1, step 3; training stopped\. "
+                                             r"No checkpoint is written \(checkpoint_dir=None\)\. First non-finite "
+                                             r"value, replaying that step eagerly: Serial > child 1 \(Poison\): "
+                                             r"non-finite output \(value: 80 nan, 0 inf of 80 values\)"):
+        fit(model, loss, sgd(0.1), params, state, _toy(40, 0), epochs=1, batch_size=10, seed=0, progress=False,
+            debug_nonfinite=True)
+    # The issue's case: one NaN pixel. Without a checkpoint of this run, an older file stays untouched.
+    clean = serial(Dense(8), Tanh(), Dense(4))
+    _, params, state = init_model(clean, key, (-1, 2))
+    data = _toy(40, 0)
+    data["x"] = data["x"].copy()
+    data["x"][7, 1] = np.nan
+    (tmp_path / "checkpoint.npz").write_bytes(b"an older run's file")
+    with pytest.raises(NonFiniteError, match=r"at epoch 1, step \d; training stopped\. No checkpoint was written "
+                                             r"before it: .* is untouched\. First non-finite value, replaying that "
+                                             r"step eagerly: batch\['x'\]: non-finite input \(value: 1 nan"):
+        fit(clean, loss, sgd(0.1), params, state, data, epochs=2, batch_size=10, seed=0, progress=False,
+            checkpoint_dir=tmp_path, debug_nonfinite=True)
+    assert (tmp_path / "checkpoint.npz").read_bytes() == b"an older run's file"
+
+
+def test_training_names_an_uncalled_factory(key):
+    model = mlp()
+    with pytest.raises(TypeError, match=r"make_train_step: optimizer must be an Optimizer such as optim\.adam\(1e-3\), "
+                                        r"with init and update, got the function adam: call it first"):
+        make_train_step(model, softmax_cross_entropy(), adam)
+    with pytest.raises(TypeError, match=r"fit: loss must be a Loss such as losses\.softmax_cross_entropy\(\), with "
+                                        r"apply and vjp, got the function softmax_cross_entropy: call it first"):
+        fit(model, softmax_cross_entropy, adam(0.1), {}, {}, _toy(8, 0), epochs=1, batch_size=4, seed=0)
+
+
+def test_fit_drops_a_last_batch_of_one_that_batchnorm_cannot_normalize(key):
+    from purenet.layers import BatchNorm
+
+    model, loss = serial(Dense(8), BatchNorm(), Tanh(), Dense(4)), softmax_cross_entropy()
+    _, params, state = init_model(model, key, (-1, 2))
+    data = _toy(9, 0)  # batches of 4, 4 and 1
+    result = fit(model, loss, sgd(0.1), params, state, data, epochs=1, batch_size=4, seed=0, progress=False)
+    assert np.isfinite(result.history["loss"][0])
+    with pytest.raises(ValueError, match=r"BatchNorm: train=True needs at least 2 values per channel to take batch "
+                                         r"statistics over, got input of shape \(1, 8\) \(1 per channel\)"):
+        fit(model, loss, sgd(0.1), params, state, data, epochs=1, batch_size=4, seed=0, progress=False,
+            drop_last=False)

@@ -1,0 +1,159 @@
+"""Sentence pairs for sequence-to-sequence models: the shipped Tatoeba English-French pairs (see
+TATOEBA.md) or any tab-separated file, a split by distinct source sentence, character vocabularies with
+pad / bos / eos / unk ids, and padded (N, L) id batches.
+
+Dimension letters: N pairs, S source positions, T target positions. Ids 0..3 are PAD, BOS, EOS and UNK
+(a character the vocabulary has not seen); characters follow from id 4 in code-point order. A source
+is its characters then EOS; the decoder reads BOS then the target (`tgt_in`) and learns to emit the
+target then EOS (`tgt_out`); positions after that are PAD, and the loss mask is `tgt_out != PAD`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import pathlib
+from typing import NamedTuple
+
+import numpy as np
+
+from purenet._checks import check_positive, fail
+
+TATOEBA_PATH = pathlib.Path(__file__).with_name("tatoeba-eng-fra.tsv.gz")
+TATOEBA_SHA256 = "ccbcd4e580585399e60155f2c874a45223042c12eae9b9a8223ee0332b18b5ae"  # of the .gz file
+PAD, BOS, EOS, UNK = 0, 1, 2, 3
+SPECIALS = 4
+
+Pair = tuple[str, str]
+
+
+def load_pairs(path: str | os.PathLike | None = None) -> list[Pair]:
+    """(source, target) pairs, one per line of a UTF-8 `source<TAB>target` file, gzipped or not.
+
+    `path=None` reads the shipped Tatoeba English-French pairs (76,037), checked against their SHA-256.
+    Further tab-separated columns (the attribution column of the manythings.org exports) are ignored;
+    blank lines are skipped; a line without a tab or with an empty side fails, naming its number."""
+    data = pathlib.Path(TATOEBA_PATH if path is None else path).read_bytes()
+    where = TATOEBA_PATH if path is None else path
+    if path is None and hashlib.sha256(data).hexdigest() != TATOEBA_SHA256:
+        fail("load_pairs", f"{TATOEBA_PATH} does not match its SHA-256 (damaged install?)")
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as error:
+            fail("load_pairs", f"{where} is not a complete gzip file ({error})")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        fail("load_pairs", f"{where} is not UTF-8 text ({error.reason} at byte {error.start})")
+    pairs = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) < 2 or not fields[0].strip() or not fields[1].strip():
+            fail("load_pairs", f"{where}, line {number}: expected 'source<TAB>target' with both sides "
+                               f"non-empty, got {line[:80]!r}")
+        pairs.append((fields[0].strip(), fields[1].strip()))
+    if not pairs:
+        fail("load_pairs", f"{where} holds no pairs")
+    return pairs
+
+
+class PairSplits(NamedTuple):
+    """Pairs split by distinct source sentence: no source is in two splits."""
+
+    train: list[Pair]
+    validation: list[Pair]
+    test: list[Pair]
+
+
+def split_pairs(pairs: list[Pair], *, validation: float = 0.05, test: float = 0.05, seed: int = 0) -> PairSplits:
+    """Shuffle the distinct sources (seeded) and give the first `test` fraction of them, with every
+    translation they have, to the test split, the next `validation` fraction to the validation split,
+    and the rest to training. Pairs keep their file order within a split."""
+    for name, value in (("validation", validation), ("test", test)):
+        if not 0 <= value < 1:
+            fail("split_pairs", f"{name} must be a fraction in [0, 1), got {name}={value!r}")
+    if validation + test >= 1:
+        fail("split_pairs", f"validation + test must be < 1, got {validation} + {test}")
+    sources = sorted({source for source, _ in pairs})
+    order = np.random.default_rng(seed).permutation(len(sources))
+    n_test, n_val = int(round(test * len(sources))), int(round(validation * len(sources)))
+    part = {sources[i]: 2 for i in order[:n_test]} | {sources[i]: 1 for i in order[n_test:n_test + n_val]}
+    splits = ([], [], [])
+    for pair in pairs:
+        splits[part.get(pair[0], 0)].append(pair)
+    return PairSplits(*splits)
+
+
+class CharVocabulary(NamedTuple):
+    """Characters in code-point order; id of `chars[i]` is SPECIALS + i (0..3: PAD, BOS, EOS, UNK)."""
+
+    chars: str
+
+    @property
+    def size(self) -> int:
+        return SPECIALS + len(self.chars)
+
+    def encode(self, text: str) -> np.ndarray:
+        """Ids of `text`: int32 (len(text),); characters not in the vocabulary become UNK."""
+        table = {c: SPECIALS + i for i, c in enumerate(self.chars)}
+        return np.asarray([table.get(c, UNK) for c in text], np.int32)
+
+    def decode(self, ids) -> str:
+        """The text of ids (rank 1) up to the first EOS (or PAD); BOS is skipped, UNK reads as '?'."""
+        out = []
+        for i in np.asarray(ids).reshape(-1).tolist():
+            if i in (EOS, PAD):
+                break
+            if i == UNK or not 0 <= i < self.size:
+                out.append("?")
+            elif i >= SPECIALS:
+                out.append(self.chars[i - SPECIALS])
+        return "".join(out)
+
+
+def char_vocabularies(pairs: list[Pair]) -> tuple[CharVocabulary, CharVocabulary]:
+    """The (source, target) character vocabularies of `pairs` (build them on the training split)."""
+    if not pairs:
+        fail("char_vocabularies", "pairs is empty")
+    return (CharVocabulary("".join(sorted({c for s, _ in pairs for c in s}))),
+            CharVocabulary("".join(sorted({c for _, t in pairs for c in t}))))
+
+
+def pad_ids(sequences: list[np.ndarray], length: int) -> np.ndarray:
+    """Sequences of ids, each at most `length` long, right-padded with PAD -> int32 (N, length)."""
+    check_positive("pad_ids", "length", length)
+    out = np.full((len(sequences), length), PAD, np.int32)
+    for n, ids in enumerate(sequences):
+        if len(ids) > length:
+            fail("pad_ids", f"sequence {n} has {len(ids)} ids, more than length={length}")
+        out[n, :len(ids)] = ids
+    return out
+
+
+class PairBatch(NamedTuple):
+    """Padded id arrays of N pairs: src (N, S) (characters, EOS, PAD...); tgt_in (N, T) (BOS,
+    characters, PAD...); tgt_out (N, T) (characters, EOS, PAD...)."""
+
+    src: np.ndarray
+    tgt_in: np.ndarray
+    tgt_out: np.ndarray
+
+
+def encode_pairs(pairs: list[Pair], source: CharVocabulary, target: CharVocabulary, *, src_len: int,
+                 tgt_len: int) -> PairBatch:
+    """Encode and pad `pairs` to fixed lengths: S = src_len (source + EOS) and T = tgt_len (target +
+    one BOS or EOS); a pair that does not fit fails (filter with `fits` first)."""
+    src = [np.append(source.encode(s), EOS) for s, _ in pairs]
+    tgt = [target.encode(t) for _, t in pairs]
+    tgt_in = pad_ids([np.append(BOS, ids) for ids in tgt], tgt_len)
+    tgt_out = pad_ids([np.append(ids, EOS) for ids in tgt], tgt_len)
+    return PairBatch(pad_ids(src, src_len), tgt_in, tgt_out)
+
+
+def fits(pair: Pair, *, src_len: int, tgt_len: int) -> bool:
+    """Whether `pair` encodes within src_len source and tgt_len target positions (EOS and BOS included)."""
+    return len(pair[0]) + 1 <= src_len and len(pair[1]) + 1 <= tgt_len

@@ -1,0 +1,78 @@
+"""experiments/translate.py: a --quick run end to end (metrics, the three caches giving the same tokens,
+samples, plot, a checkpoint that loads against the script's model), an LSTM run on a --pairs file
+reported on the validation split with beam search, and the metrics against hand-computed values."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from purenet.training.checkpoint import load_checkpoint
+from tests.helpers import is_png, load_experiment
+
+
+@pytest.fixture(scope="module")
+def translate():
+    return load_experiment("translate")
+
+
+def test_quick_transformer_run_reports_metrics_speed_and_a_loadable_checkpoint(translate, tmp_path):
+    metrics = translate.main(["--quick", "--out-dir", str(tmp_path)])
+    out = tmp_path / "transformer"
+    assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
+    assert is_png(out / "loss.png")
+    assert metrics["steps"] == translate.QUICK["steps"] and metrics["report_split"] == "test"
+    assert metrics["report_sentences"] == translate.QUICK["report_sentences"]
+    assert 0 <= metrics["exact_match"] <= 1 and metrics["char_accuracy"] <= 1 and 0 <= metrics["chrf"] <= 100
+    assert set(metrics["decode_speed"]) == {"full", "self", "none"}  # decode_speed asserts equal tokens
+    assert all(r["tokens"] > 0 and r["tokens_per_s"] > 0 for r in metrics["decode_speed"].values())
+    assert len(metrics["samples"]) == translate.QUICK["samples"] and not metrics["pre_ln"]
+
+    args = translate.parse_args(["--quick"])
+    _, _, _, source, target = translate.load_data(args)
+    model = translate.build_model(args, source.size, target.size)
+    checkpoint = load_checkpoint(out / "checkpoint.npz", like=translate.checkpoint_template(model, args))
+    assert checkpoint.step == args.steps
+    assert sum(p.size for p in jax.tree.leaves(checkpoint.params)) == metrics["num_params"]
+
+
+def test_lstm_on_a_pairs_file_with_beam_search_on_the_validation_split(translate, tmp_path):
+    words = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
+    french = ["un", "deux", "trois", "quatre", "cinq", "six", "sept", "huit", "neuf", "dix"]
+    lines = [f"{a} {b}\t{c} {d}\n" for a, c in zip(words, french) for b, d in zip(words, french)]
+    (tmp_path / "numbers.tsv").write_text("".join(lines), encoding="utf-8")
+    flags = ["--quick", "--model", "lstm", "--pairs", str(tmp_path / "numbers.tsv"), "--report", "validation",
+             "--beam", "2", "--out-dir", str(tmp_path)]
+    metrics = translate.main(flags)
+    assert metrics["model"] == "lstm" and metrics["decoding"] == "beam 2" and metrics["report_split"] == "validation"
+    assert set(metrics["decode_speed"]) == {"full", "none"}
+    assert metrics["train_pairs"] + metrics["validation_pairs"] + metrics["test_pairs"] == 100
+    # The checkpoint, evaluated again without training, gives the same translations.
+    again = translate.main(flags + ["--from-checkpoint", str(tmp_path / "lstm" / "checkpoint.npz")])
+    assert again["samples"] == metrics["samples"] and again["chrf"] == metrics["chrf"]
+    assert again["steps"] == metrics["steps"] and again["train_seconds"] == 0
+    assert (tmp_path / "lstm" / "evaluated" / "metrics.json").exists()
+
+
+def test_metrics_against_hand_computed_values(translate):
+    assert translate.edit_distance("kitten", "sitting") == 3
+    assert translate.edit_distance("", "abc") == 3 and translate.edit_distance("abc", "") == 3
+    assert translate.edit_distance("flaw", "lawn") == 2 and translate.edit_distance("same", "same") == 0
+    hypotheses, references = ["le chat", "il pleut", "bonjour"], [["le chat", "la chatte"], ["il neige"], ["salut"]]
+    assert translate.exact_match(hypotheses, references) == pytest.approx(1 / 3)
+    # distances to the closest references: 0 (7 chars), 4 of 8 ("pleut" -> "neige"), 7 of 5
+    assert translate.char_accuracy(hypotheses, references) == pytest.approx(1 - 11 / 20)
+    assert translate.chrf(["le chat"], [["le chat", "la chatte"]]) == pytest.approx(100.0)
+    assert 0 < translate.chrf(hypotheses, references) < 100
+    assert translate.grouped([("a", "x"), ("b", "y"), ("a", "z")]) == (["a", "b"], [["x", "z"], ["y"]])
+    rng = np.random.default_rng(0)
+    for _ in range(20):  # against the textbook dynamic programme
+        a, b = ("".join(rng.choice(list("abc"), rng.integers(0, 7))) for _ in range(2))
+        table = np.arange(len(b) + 1)
+        for i, ch in enumerate(a, 1):
+            previous, table = table, np.zeros(len(b) + 1, int)
+            table[0] = i
+            for j, other in enumerate(b, 1):
+                table[j] = min(previous[j] + 1, table[j - 1] + 1, previous[j - 1] + (ch != other))
+        assert translate.edit_distance(a, b) == table[-1]
