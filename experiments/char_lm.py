@@ -26,8 +26,7 @@ import numpy as np
 import common
 from purenet._checks import fail
 from purenet.core import init_model
-from purenet.data.text import (char_vocabulary, consecutive_windows, decode, encode, load_shakespeare,
-                               load_text, split, windows)
+from purenet.data.text import consecutive_windows, decode, encode, windows
 from purenet.losses import softmax_cross_entropy
 from purenet.models import CharLMConfig, char_lm, generate
 from purenet.models.char_lm import CELLS
@@ -199,18 +198,10 @@ def parse_args(argv):
 def main(argv=None) -> dict:
     args = parse_args(argv)
     start = time.perf_counter()
-    text = load_shakespeare() if args.text is None else load_text(args.text)
-    vocabulary = char_vocabulary(text)
-    encode(args.prompt, vocabulary)  # fail now, not after training, if the prompt has unknown characters
-    train_ids, val_ids = split(encode(text, vocabulary), args.val_fraction)
-    if args.val_chars:
-        val_ids = val_ids[:args.val_chars + 1]
+    _, vocabulary, train_ids, val_ids = common.char_text(args)
     if args.epochs is not None:
         args.steps = args.epochs * max(1, len(train_ids) // (args.batch_size * args.seq_len))
-    source = args.text or "shipped Shakespeare"
-    print(f"text: {source}, {len(text):,} characters, vocabulary {len(vocabulary)}; "
-          f"{len(train_ids):,} train / {len(val_ids):,} validation characters; {args.steps} steps"
-          + (" (--quick)" if args.quick else ""))
+    print(f"{args.steps} training steps")
     out = common.out_dir(args)
     if not args.compare:
         return train_one(args, args.cell, vocabulary, train_ids, val_ids, out)[0]

@@ -17,11 +17,13 @@ import time
 
 import jax
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")  # headless: files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 
 from purenet.core import init_model  # noqa: E402
+from purenet.data.text import char_vocabulary, encode, load_shakespeare, load_text, split  # noqa: E402
 from purenet.optim import adam, sgd  # noqa: E402
 from purenet.optim.schedules import cosine_decay_schedule  # noqa: E402
 from purenet.training import Checkpoint, FitResult, fit  # noqa: E402
@@ -184,6 +186,22 @@ def save_figure(fig, path: os.PathLike) -> None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     print(f"plot written to {path}")
+
+
+def char_text(args: argparse.Namespace) -> tuple[str, str, np.ndarray, np.ndarray]:
+    """The character-level scripts' text: `args.text` (a UTF-8 file) or the shipped Shakespeare, its
+    vocabulary, and its ids split into train and the held-out last `args.val_fraction` (at most
+    `args.val_chars` + 1 ids of it when that is not 0). Fails before any training if `args.prompt` has a
+    character outside the vocabulary. -> (text, vocabulary, train ids, validation ids)."""
+    text = load_shakespeare() if args.text is None else load_text(args.text)
+    vocabulary = char_vocabulary(text)
+    encode(args.prompt, vocabulary)
+    train_ids, val_ids = split(encode(text, vocabulary), args.val_fraction)
+    if args.val_chars:
+        val_ids = val_ids[:args.val_chars + 1]
+    print(f"text: {args.text or 'shipped Shakespeare'}, {len(text):,} characters, vocabulary {len(vocabulary)}; "
+          f"{len(train_ids):,} train / {len(val_ids):,} validation characters" + (" (--quick)" * args.quick))
+    return text, vocabulary, train_ids, val_ids
 
 
 def checkpoint_template(model, in_shape, optimizer, seed: int) -> Checkpoint:

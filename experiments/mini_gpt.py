@@ -28,8 +28,7 @@ import numpy as np
 
 import common
 from purenet.core import init_model
-from purenet.data.text import (char_vocabulary, consecutive_windows, decode, encode, load_shakespeare, load_text,
-                               split, windows)
+from purenet.data.text import consecutive_windows, decode, encode, windows
 from purenet.losses import softmax_cross_entropy
 from purenet.models import CharLMConfig, GPTConfig, char_lm, generate, gpt
 from purenet.optim import adamw, chain, clip_by_global_norm
@@ -238,19 +237,11 @@ def parse_args(argv):
 def main(argv=None) -> dict:
     args = parse_args(argv)
     start = time.perf_counter()
-    text = load_shakespeare() if args.text is None else load_text(args.text)
-    vocabulary = char_vocabulary(text)
-    encode(args.prompt, vocabulary)  # fail now, not after training, if the prompt has unknown characters
-    train_ids, val_ids = split(encode(text, vocabulary), args.val_fraction)
-    if args.val_chars:
-        val_ids = val_ids[:args.val_chars + 1]
+    _, vocabulary, train_ids, val_ids = common.char_text(args)
     val_x, val_y = consecutive_windows(val_ids, args.context)
     data = (train_ids, val_x, val_y)
     out = common.out_dir(args)
     model = build_gpt(args, len(vocabulary))
-    print(f"text: {args.text or 'shipped Shakespeare'}, {len(text):,} characters, vocabulary {len(vocabulary)}; "
-          f"{len(train_ids):,} train / {len(val_ids):,} validation characters"
-          + (" (--quick)" if args.quick else ""))
     sampling = dict(context=args.context, length=args.sample_length, temperature=args.temperature,
                     top_k=args.top_k, seed=args.seed)
     if args.sample_only:
