@@ -213,11 +213,8 @@ def checked_init(owner: str, who: str, layer: Layer, key, in_shape) -> tuple:
 
 
 def checked_apply(owner: str, who: str, layer: Layer, params, state, x, *, key, train) -> tuple:
-    try:
+    with debug.inside(who):
         out = layer.apply(params, state, x, key=key, train=train)
-    except debug.NonFiniteLayerError as error:
-        error.path.insert(0, who)
-        raise
     if not (isinstance(out, tuple) and len(out) == 2):
         fail(owner, f"{who}.apply must return (y, new_state), got {describe(out)}")
     debug.watch(who, "output", out[0])
@@ -225,22 +222,16 @@ def checked_apply(owner: str, who: str, layer: Layer, params, state, x, *, key, 
 
 
 def checked_vjp(owner: str, who: str, layer: Layer, params, state, x, *, key, train) -> tuple:
-    try:
+    with debug.inside(who):
         out = layer.vjp(params, state, x, key=key, train=train)
-    except debug.NonFiniteLayerError as error:
-        error.path.insert(0, who)
-        raise
     if not (isinstance(out, tuple) and len(out) == 3 and callable(out[2])):
         fail(owner, f"{who}.vjp must return (y, new_state, pullback), got {describe(out)}")
     y, new_state, inner = out
     debug.watch(who, "output", y)
 
     def pullback(dy):
-        try:
+        with debug.inside(who):
             grads = inner(dy)
-        except debug.NonFiniteLayerError as error:
-            error.path.insert(0, who)
-            raise
         if not (isinstance(grads, tuple) and len(grads) == 2):
             fail(owner, f"{who}'s pullback must return (dparams, dx), got {describe(grads)}")
         debug.watch(who, "dparams", grads[0])

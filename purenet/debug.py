@@ -50,6 +50,17 @@ def debug_nonfinite() -> Iterator[None]:
         _ACTIVE.reset(token)
 
 
+@contextlib.contextmanager
+def inside(child: str) -> Iterator[None]:
+    """A combinator runs a child's apply, vjp or pullback within this: a NonFiniteLayerError raised there
+    gets `child` prefixed to its path."""
+    try:
+        yield
+    except NonFiniteLayerError as error:
+        error.path.insert(0, child)
+        raise
+
+
 def debugging() -> bool:
     return _ACTIVE.get()
 

@@ -188,7 +188,8 @@ def _promoted(x, w):
 
 
 def _like(grad, x):
-    """A cotangent in x's dtype where x is floating-point (as jax.vjp gives it), else as computed."""
+    """A cotangent in x's dtype where x is floating-point (the dtype of the primal, as the contract asks),
+    else as computed."""
     return grad.astype(x.dtype) if jnp.issubdtype(x.dtype, jnp.inexact) else grad
 
 
