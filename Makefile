@@ -1,15 +1,15 @@
-# `make test` and `make demo` install everything they need into .venv, from nothing, idempotently.
+# `make test`, `make demo` and `make docs` install everything they need into .venv, from nothing, idempotently.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench install clean
+.PHONY: test demo bench docs install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test,experiments]"
+	$(PY) -m pip install --quiet -e ".[test,experiments,docs]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -23,5 +23,9 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) experiments/benchmark.py
 
+# The documentation site (mkdocs.yml) into site/, strict: any warning fails it. Open site/index.html.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --clean --site-dir site
+
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis site

@@ -23,9 +23,11 @@ matplotlib.use("Agg")  # headless: files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 
 from purenet.core import init_model  # noqa: E402
+from purenet.data import load_mnist_or_sample, to_float_images  # noqa: E402
 from purenet.data.text import char_vocabulary, encode, load_shakespeare, load_text, split  # noqa: E402
-from purenet.optim import adam, sgd  # noqa: E402
-from purenet.optim.schedules import cosine_decay_schedule  # noqa: E402
+from purenet.models.set_prediction import fit_matched, make_matched_step  # noqa: E402
+from purenet.optim import adam, adamw, chain, clip_by_global_norm, sgd  # noqa: E402
+from purenet.optim.schedules import cosine_decay_schedule, warmup_cosine_decay_schedule  # noqa: E402
 from purenet.training import Checkpoint, FitResult, fit  # noqa: E402
 
 SGD_MOMENTUM = 0.9
@@ -108,8 +110,39 @@ def base_parser(name: str, description: str, *, epochs: int | None, batch_size: 
     parser.add_argument("--out-dir", default=os.path.join("runs", name))
     quick = f", {quick_epochs} epoch unless --epochs is given" if quick_epochs else ""
     parser.add_argument("--quick", action="store_true", help=f"tiny smoke run: a few hundred samples{quick}")
+    parser.add_argument("--data-parallel", action="store_true",
+                        help="split every batch over all devices (jax.devices(): GPUs, or CPU devices simulated "
+                             "with JAX_NUM_CPU_DEVICES=8), averaging gradients in one all-reduce")
+    parser.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                        help="join a multi-process job (jax.distributed) at this address; with --processes and "
+                             "--process-id; implies --data-parallel, each process training on its share")
+    parser.add_argument("--processes", type=positive_int, default=1)
+    parser.add_argument("--process-id", type=non_negative_int, default=0)
     parser.set_defaults(lr_adam=lr_adam, lr_sgd=lr_sgd)
     return parser
+
+
+def data_parallel_mesh(args: argparse.Namespace):
+    """None, or the 1-D mesh ("data",) over every device that `--data-parallel` or `--coordinator` asks
+    for (after joining the job: Gloo collectives between processes on the CPU)."""
+    if args.coordinator is not None:
+        if args.process_id >= args.processes:
+            raise SystemExit(f"--process-id (={args.process_id}) must be below --processes (={args.processes})")
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=args.processes,
+                                   process_id=args.process_id)
+    elif args.processes > 1:
+        raise SystemExit("--processes > 1 needs --coordinator HOST:PORT")
+    if not (args.data_parallel or args.coordinator):
+        return None
+    print(f"data-parallel over {jax.device_count()} devices ({jax.process_count()} process(es))")
+    return jax.make_mesh((jax.device_count(),), ("data",))
+
+
+def process_share(data: dict) -> dict:
+    """This process's share of `data` (every jax.process_count()-th example from its index)."""
+    step, index = jax.process_count(), jax.process_index()
+    return {k: v[index::step] for k, v in data.items()} if step > 1 else data
 
 
 def make_optimizer(args: argparse.Namespace, *, decay_steps: int | None = None):
@@ -139,9 +172,11 @@ def train_and_report(args: argparse.Namespace, model, loss, train: dict, test: d
     start = time.perf_counter()
     out = out_dir(args) if out is None else out
     optimizer = make_optimizer(args) if optimizer is None else optimizer
+    mesh = data_parallel_mesh(args)
     _, params, state = init_model(model, jax.random.PRNGKey(args.seed), in_shape)
-    result = fit(model, loss, optimizer, params, state, train, epochs=args.epochs, batch_size=args.batch_size,
-                 seed=args.seed, val_data=test, checkpoint_dir=out, metrics=metrics)
+    result = fit(model, loss, optimizer, params, state, process_share(train), epochs=args.epochs,
+                 batch_size=args.batch_size, seed=args.seed, val_data=process_share(test), checkpoint_dir=out,
+                 metrics=metrics, mesh=mesh)
     report = {"train_size": len(train["y"]), "test_size": len(test["y"]), "epochs": args.epochs,
               "optimizer": args.optimizer, "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed,
               **(extra or {})}
@@ -204,7 +239,132 @@ def char_text(args: argparse.Namespace) -> tuple[str, str, np.ndarray, np.ndarra
     return text, vocabulary, train_ids, val_ids
 
 
+def mnist_images(args: argparse.Namespace, *, validation: int, quick: tuple[int, int]) -> tuple[dict, dict, str]:
+    """The images of `load_mnist_or_sample(args.data_dir)` as float (N, 28, 28, 1) in [0, 1] with their
+    labels -> (train, held out, description). `args.split == "validation"` holds out the last
+    `validation` training images and trains on the rest (choose a recipe there); "test" trains on all of
+    them and holds out the test split (report it once). `args.quick` keeps the first `quick` = (train,
+    held out) images of each."""
+    data, source = load_mnist_or_sample(args.data_dir)
+    x, y = data["x_train"], data["y_train"]
+    if args.split == "validation":
+        heldout, x, y = (x[-validation:], y[-validation:]), x[:-validation], y[:-validation]
+    else:
+        heldout = (data["x_test"], data["y_test"])
+    if args.quick:
+        (x, y), heldout = (x[:quick[0]], y[:quick[0]]), (heldout[0][:quick[1]], heldout[1][:quick[1]])
+    train, held = {"x": to_float_images(x), "y": y}, {"x": to_float_images(heldout[0]), "y": heldout[1]}
+    print(f"data: {source}; training on {len(y):,}, evaluating on {len(heldout[1]):,} {args.split} images"
+          + " (--quick)" * args.quick)
+    return train, held, source
+
+
+def count_params(model, in_shape) -> int:
+    """How many parameters `model` has at `in_shape`, from their shapes (`jax.eval_shape`: nothing computed)."""
+    params = jax.eval_shape(lambda key: init_model(model, key, in_shape)[1], jax.random.PRNGKey(0))
+    return int(sum(p.size for p in jax.tree.leaves(params)))
+
+
 def checkpoint_template(model, in_shape, optimizer, seed: int) -> Checkpoint:
     """The `like=` template for `load_checkpoint` of a run made by `fit(..., seed=seed)`."""
     _, params, state = init_model(model, jax.random.PRNGKey(seed), in_shape)
     return Checkpoint(params, state, optimizer.init(params), 0, jax.random.PRNGKey(seed))
+
+
+def positive_ints(text: str) -> tuple[int, ...]:
+    """A flag type: comma-separated positive integers ("16,32,64": a backbone's channels per stage)."""
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"must be comma-separated positive integers, got {text!r}")
+    return values
+
+
+def jax_grad_twin(model, loss):
+    """`(params, state, x, target, key) -> (loss value, dparams, new state)` by `jax.value_and_grad` through
+    `model.apply` and `loss.apply`: the reference twin of a handwritten step, trained the same way to tell
+    whether a poor figure is ours or the task's (experiments only; purenet itself never uses autodiff)."""
+    def gradient(params, state, x, target, key):
+        def objective(p):
+            y, new_state = model.apply(p, state, x, key=key, train=True)
+            return loss.apply(y, target), new_state
+
+        (value, new_state), dparams = jax.value_and_grad(objective, has_aux=True)(params)
+        return value, dparams, new_state
+
+    return gradient
+
+
+# --------------------------------------------------- set prediction on digit canvases (MiniDETR, MiniMaskFormer)
+
+
+def set_prediction_args(name: str, description: str, argv, *, epochs: int, lr: float, encoder_layers: int,
+                        quick: dict, add_flags=None) -> argparse.Namespace:
+    """The flags experiments/mini_detr.py and mini_maskformer.py share (canvases, backbone and Transformer,
+    the recipe: AdamW with warmup and cosine decay, clipping; the jax.grad twin), then `add_flags(parser)`'s.
+    `--quick` sets `quick`'s defaults (flags given explicitly still win)."""
+    parser = base_parser(name, description, epochs=epochs, batch_size=16, lr_adam=lr, lr_sgd=0.01, quick_epochs=2)
+    add, positive, count = parser.add_argument, positive_int, non_negative_int
+    add("--train-canvases", type=positive, default=6000)
+    add("--test-canvases", type=positive, default=1000, help="held-out canvases (test or validation)")
+    add("--report", choices=("test", "validation"), default="test",
+        help="held-out canvases from the test digits, or from 10%% of the training digits (validation)")
+    add("--channels", type=positive_ints, default=(16, 32, 64), help="the backbone's stages")
+    add("--convs", type=positive, default=2, help="3x3 convolutions per backbone stage")
+    add("--d-model", type=positive, default=32)
+    add("--heads", type=positive, default=4)
+    add("--encoder-layers", type=count, default=encoder_layers)
+    add("--decoder-layers", type=positive, default=2)
+    add("--queries", type=positive, default=8, help="queries (a canvas has at most 4 digits)")
+    add("--no-aux", action="store_true", help="only the last decoder layer's loss (no auxiliary losses)")
+    add("--no-object-weight", type=positive_float, default=0.1, help="the no-object class's weight")
+    add("--warmup", type=count, default=200, help="linear warmup steps")
+    add("--clip", type=positive_float, default=1.0, help="clip gradients to this global norm")
+    add("--weight-decay", type=non_negative_float, default=1e-4, help="AdamW's, matrices only")
+    add("--gradient", choices=("ours", "jax"), default="ours",
+        help="ours: the handwritten pullbacks; jax: jax.value_and_grad of the same model (the twin)")
+    add("--train-eval", type=count, default=250, help="training canvases also scored after each epoch")
+    add("--samples", type=count, default=8, help="held-out canvases drawn with the model's output")
+    add("--eval-batch", type=positive, default=250, help="canvases per evaluation batch")
+    if add_flags:
+        add_flags(parser)
+    args = parser.parse_args(argv)
+    if args.quick:
+        parser.set_defaults(**quick)
+        args = parser.parse_args(argv)
+    if args.lr is None:
+        args.lr = args.lr_adam if args.optimizer == "adam" else args.lr_sgd
+    return args
+
+
+def train_set_model(args: argparse.Namespace, model, loss, *, cost, targets, images, truth, evaluate):
+    """Init `model` at --seed, then --epochs of `purenet.models.fit_matched` over (images, truth): the
+    matching outside jit (`cost`, `targets` as `make_matched_step`'s), AdamW (--lr, linear warmup, cosine
+    decay to --lr / 20, decay on matrices) after clipping, handwritten gradients or the jax.grad twin
+    (--gradient), `evaluate(params, state)` after each epoch.
+    -> (params, state, opt_state, history, steps, training seconds)."""
+    in_shape = (-1, *images.shape[1:])
+    params, state = jax.jit(lambda key: init_model(model, key, in_shape)[1:])(jax.random.PRNGKey(args.seed))
+    steps = args.epochs * (len(images) // args.batch_size)
+    schedule = warmup_cosine_decay_schedule(0.0, args.lr, min(args.warmup, steps - 1), steps, args.lr / 20)
+    optimizer = chain(clip_by_global_norm(args.clip), adamw(schedule, weight_decay=args.weight_decay))
+    step = make_matched_step(model, loss, optimizer, cost=cost, targets=targets,
+                             gradient=jax_grad_twin(model, loss) if args.gradient == "jax" else None)
+    tick = time.perf_counter()
+    params, state, opt_state, history = fit_matched(step, params, state, optimizer.init(params), images, truth,
+                                                    epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                                                    evaluate=evaluate)
+    return params, state, opt_state, history, steps, time.perf_counter() - tick
+
+
+def set_prediction_report(args: argparse.Namespace, config, params, history: dict, *, steps: int, source: str,
+                          train_seconds: float, start: float) -> dict:
+    """The settings and timings every set-prediction run reports (the metrics come first, from the script)."""
+    return {"report_split": args.report, "gradient": args.gradient, "data": source,
+            "num_params": int(sum(p.size for p in jax.tree.leaves(params))), "config": config._asdict(),
+            "epochs": args.epochs, "steps": steps, "batch_size": args.batch_size, "lr": args.lr,
+            "warmup": args.warmup, "clip": args.clip, "weight_decay": args.weight_decay, "aux": not args.no_aux,
+            "no_object_weight": args.no_object_weight, "seed": args.seed, "history": history,
+            "train_seconds": round(train_seconds, 1), "wall_time_s": round(time.perf_counter() - start, 1)}

@@ -16,7 +16,8 @@ from purenet.layers import (GRU, LSTM, Activation, AvgPool1D, AvgPool2D, AvgPool
                             LayerNorm, LeakyRelu, LearnedPositions, LogSoftmax, LSTMState, MaxPool1D, MaxPool2D,
                             MaxPool3D, MultiHeadAttention, Relu, Reshape, RMSNorm, SequenceInput, Sigmoid, Silu,
                             SimpleRNN, SinusoidalPositions, Softmax, Softplus, Tanh, dot_product_attention,
-                            dot_product_attention_vjp, rotary, rotary_pullback)
+                            dot_product_attention_vjp, rotary, rotary_pullback, L2Normalize, ClassToken, TokenAt,
+                            RandomShift)
 from purenet.losses import (TokenTargets, masked_softmax_cross_entropy, mean_squared_error,
                             sigmoid_binary_cross_entropy, softmax_cross_entropy,
                             softmax_cross_entropy_with_targets)

@@ -26,6 +26,8 @@ ZERO_ULPS = 16
 
 
 class LeafError(NamedTuple):
+    """One leaf's error: `max_abs = max|ours - jax|`, `max_rel` = max_abs over the reference's scale."""
+
     max_abs: float
     max_rel: float
 

@@ -95,7 +95,12 @@ def is_differentiable(leaf: Any) -> bool:
 
 def tree_add(a: PyTree, b: PyTree) -> PyTree:
     """Sum two cotangents of the same input, leaf by leaf; None (no cotangent: an integer or boolean
-    leaf) is skipped: None + None = None."""
+    leaf) is skipped: None + None = None.
+
+    Examples:
+        >>> tree_add({"x": 1.0, "ids": None}, {"x": 2.0, "ids": None})
+        {'ids': None, 'x': 3.0}
+    """
 
     def add(u, v):
         return v if u is None else u if v is None else u + v
@@ -106,6 +111,28 @@ def tree_add(a: PyTree, b: PyTree) -> PyTree:
 def zero_cotangent(x: PyTree) -> PyTree:
     """The cotangent of an input the output does not depend on: zeros at float leaves, None elsewhere."""
     return jax.tree_util.tree_map(lambda a: jnp.zeros_like(a) if is_differentiable(a) else None, x)
+
+
+def varying_axes(x: Any) -> frozenset:
+    """The mesh axes over which `x` may differ between shards, when traced inside `jax.shard_map`;
+    empty elsewhere."""
+    aval = jax.typeof(x)
+    manual = getattr(aval, "manual_axis_type", None)
+    axes = getattr(manual, "varying", None) if manual is not None else getattr(aval, "vma", None)
+    return frozenset(axes or ())
+
+
+def vary_like(tree: PyTree, *refs: PyTree) -> PyTree:
+    """`tree` cast to vary over every mesh axis some leaf of `refs` varies over (`lax.pcast`): a
+    `lax.scan` whose carry starts from constants (zeros) and takes in per-shard data must type its
+    carry as varying from the start under `jax.shard_map`. Outside shard_map: `tree` unchanged."""
+    axes = frozenset().union(*(varying_axes(r) for r in jax.tree_util.tree_leaves(refs)))
+
+    def cast(a):
+        missing = tuple(sorted(axes - varying_axes(a)))
+        return jax.lax.pcast(a, missing, to="varying") if missing else a
+
+    return jax.tree_util.tree_map(cast, tree) if axes else tree
 
 
 # ------------------------------------------------------------------------------ stateless lifting
@@ -206,6 +233,7 @@ def _split(key, n):
 
 
 def checked_init(owner: str, who: str, layer: Layer, key, in_shape) -> tuple:
+    """`layer.init(key, in_shape)`, failing as `owner` naming child `who` if it does not return a triple."""
     out = layer.init(key, in_shape)
     if not (isinstance(out, tuple) and len(out) == 3):
         fail(owner, f"{who}.init must return (out_shape, params, state), got {describe(out)}")
@@ -213,6 +241,7 @@ def checked_init(owner: str, who: str, layer: Layer, key, in_shape) -> tuple:
 
 
 def checked_apply(owner: str, who: str, layer: Layer, params, state, x, *, key, train) -> tuple:
+    """`layer.apply(...)`, failing as `owner` naming child `who` unless it returns `(y, new_state)`."""
     with debug.inside(who):
         out = layer.apply(params, state, x, key=key, train=train)
     if not (isinstance(out, tuple) and len(out) == 2):
@@ -222,6 +251,7 @@ def checked_apply(owner: str, who: str, layer: Layer, params, state, x, *, key, 
 
 
 def checked_vjp(owner: str, who: str, layer: Layer, params, state, x, *, key, train) -> tuple:
+    """`layer.vjp(...)`, failing as `owner` naming child `who` unless it returns `(y, new_state, pullback)`."""
     with debug.inside(who):
         out = layer.vjp(params, state, x, key=key, train=train)
     if not (isinstance(out, tuple) and len(out) == 3 and callable(out[2])):
@@ -311,7 +341,7 @@ def identity() -> Layer:
 
 
 def select(*path: int | str) -> Layer:
-    """y = x[path[0]][path[1]]...: one part of a structured input, by tuple index, dict key or
+    """`y = x[path[0]][path[1]]...`: one part of a structured input, by tuple index, dict key or
     NamedTuple field name. Shapes: the same part of in_shape. dx has x's structure: dy at the part,
     zeros at the other floating-point leaves, None at integer and boolean leaves."""
     if not path or not all(isinstance(p, str) or is_int(p) for p in path):

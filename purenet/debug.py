@@ -62,6 +62,7 @@ def inside(child: str) -> Iterator[None]:
 
 
 def debugging() -> bool:
+    """True inside `debug_nonfinite()`: layers then check each value they compute (eager code only)."""
     return _ACTIVE.get()
 
 

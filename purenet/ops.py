@@ -95,6 +95,7 @@ def softmax(x: jax.Array, axis: int = -1) -> jax.Array:
 
 # dx = y * (dy - sum(dy * y)) along axis.  Needs only y.
 def softmax_pullback(y: jax.Array, dy: jax.Array, axis: int = -1) -> jax.Array:
+    """dx of `y = softmax(x)` from y alone: `y * (dy - sum(dy * y))` along `axis`. Shapes: y, dy -> dx, same."""
     return y * (dy - jnp.sum(dy * y, axis=axis, keepdims=True))
 
 
@@ -106,6 +107,7 @@ def log_softmax(x: jax.Array, axis: int = -1) -> jax.Array:
 
 # dx = dy - softmax(x) * sum(dy) along axis, with softmax(x) = exp(y).  Needs only y.
 def log_softmax_pullback(y: jax.Array, dy: jax.Array, axis: int = -1) -> jax.Array:
+    """dx of `y = log_softmax(x)` from y alone: `dy - exp(y) * sum(dy)` along `axis`. Shapes: y, dy -> dx, same."""
     return dy - jnp.exp(y) * jnp.sum(dy, axis=axis, keepdims=True)
 
 

@@ -1,9 +1,12 @@
-"""Helpers shared by several test modules: loading an experiment script, fake MNIST files, PNG checks."""
+"""Helpers shared by several test modules: loading an experiment script, fake MNIST files, PNG checks,
+the fenced code blocks of a Markdown file (README.md, the documentation's guides)."""
 
 import importlib.util
 import pathlib
+import re
 import sys
 
+import jax
 import numpy as np
 
 from purenet.data import write_idx
@@ -23,6 +26,16 @@ def load_experiment(name: str):
     return module
 
 
+FENCE = re.compile(r"^```(?P<language>\w*)(?P<info>[^\n]*)\n(?P<body>.*?)^```", re.M | re.S)
+
+
+def code_blocks(markdown: str, language: str | None = None) -> list[tuple[str, str, str]]:
+    """The fenced blocks of a Markdown text, in order, as (language, info string, body); only those of
+    `language` when given."""
+    blocks = [(m["language"], m["info"].strip(), m["body"]) for m in FENCE.finditer(markdown)]
+    return [b for b in blocks if language is None or b[0] == language]
+
+
 def is_png(path: pathlib.Path) -> bool:
     return path.read_bytes()[:8] == PNG_SIGNATURE
 
@@ -34,3 +47,12 @@ def write_fake_mnist(directory: pathlib.Path, num_train: int, num_test: int, see
     for prefix, count in (("train", num_train), ("t10k", num_test)):
         write_idx(directory / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (count, 28, 28), np.uint8))
         write_idx(directory / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, count).astype(np.uint8))
+
+
+def random_params(model, in_shape, dtype, *, scale: float = 0.5, seed: int = 0) -> tuple:
+    """(params, state) of `model.init`'s trees for `in_shape`, every param drawn N(0, scale^2) in `dtype`
+    by numpy: the init is only traced (jax.eval_shape), so a gradient check compiles one program, not
+    the init's ops one by one. For stateless models (state has no leaves)."""
+    shapes, state = jax.eval_shape(lambda k: model.init(k, in_shape)[1:], jax.random.PRNGKey(0))
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda s: (scale * rng.normal(size=s.shape)).astype(dtype), shapes), state

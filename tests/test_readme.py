@@ -1,7 +1,8 @@
 """The README's examples run as written and print what their comments say."""
 
 import pathlib
-import re
+
+from tests.helpers import code_blocks
 
 README = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
 
@@ -12,7 +13,7 @@ def _run(block: str, capsys) -> list[str]:
 
 
 def test_readme_examples_run(capsys):
-    blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+    blocks = [body for _, _, body in code_blocks(README, "python")]
     assert len(blocks) == 2, "README.md should hold the LeNet-5 and the v2 examples"
     lenet, v2 = (_run(block, capsys) for block in blocks)
     assert lenet[0] == "(-1, 10)" and float(lenet[-1]) < 1e-4
@@ -20,5 +21,5 @@ def test_readme_examples_run(capsys):
 
 
 def test_readme_gives_exactly_the_two_newcomer_commands():
-    first_block = re.search(r"```bash\n(.*?)```", README, flags=re.S).group(1)
+    first_block = code_blocks(README, "bash")[0][2]
     assert [line.split()[:2] for line in first_block.splitlines()] == [["make", "demo"], ["make", "test"]]

@@ -35,6 +35,7 @@ MIRRORS = {
     "mnist": "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "fashion_mnist": "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
 }
+"""dataset -> the base URL its four files are downloaded from."""
 
 # part -> RemoteFile; both datasets use the same four file names.
 FILES = {
@@ -59,6 +60,7 @@ FILES = {
                              "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"),
     },
 }
+"""dataset -> part (`x_train`, `y_train`, `x_test`, `y_test`) -> `RemoteFile(name, size, sha256)`."""
 
 CHUNK_BYTES = 1 << 20
 

@@ -9,7 +9,7 @@ from purenet.layers.dense import Dense
 from purenet.layers.dropout import Dropout
 from purenet.layers.embedding import Embedding
 from purenet.layers.feedforward import FeedForward
-from purenet.layers.norm import BatchNorm, LayerNorm, RMSNorm
+from purenet.layers.norm import BatchNorm, L2Normalize, LayerNorm, RMSNorm
 from purenet.layers.pooling import (AvgPool1D, AvgPool2D, AvgPool3D, GlobalAvgPool, MaxPool1D, MaxPool2D,
                                     MaxPool3D)
 from purenet.layers.positional import LearnedPositions, SinusoidalPositions, rotary, rotary_pullback
@@ -17,6 +17,10 @@ from purenet.layers.recurrent import (GRU, LSTM, Bidirectional, LSTMState, Seque
                                       lstm_cell, simple_rnn_cell)
 from purenet.layers.reshape import Flatten, Reshape
 from purenet.layers.transformer import DecoderBlock, EncoderBlock
+from purenet.layers.tokens import ClassToken, TokenAt
+from purenet.layers.augment import RandomShift
+from purenet.layers.tensor_parallel import (ColumnParallelDense, ParallelAttention, ParallelFeedForward,
+                                            RowParallelDense, attention_rules, feedforward_rules, partition_specs)
 
 __all__ = [
     "GRU", "LSTM", "Activation", "DecoderBlock", "EncoderBlock", "KeyValues", "MultiHeadAttention",
@@ -26,5 +30,8 @@ __all__ = [
     "Embedding", "FeedForward", "Flatten", "Gelu", "GlobalAvgPool", "LSTMState", "LayerNorm", "LeakyRelu",
     "LearnedPositions", "LogSoftmax", "MaxPool1D", "MaxPool2D", "MaxPool3D", "RMSNorm", "Relu", "Reshape",
     "SequenceInput", "Sigmoid", "Silu", "SimpleRNN", "SinusoidalPositions", "Softmax", "Softplus", "Tanh",
-    "gru_cell", "lstm_cell", "rotary", "rotary_pullback", "simple_rnn_cell",
+    "gru_cell", "lstm_cell", "rotary", "rotary_pullback", "simple_rnn_cell", "L2Normalize",
+    "ColumnParallelDense", "ParallelAttention", "ParallelFeedForward", "RowParallelDense", "attention_rules",
+    "feedforward_rules", "partition_specs",
+    "ClassToken", "TokenAt", "RandomShift",
 ]

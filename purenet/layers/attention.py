@@ -23,7 +23,7 @@ from jax import lax
 
 from purenet import initializers
 from purenet._checks import check_bool, check_choice, check_positive, check_range, fail
-from purenet.core import Decode, Layer, is_shape, no_decode
+from purenet.core import Decode, Layer, is_shape, no_decode, vary_like
 from purenet.layers.positional import rotary as rotary_embedding
 from purenet.layers.positional import rotary_pullback
 from purenet.ops import bias_add, bias_grad, linear, linear_dw, linear_dx
@@ -211,6 +211,7 @@ def _blocked_forward(a: _Attn, dtype, size, dropout):
         return (m_new, l, acc), None
 
     init = (jnp.full(rows, -jnp.inf, dtype), jnp.zeros(rows, dtype), jnp.zeros(a.q.shape, a.v.dtype))
+    init = vary_like(init, a.q, a.k, a.v, a.bias)
     xs = (blocks.k, blocks.v, blocks.bias, blocks.mask, blocks.starts, jnp.arange(blocks.count))
     (m, l, acc), _ = lax.scan(step, init, xs)
     any_key = l > 0
@@ -285,7 +286,8 @@ def _blocked_pullback(a: _Attn, dtype, size, dropout, out, lse, dout):
         return dq, (dk_t, dv_t, None if a.bias is None else _reduce_bias(ds, a))
 
     xs = (blocks.k, blocks.v, blocks.bias, blocks.mask, blocks.starts, jnp.arange(blocks.count))
-    dq, (dk_t, dv_t, dbias) = lax.scan(step, jnp.zeros(a.q.shape, dtype), xs)
+    dq0 = vary_like(jnp.zeros(a.q.shape, dtype), a.q, a.k, a.v, a.bias, dout)
+    dq, (dk_t, dv_t, dbias) = lax.scan(step, dq0, xs)
     S = a.k.shape[2]
 
     def joined(t):  # (count, ..., B) -> (..., S)

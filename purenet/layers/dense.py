@@ -18,7 +18,14 @@ def Dense(out_features: int, *, use_bias: bool = True, w_init=initializers.lecun
     """y = x @ w + b. Shapes: x (N..., I) -> y (N..., O); params {"w": (I, O), "b": (O,)}. An integer
     input is promoted (to w's dtype); dx has x's dtype when x is floating-point.
 
-    Default init: LeCun normal for `w`, zeros for `b`. Decodes position by position."""
+    Default init: LeCun normal for `w`, zeros for `b`. Decodes position by position.
+
+    Examples:
+        >>> import jax
+        >>> out_shape, params, state = Dense(3).init(jax.random.PRNGKey(0), (-1, 5))
+        >>> out_shape, params["w"].shape, params["b"].shape, state
+        ((-1, 3), (5, 3), (3,), {})
+    """
     (out_features,) = check_positive("Dense", "out_features", out_features)
     check_bool("Dense", "use_bias", use_bias)
 

@@ -1,5 +1,5 @@
 """Normalization layers: BatchNorm (per channel, over the batch), LayerNorm and RMSNorm (per example, over
-features).
+features), L2Normalize (unit vectors).
 
 Dimension letters: N batch, ... any spatial dims (W or H, W), C channels (always last).
 BatchNorm and LayerNorm keep x, mean and rstd = 1/sqrt(var + eps) as residuals (as llm.c does), not the
@@ -82,7 +82,7 @@ def BatchNorm(*, momentum: float = 0.9, eps: float = 1e-5, axis_name=None, use_s
     def normalize(state, x, train):
         """-> (new_state, mean, rstd), mean and rstd shaped (1, ..., C)."""
         _check_input("BatchNorm", state["mean"].shape[0], x)
-        count = math.prod(x.shape[:-1]) * (1 if axis_name is None else lax.axis_size(axis_name))
+        count = math.prod(x.shape[:-1]) * (1 if axis_name is None or not train else lax.axis_size(axis_name))
         if train and count < 2:
             fail("BatchNorm", f"train=True needs at least 2 values per channel to take batch statistics over, "
                               f"got input of shape {tuple(x.shape)} ({count} per channel): use a batch of 2 or "
@@ -209,3 +209,38 @@ def RMSNorm(*, eps: float = 1e-6, use_scale: bool = True) -> Layer:
         return y, pullback
 
     return stateless("RMSNorm", init, apply, vjp, decode=positionwise(apply))
+
+
+def L2Normalize(*, eps: float = 1e-12) -> Layer:
+    """y = x / sqrt(sum(x^2) + eps), the sum over the last axis of each example: unit vectors, whose dot
+    products are cosine similarities (CLIP's embeddings). Shapes: x (N, ..., C) -> y (N, ..., C); no
+    params. Decodes position by position."""
+    eps = check_range("L2Normalize", "eps", eps, lambda v: 0 < v < math.inf, "a positive finite number")
+
+    def init(key, in_shape):
+        del key
+        _check_in_shape("L2Normalize", in_shape)
+        return tuple(in_shape), {}
+
+    def rnorm(x):
+        return lax.rsqrt(jnp.sum(jnp.square(x), axis=-1, keepdims=True) + eps)  # (N, ..., 1)
+
+    def apply(params, x):
+        del params
+        x = as_float(x)
+        return x * rnorm(x)
+
+    # dx = r (dy - y sum(dy * y)), r = 1/sqrt(sum(x^2) + eps), sums over the last axis (exact with eps:
+    # dr/dx = -r^3 x). Residuals: y and r (N, ..., 1).
+    def vjp(params, x):
+        del params
+        x = as_float(x)
+        r = rnorm(x)
+        y = x * r  # (N, ..., C)
+
+        def pullback(dy):
+            return {}, r * (dy - y * jnp.sum(dy * y, axis=-1, keepdims=True))
+
+        return y, pullback
+
+    return stateless("L2Normalize", init, apply, vjp, decode=positionwise(apply))

@@ -28,7 +28,7 @@ from jax import lax
 from purenet import initializers
 from purenet._checks import as_float, check_bool, check_choice, check_params, check_positive, check_rank, fail
 from purenet.core import (Decode, Layer, as_shape_tree, checked_apply, checked_init, checked_vjp, is_shape, no_decode,
-                          stateless)
+                          stateless, vary_like)
 from purenet.ops import bias_add, linear, linear_dw, linear_dx
 
 
@@ -172,7 +172,7 @@ def simple_rnn_cell(params, h, x):
 
 
 def lstm_cell(params, state, x):
-    """One LSTM step, gates [i, f, g, o] = [s, s, tanh, s](x @ w_x + h @ w_h + b) (s: sigmoid);
+    """One LSTM step, gates `[i, f, g, o] = [s, s, tanh, s](x @ w_x + h @ w_h + b)` (s: sigmoid);
     c' = f * c + i * g;  h' = o * tanh(c'). Shapes: state LSTMState(h, c) each (N, H), x (N, F) -> LSTMState."""
     h, c = state
     return LSTMState(*_lstm_step(params, (h, c), _project(params, x))[0])
@@ -219,6 +219,7 @@ def _forward(params, x, initial, *, cell, return_sequences, reverse, residuals=T
     shape = (x.shape[0], params["w_h"].shape[0])  # (N, H)
     carry0 = tuple(jnp.zeros(shape, xw.dtype) for _ in cell.states) if initial is None else initial
     carry0 = tuple(c.astype(xw.dtype) for c in carry0)
+    carry0 = vary_like(carry0, xw, params)  # under shard_map: typed like the per-step output
     carry, saved = lax.scan(partial(cell.step, params), carry0, xw, reverse=reverse)
     y = jnp.swapaxes(saved["h"], 0, 1) if return_sequences else carry[0]  # (N, T, H) or (N, H)
     return (y, carry0, saved) if residuals else y
@@ -234,6 +235,7 @@ def _backward(params, x, carry0, saved, dy, *, cell, return_sequences, reverse):
     if not return_sequences:
         dcarry = (dy, *dcarry[1:])
     prev = tuple(_shift(saved[s], c0, reverse) for s, c0 in zip(cell.states, carry0))  # (T, N, H) each
+    dcarry = vary_like(dcarry, dy, saved, params)
     step_back = partial(cell.step_back, params)
     dcarry0, da = lax.scan(step_back, dcarry, (dys, saved, prev), reverse=not reverse)  # da (T, N, G*H)
     du = cell.recurrent_cotangent(da, saved)  # (T, N, G*H)

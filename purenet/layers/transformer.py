@@ -166,8 +166,9 @@ def EncoderBlock(num_heads: int, hidden: int, *, num_kv_heads: int | None = None
 def DecoderBlock(num_heads: int, hidden: int, *, num_kv_heads: int | None = None, pre_ln: bool = True,
                  norm: str = "layer", activation: str = "gelu", gated: bool = False, dropout: float = 0.0,
                  attention_dropout: float = 0.0, rotary: bool = False, residuals: str = "probs",
-                 block_size: int | None = None) -> Layer:
-    """Causal self-attention, cross-attention to a memory, feed-forward, each with a residual.
+                 block_size: int | None = None, is_causal: bool = True) -> Layer:
+    """Causal self-attention, cross-attention to a memory, feed-forward, each with a residual;
+    `is_causal=False` lets every position attend to every other (DETR's object queries: no decode).
 
     Shapes: (x (N, T, F), memory (N, S, Fm)) or (x, memory, cross_mask (N, T, S) bool) -> the same
     structure, y (N, T, F). Options as `EncoderBlock`. Decodes step by step on (x_t, memory[, mask row
@@ -176,8 +177,9 @@ def DecoderBlock(num_heads: int, hidden: int, *, num_kv_heads: int | None = None
     `KeyValues`, made once per memory) in place of the memory."""
     name = "DecoderBlock"
     rate = _options(name, num_heads, hidden, norm, pre_ln, dropout)
+    check_bool(name, "is_causal", is_causal)
     common = dict(num_kv_heads=num_kv_heads, dropout=attention_dropout, residuals=residuals, block_size=block_size)
-    self_attn = MultiHeadAttention(num_heads, is_causal=True, rotary=rotary, **common)
+    self_attn = MultiHeadAttention(num_heads, is_causal=is_causal, rotary=rotary, **common)
     cross_attn = MultiHeadAttention(num_heads, cross=True, **common)
     ff = FeedForward(hidden, activation=activation, gated=gated, dropout=rate)
     norm1, norm2, norm3, drop = _NORMS[norm](), _NORMS[norm](), _NORMS[norm](), Dropout(rate)
@@ -264,4 +266,5 @@ def DecoderBlock(num_heads: int, hidden: int, *, num_kv_heads: int | None = None
         y_t = _sublayer(run, pre_ln, h, 3, norm3, lambda v: run("ff", ff, v), drop)
         return type(x_t)((y_t, *x_t[1:])), cache
 
-    return Layer(init, apply, vjp, name, Decode(init_cache, step))
+    decode = Decode(init_cache, step) if is_causal else no_decode(name, "it is not causal (is_causal=False)")
+    return Layer(init, apply, vjp, name, decode)

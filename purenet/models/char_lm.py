@@ -20,6 +20,8 @@ CELLS = {"rnn": SimpleRNN, "lstm": LSTM, "gru": GRU}
 
 
 class CharLMConfig(NamedTuple):
+    """The hyperparameters of `char_lm`: vocabulary, cell, hidden width, depth, embedding width, tying."""
+
     vocab_size: int
     cell: str = "lstm"  # "rnn", "lstm" or "gru"
     hidden: int = 256

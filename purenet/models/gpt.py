@@ -19,6 +19,8 @@ from purenet.models.tied import tied_lm
 
 
 class GPTConfig(NamedTuple):
+    """The hyperparameters of `gpt` (the defaults are nanoGPT's CPU shakespeare_char recipe)."""
+
     vocab_size: int
     context: int = 64  # the most positions a sequence may have (the learned position table)
     layers: int = 4

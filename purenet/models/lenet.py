@@ -26,6 +26,8 @@ class LeNetConfig(NamedTuple):
 
 
 CLASSIC = LeNetConfig(kernels=(5, 5), paddings=("SAME", "VALID"))
+"""LeCun's layout: two 5x5 convolutions, the first padded 'SAME', so that a 28x28 digit gives the 28x28
+maps that LeNet-5's 32x32 input gave unpadded."""
 
 
 def lenet5(config: LeNetConfig = LeNetConfig()) -> Layer:

@@ -98,6 +98,8 @@ class _Runner:
 
 
 class TransformerConfig(NamedTuple):
+    """The hyperparameters of `transformer_seq2seq`: vocabularies, depth, widths, heads, LN placement."""
+
     src_vocab: int
     tgt_vocab: int
     layers: int = 3  # encoder blocks, and as many decoder blocks
@@ -270,6 +272,8 @@ def _empty_states(owner: str, parts: dict) -> Callable[[], dict]:
 
 
 class LSTMSeq2SeqConfig(NamedTuple):
+    """The hyperparameters of `lstm_seq2seq`: vocabularies, stacked layers, hidden and embedding widths."""
+
     src_vocab: int
     tgt_vocab: int
     layers: int = 2  # stacked LSTM layers, in the encoder and in the decoder

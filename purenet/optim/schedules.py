@@ -134,7 +134,13 @@ def cosine_decay_schedule(init_value: float, decay_steps: int, alpha: float = 0.
 def warmup_cosine_decay_schedule(init_value: float, peak_value: float, warmup_steps: int,
                                  decay_steps: int, end_value: float = 0.0) -> Schedule:
     """Linear warmup from init_value to peak_value over warmup_steps, then cosine decay to end_value,
-    reached at count = decay_steps (which counts the warmup steps too)."""
+    reached at count = decay_steps (which counts the warmup steps too).
+
+    Examples:
+        >>> lr = warmup_cosine_decay_schedule(0.0, 1e-3, warmup_steps=100, decay_steps=1100, end_value=1e-4)
+        >>> [round(float(lr(count)), 6) for count in (0, 50, 100, 600, 1100, 5000)]
+        [0.0, 0.0005, 0.001, 0.00055, 0.0001, 0.0001]
+    """
     name = "warmup_cosine_decay_schedule"
     for arg, value in (("init_value", init_value), ("peak_value", peak_value), ("end_value", end_value)):
         _value(name, arg, value)

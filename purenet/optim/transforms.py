@@ -51,12 +51,17 @@ def global_norm(tree: PyTree) -> jax.Array:
 
 def decay_mask(params: PyTree) -> PyTree:
     """The default weight-decay mask: True for leaves with ndim >= 2 (kernels), False for biases, norm
-    scales and scalars."""
+    scales and scalars.
+
+    Examples:
+        >>> decay_mask({"w": jnp.ones((3, 2)), "b": jnp.zeros(2), "gamma": jnp.ones(2)})
+        {'b': False, 'gamma': False, 'w': True}
+    """
     return jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
 
 
 def leaf_path(path: tuple) -> str:
-    """A leaf's key path as the names a user reads: params["blocks"][3]["w_q"] -> "blocks/3/w_q"."""
+    """A leaf's key path as the names a user reads: `params["blocks"][3]["w_q"]` -> `"blocks/3/w_q"`."""
     parts = []
     for key in path:
         for attr in ("key", "idx", "name"):  # DictKey, SequenceKey / FlattenedIndexKey, GetAttrKey
@@ -137,41 +142,59 @@ class EmptyState(NamedTuple):
 
 
 class CountState(NamedTuple):
+    """The state of `scale_by_schedule`: the update count."""
+
     count: jax.Array  # () int32: updates done so far
 
 
 class TraceState(NamedTuple):
+    """The state of `trace` (momentum): one buffer per parameter."""
+
     trace: PyTree  # momentum buffer, tree of params
 
 
 class ScaleByRmsState(NamedTuple):
+    """The state of `scale_by_rms`: the moving average of squared gradients."""
+
     nu: PyTree  # EMA of g^2
 
 
 class ScaleByStddevState(NamedTuple):
+    """The state of `scale_by_stddev`: moving averages of gradients and their squares."""
+
     mu: PyTree  # EMA of g
     nu: PyTree  # EMA of g^2
 
 
 class ScaleByRssState(NamedTuple):
+    """The state of `scale_by_rss` (Adagrad): the running sum of squared gradients."""
+
     sum_of_squares: PyTree  # initial value + sum of g^2
 
 
 class ScaleByAdamState(NamedTuple):
+    """The state of `scale_by_adam`: the count and both moment estimates."""
+
     count: jax.Array  # () int32: updates done so far
     mu: PyTree  # EMA of g
     nu: PyTree  # EMA of g^2
 
 
 class ScaleByLionState(NamedTuple):
+    """The state of `scale_by_lion`: the momentum."""
+
     mu: PyTree  # EMA of g (decay b2)
 
 
 class MaskedState(NamedTuple):
+    """The state of `masked`: the inner transform's state over the masked-in leaves."""
+
     inner_state: PyTree  # the inner transform's state over the masked-in leaves only
 
 
 class AccumulateState(NamedTuple):
+    """The state of `accumulate_gradients`: the micro-step, the running mean, the inner state."""
+
     mini_step: jax.Array  # () int32: micro-steps since the last inner update, in [0, every_k)
     mean_grads: PyTree  # running mean of this cycle's gradients, tree of params
     inner_state: PyTree  # the inner optimizer's state, advanced on every k-th call only

@@ -8,6 +8,10 @@ their `key_data` and rewrapped on load; raw uint32 keys (`jax.random.PRNGKey`) a
 
 Writes are atomic (`purenet._files.atomic_write`): a temporary file in the same directory, fsync, then
 `os.replace`; a failure on the way leaves the previous checkpoint untouched and no temporary file behind.
+
+Sharded parameters (`purenet.training.parallel`, README "Scaling out") are gathered whole into the file
+(from every process, which process 0 alone writes), and restored onto the shardings of the template's
+leaves when those are sharded jax arrays: save on 8 devices, load onto 2 or onto one.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 
 from purenet._checks import fail
 from purenet._files import atomic_write
@@ -61,16 +66,25 @@ def _describe(x) -> dict:
 def _to_numpy(x) -> np.ndarray:
     """Host bytes of a leaf. Typed keys -> key_data; dtypes numpy cannot name in a .npy header
     (bfloat16, float8) -> viewed as unsigned ints of the same width."""
-    array = np.asarray(jax.random.key_data(x) if _is_typed_key(x) else x)
+    x = jax.random.key_data(x) if _is_typed_key(x) else x
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:  # sharded over several processes
+        x = multihost_utils.process_allgather(x, tiled=True)
+    array = np.asarray(x)
     if array.dtype.type.__module__ != "numpy":
         array = array.view(f"u{array.dtype.itemsize}")
     return np.asarray(array, order="C")
 
 
-def _from_numpy(array: np.ndarray, entry: dict):
+def _from_numpy(array: np.ndarray, entry: dict, like):
+    """The stored leaf as a jax array, laid out like the template's leaf when that is a sharded
+    jax.Array (each process places its own shards: `jax.make_array_from_callback`)."""
     if "impl" in entry:
         return jax.random.wrap_key_data(jnp.asarray(array), impl=entry["impl"])
-    return jnp.asarray(array.view(jnp.dtype(entry["dtype"])))
+    array = array.view(jnp.dtype(entry["dtype"]))
+    sharding = getattr(like, "sharding", None) if isinstance(like, jax.Array) else None
+    if sharding is None or len(sharding.device_set) == 1:
+        return jnp.asarray(array)
+    return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
 
 
 def _digest(meta: bytes, arrays: list[np.ndarray]) -> np.ndarray:
@@ -114,8 +128,9 @@ def save_checkpoint(path, *, params: PyTree, state: PyTree, opt_state: PyTree, s
     entries[_META] = np.frombuffer(meta_bytes, dtype=np.uint8)
     entries[_DIGEST] = _digest(meta_bytes, arrays)
 
-    with atomic_write(path) as f:
-        np.savez(f, **entries)
+    if jax.process_index() == 0:  # with several processes (each holding the gathered leaves) one writes
+        with atomic_write(path) as f:
+            np.savez(f, **entries)
 
 
 # -------------------------------------------------------------------------------------------- load
@@ -178,6 +193,6 @@ def load_checkpoint(path, *, like: Checkpoint) -> Checkpoint:
         if (expected["shape"], expected["dtype"]) != (found["shape"], found["dtype"]):
             fail(_NAME, f"leaf {name}: expected shape {tuple(expected['shape'])} {expected['dtype']}, "
                         f"found shape {tuple(found['shape'])} {found['dtype']} in {path}")
-        leaves.append(_from_numpy(arrays[name], found))
+        leaves.append(_from_numpy(arrays[name], found, leaf))
     tree = jax.tree_util.tree_unflatten(treedef, leaves)
     return Checkpoint(step=meta["step"], **tree)

@@ -20,6 +20,7 @@ from typing import Callable, Mapping, NamedTuple, NoReturn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
 from purenet import debug
@@ -29,6 +30,7 @@ from purenet.data.batching import batches
 from purenet.debug import NonFiniteError, NonFiniteLayerError
 from purenet.optim.transforms import apply_updates
 from purenet.training.checkpoint import save_checkpoint
+from purenet.training import parallel
 from purenet.training.metrics import accuracy
 
 Batch = Mapping[str, jax.Array]
@@ -71,31 +73,45 @@ def grad_step(model: Layer, loss: Loss, params: PyTree, state: PyTree, batch: Ba
     return value, dparams, new_state, outputs
 
 
-def make_train_step(model: Layer, loss: Loss, optimizer, *, metrics: Metrics | None = None) -> Callable:
+def make_train_step(model: Layer, loss: Loss, optimizer, *, metrics: Metrics | None = None,
+                    mesh: Mesh | None = None, axis_name: str = "data") -> Callable:
     """A jitted, pure `step(params, state, opt_state, batch, key) -> (params, state, opt_state, metrics)`.
 
     `optimizer` has optax's `init`/`update(grads, opt_state, params)` interface; `key` feeds the model's
-    randomness (Dropout). Uses no JAX autodiff: only model.vjp, loss.vjp and the optimizer."""
+    randomness (Dropout). Uses no JAX autodiff: only model.vjp, loss.vjp and the optimizer. With `mesh`,
+    the batch is split over its axis `axis_name` and the gradients averaged in one all-reduce
+    (`purenet.training.parallel`); the optimizer then runs replicated."""
     _check_parts("make_train_step", model=model, loss=loss, optimizer=optimizer)
+    if mesh is None:
+        def gradients(params, state, batch, key):
+            value, dparams, state, outputs = grad_step(model, loss, params, state, batch, key, train=True)
+            return value, dparams, state, _metrics(value, outputs, batch["y"], metrics)
+    else:
+        gradients = parallel.data_parallel_grad(model, loss, mesh, axis_name=axis_name, metrics=metrics)
 
     def step(params, state, opt_state, batch, key):
-        value, dparams, state, outputs = grad_step(model, loss, params, state, batch, key, train=True)
+        _, dparams, state, step_metrics = gradients(params, state, batch, key)
         updates, opt_state = optimizer.update(dparams, opt_state, params)
         params = apply_updates(params, updates)
-        return params, state, opt_state, _metrics(value, outputs, batch["y"], metrics)
+        return params, state, opt_state, step_metrics
 
     return jax.jit(step)
 
 
-def make_eval_step(model: Layer, loss: Loss, *, metrics: Metrics | None = None) -> Callable:
-    """A jitted `eval_step(params, state, batch) -> metrics` in eval mode (train=False, no key)."""
+def make_eval_step(model: Layer, loss: Loss, *, metrics: Metrics | None = None, mesh: Mesh | None = None,
+                   axis_name: str = "data") -> Callable:
+    """A jitted `eval_step(params, state, batch) -> metrics` in eval mode (train=False, no key); with
+    `mesh`, over the batch split along `axis_name` (metrics averaged over the shards)."""
     _check_parts("make_eval_step", model=model, loss=loss)
 
-    def eval_step(params, state, batch):
+    def local(params, state, batch, key):
+        del key
         outputs, _ = model.apply(params, state, batch["x"], key=None, train=False)
         return _metrics(loss.apply(outputs, batch["y"]), outputs, batch["y"], metrics)
 
-    return jax.jit(eval_step)
+    if mesh is not None:
+        local = parallel.data_parallel("make_eval_step", local, mesh, axis_name)
+    return jax.jit(lambda params, state, batch: local(params, state, batch, None))
 
 
 def locate_nonfinite(model: Layer, loss: Loss, params: PyTree, state: PyTree, batch: Batch, *, key=None,
@@ -188,9 +204,41 @@ class _Guard(NamedTuple):
         raise error
 
 
-def _evaluate(eval_step, params, state, data: dict, batch_size: int) -> dict[str, float]:
-    """Mean metrics over `data` in order, batch by batch, weighted by batch size."""
-    results = [eval_step(params, state, batch) for batch in batches(data, batch_size, shuffle=False)]
+class _Placement(NamedTuple):
+    """fit's data parallelism: how a batch goes onto the mesh, this process's device count along its
+    axis, and the one-device eval step for a last validation batch that does not split evenly."""
+
+    shard: Callable
+    devices: int
+    ragged_step: Callable
+
+    @staticmethod
+    def of(mesh: Mesh, axis_name: str, batch_size: int, ragged_step: Callable) -> "_Placement":
+        parallel.check_mesh("fit", mesh, axis_name)
+        devices = mesh.local_mesh.shape[axis_name]  # this process's share of the axis
+        if batch_size % devices:
+            fail("fit", f"batch_size (={batch_size}) must be a multiple of the mesh axis '{axis_name}' "
+                        f"(={devices} devices{' of this process' if jax.process_count() > 1 else ''})")
+        return _Placement(lambda batch: parallel.shard_batch(batch, mesh, axis_name=axis_name), devices,
+                          ragged_step)
+
+
+def _evaluate(eval_step, params, state, data: dict, batch_size: int,
+              placement: _Placement | None = None) -> dict[str, float]:
+    """Mean metrics over `data` in order, batch by batch, weighted by batch size; with a mesh, a last
+    batch that does not split evenly over this process's devices runs on one device."""
+    results = []
+    for batch in batches(data, batch_size, shuffle=False):
+        if placement is None:
+            results.append(eval_step(params, state, batch))
+        elif len(batch["x"]) % placement.devices:
+            if jax.process_count() > 1:
+                fail("fit", f"a validation batch of {len(batch['x'])} examples does not split over this "
+                            f"process's {placement.devices} devices: with several processes, give each a "
+                            f"val_data whose size is a multiple of batch_size, or of the device count")
+            results.append(placement.ragged_step(params, state, batch))
+        else:
+            results.append(eval_step(params, state, placement.shard(batch)))
     return _weighted_mean(results, _sizes(data, batch_size))
 
 
@@ -203,7 +251,8 @@ def fit(model: Layer, loss: Loss, optimizer, params: PyTree, state: PyTree, trai
         epochs: int, batch_size: int, seed: int, val_data: Batch | None = None,
         early_stopping: int | None = None, progress: bool = True, opt_state: PyTree | None = None,
         checkpoint_dir: str | os.PathLike | None = None, metrics: Metrics | None = None,
-        drop_last: bool | None = None, debug_nonfinite: bool = False) -> FitResult:
+        drop_last: bool | None = None, debug_nonfinite: bool = False, mesh: Mesh | None = None,
+        axis_name: str = "data") -> FitResult:
     """Train for `epochs` over mini-batches of `train_data` ({"x": (N, ...), "y": (N, ...)}).
 
     Batches come from `purenet.data.batching.batches` (a permutation seeded by (seed, epoch)); the
@@ -216,7 +265,11 @@ def fit(model: Layer, loss: Loss, optimizer, params: PyTree, state: PyTree, trai
     loss without val_data) and returns the best epoch's params, state and opt_state.
     `opt_state=None` starts from `optimizer.init(params)`. A non-finite loss (checked every 10 steps) or
     non-finite parameters (checked before each checkpoint) raise `NonFiniteError` (module docstring);
-    `debug_nonfinite=True` checks every step and names the layer. -> FitResult."""
+    `debug_nonfinite=True` checks every step and names the layer. `mesh`: data-parallel over its axis
+    `axis_name` (`purenet.training.parallel`): `batch_size` a multiple of that axis' size, a last batch
+    that does not split evenly dropped; with several processes each passes its own part of the data
+    (`batch_size` is then per process, and `val_data` must split evenly too).
+    -> FitResult."""
     _check_parts("fit", model=model, loss=loss, optimizer=optimizer)
     check_bool("fit", "debug_nonfinite", debug_nonfinite)
     check_positive("fit", "epochs", epochs)
@@ -225,9 +278,14 @@ def fit(model: Layer, loss: Loss, optimizer, params: PyTree, state: PyTree, trai
         check_positive("fit", "early_stopping", early_stopping)
     train_data = _check_data(train_data, "train_data")
     val_data = None if val_data is None else _check_data(val_data, "val_data")
-    train_step = make_train_step(model, loss, optimizer, metrics=metrics)
-    eval_step = make_eval_step(model, loss, metrics=metrics) if val_data is not None else None
+    train_step = make_train_step(model, loss, optimizer, metrics=metrics, mesh=mesh, axis_name=axis_name)
+    eval_step = None if val_data is None else make_eval_step(model, loss, metrics=metrics, mesh=mesh,
+                                                              axis_name=axis_name)
     opt_state = optimizer.init(params) if opt_state is None else opt_state
+    placement = None
+    if mesh is not None:
+        placement = _Placement.of(mesh, axis_name, batch_size, make_eval_step(model, loss, metrics=metrics))
+        params, state, opt_state = parallel.replicate((params, state, opt_state), mesh)
     if checkpoint_dir is not None:
         os.makedirs(checkpoint_dir, exist_ok=True)
 
@@ -236,6 +294,11 @@ def fit(model: Layer, loss: Loss, optimizer, params: PyTree, state: PyTree, trai
         return otherwise if found is None else str(found)
 
     drop = _drop_remainder(len(train_data["x"]), batch_size, drop_last)
+    if placement is not None and len(train_data["x"]) % batch_size % placement.devices:
+        if drop_last is False:
+            fail("fit", f"drop_last=False keeps a last batch of {len(train_data['x']) % batch_size} examples, "
+                        f"which does not split over {placement.devices} devices")
+        drop = True
     base_key, sizes = jax.random.PRNGKey(seed), _sizes(train_data, batch_size, drop)
     path = None if checkpoint_dir is None else os.path.join(checkpoint_dir, "checkpoint.npz")
     guard = _Guard(path, None)
@@ -249,6 +312,7 @@ def fit(model: Layer, loss: Loss, optimizer, params: PyTree, state: PyTree, trai
             for batch in bar:
                 key = jax.random.fold_in(base_key, step)
                 before = (params, state)
+                batch = batch if placement is None else placement.shard(batch)
                 params, state, opt_state, batch_metrics = train_step(params, state, opt_state, batch, key)
                 results.append(batch_metrics)
                 step += 1
@@ -271,7 +335,7 @@ def fit(model: Layer, loss: Loss, optimizer, params: PyTree, state: PyTree, trai
                            None)
             epoch_metrics = _weighted_mean(results, sizes)
             if eval_step is not None:
-                val = _evaluate(eval_step, params, state, val_data, batch_size)
+                val = _evaluate(eval_step, params, state, val_data, batch_size, placement)
                 epoch_metrics |= {f"val_{k}": v for k, v in val.items()}
             bar.set_postfix({k: f"{v:.4f}" for k, v in epoch_metrics.items()})
         for name, value in epoch_metrics.items():

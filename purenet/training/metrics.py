@@ -43,10 +43,16 @@ def _divide(numerator: jax.Array, denominator: jax.Array) -> jax.Array:
 
 def accuracy(scores: jax.Array, labels: jax.Array) -> jax.Array:
     """Fraction of items whose argmax score (lowest index among ties) equals the label.
-    Shapes: scores (N..., K), labels (N...) -> ()."""
+    Shapes: scores (N..., K), labels (N...) -> ().
+
+    Examples:
+        >>> float(accuracy(jnp.array([[0.1, 0.9], [0.8, 0.2], [0.5, 0.5]]), jnp.array([1, 1, 0])))
+        0.6666666...
+    """
     scores, labels = jnp.asarray(scores), jnp.asarray(labels)
     _check_scores("accuracy", scores, labels)
-    return jnp.mean((jnp.argmax(scores, axis=-1) == labels).astype(float))
+    hits = jnp.argmax(scores, axis=-1) == labels
+    return jnp.mean(hits.astype(jnp.result_type(scores.dtype, jnp.float32)))  # scores' precision, at least f32
 
 
 def top_k_accuracy(scores: jax.Array, labels: jax.Array, k: int) -> jax.Array:

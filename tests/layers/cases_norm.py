@@ -1,8 +1,8 @@
-"""Registry rows: BatchNorm (train and eval), LayerNorm and RMSNorm."""
+"""Registry rows: BatchNorm (train and eval), LayerNorm, RMSNorm and L2Normalize."""
 
 from tests.registry import Case
 
-from purenet.layers.norm import BatchNorm, LayerNorm, RMSNorm
+from purenet.layers.norm import BatchNorm, L2Normalize, LayerNorm, RMSNorm
 
 
 CASES = [
@@ -20,4 +20,5 @@ CASES = [
     Case("rmsnorm-rank2", RMSNorm, {}, (3, 5)),
     Case("rmsnorm-rank3", RMSNorm, {"eps": 1e-3}, (2, 3, 5)),
     Case("rmsnorm-no-scale", RMSNorm, {"use_scale": False}, (2, 3, 4)),
+    Case("l2normalize", L2Normalize, {}, (2, 3, 4)),
 ]

@@ -1,0 +1,390 @@
+"""What the set-prediction models (MiniDETR, MiniMaskFormer) share: a CNN backbone that keeps every
+stage's output, a Transformer that turns a feature map into per-query features (learned object queries
+read the encoded map through decoder blocks), Hungarian matching (scipy, outside the jitted step), the
+class targets a matching gives, and a training step that matches between a jitted prediction and the
+jitted gradient step.
+
+Dimension letters: N batch, H W a feature map, C channels, S = H W memory tokens, F features (d_model),
+Q queries, L decoder layers (every layer's output is kept: DETR's auxiliary outputs, the last one is
+the prediction), M ground-truth objects (padded), K classes (index K: no object).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from purenet._checks import check_int, check_positive, check_range, fail
+from purenet.core import Layer, tree_add, serial
+from purenet.layers import (Conv2D, DecoderBlock, Dense, Dropout, EncoderBlock, LayerNorm, LearnedPositions,
+                            MaxPool2D, Relu, Reshape)
+from purenet.optim.transforms import apply_updates
+from purenet.training.loop import grad_step
+
+
+def _split(key, n):
+    return (None,) * n if key is None else tuple(jax.random.split(key, n))
+
+
+class Parts:
+    """Runs a model's named parts, each a Layer with params[name] and state[name], through `apply`, or
+    through `vjp` keeping each pullback under its name (`keep`); a key per call, split from `key` for
+    `calls` calls. The parts' new states gather in `state`."""
+
+    def __init__(self, params, state, key, calls: int, train: bool, keep: bool):
+        self.params, self.old, self.keys, self.train, self.keep = params, state, iter(_split(key, calls)), train, keep
+        self.state, self.pullbacks = {}, {}
+
+    def __call__(self, name: str, layer: Layer, x):
+        args = (self.params[name], self.old[name], x)
+        if self.keep:
+            y, self.state[name], self.pullbacks[name] = layer.vjp(*args, key=next(self.keys), train=self.train)
+        else:
+            y, self.state[name] = layer.apply(*args, key=next(self.keys), train=self.train)
+        return y
+
+
+def cnn_backbone(channels, *, convs: int = 1) -> Layer:
+    """Stages of (3x3 'SAME' convolution + ReLU) x `convs`, then 2x2 max pooling, one stage per entry of
+    `channels`; every stage's output is kept (a feature pyramid).
+
+    Shapes: x (N, H, W, C_in) -> a tuple of (N, H / 2^i, W / 2^i, channels[i - 1]), i = 1..len(channels).
+    Params: a tuple of each stage's {"conv1", "act1", ..., "pool"}; state: a tuple of the stages' (empty)
+    states. The pullback takes a tuple of cotangents with None at a stage whose output is not used."""
+    channels = check_positive("cnn_backbone", "channels", channels)
+    check_int("cnn_backbone", "convs", convs, 1)
+    stages = []
+    for c in channels:
+        parts = {}
+        for j in range(1, convs + 1):
+            parts[f"conv{j}"], parts[f"act{j}"] = Conv2D(c, 3, padding="SAME"), Relu()
+        stages.append(serial(**parts, pool=MaxPool2D(2)))
+
+    def init(key, in_shape):
+        if len(in_shape) != 4:
+            fail("cnn_backbone", f"expected images (N, H, W, C), got in_shape {tuple(in_shape)}")
+        shapes, params, states = [], [], []
+        shape = tuple(in_shape)
+        for stage, k in zip(stages, jax.random.split(key, len(stages))):
+            shape, p, s = stage.init(k, shape)
+            shapes.append(shape)
+            params.append(p)
+            states.append(s)
+        return tuple(shapes), tuple(params), tuple(states)
+
+    def apply(params, state, x, *, key=None, train=False):
+        del key, train  # convolutions, ReLU and pooling: no randomness, no mode
+        features = []
+        for stage, p, s in zip(stages, params, state):
+            x = stage.apply(p, s, x)[0]
+            features.append(x)
+        return tuple(features), state
+
+    # From the last stage down: each stage's dy is the cotangent arriving at its output plus what the
+    # stage above passed down. Residuals: the stages' own.
+    def vjp(params, state, x, *, key=None, train=False):
+        del key, train
+        features, pullbacks, h = [], [], x
+        for stage, p, s in zip(stages, params, state):
+            h, _, pullback = stage.vjp(p, s, h)
+            features.append(h)
+            pullbacks.append(pullback)
+
+        def pullback(dfeatures):
+            dparams, d = [None] * len(stages), None
+            for i in reversed(range(len(stages))):
+                d = tree_add(d, dfeatures[i])
+                if d is None:  # nothing above uses this stage
+                    dparams[i] = jax.tree_util.tree_map(jnp.zeros_like, params[i])
+                else:
+                    dparams[i], d = pullbacks[i](d)
+            return tuple(dparams), jnp.zeros_like(x) if d is None else d
+
+        return tuple(features), state, pullback
+
+    return Layer(init, apply, vjp, "CNNBackbone")
+
+
+def grid_positions(side: int, features: int) -> np.ndarray:
+    """A 2-D sine table for a side x side map flattened row by row: per axis, sin and cos of the row
+    (or column) index at F // 4 wavelengths from 2 to 4 * side cells (zeros pad F to a multiple of 4).
+    -> (side * side, features) float32."""
+    quarter = features // 4
+    omega = 2 * np.pi / np.geomspace(2, 4 * side, quarter) if quarter else np.zeros(0)  # (F // 4,)
+    angle = np.arange(side)[:, None] * omega[None, :]  # (side, F // 4)
+    axis = np.concatenate([np.sin(angle), np.cos(angle)], axis=1)  # (side, 2 (F // 4))
+    rows, cols = np.repeat(axis, side, axis=0), np.tile(axis, (side, 1))  # (side * side, 2 (F // 4)) each
+    table = np.concatenate([rows, cols, np.zeros((side * side, features - 4 * quarter))], axis=1)
+    return table.astype(np.float32)
+
+
+def query_decoder(*, queries: int, memory_side: int, d_model: int, heads: int, hidden: int, encoder_layers: int,
+                  decoder_layers: int, dropout: float = 0.0) -> Layer:
+    """A feature map read by learned object queries (DETR's Transformer, pre-LN).
+
+    memory = `encoder_layers` encoder blocks (then a LayerNorm) over the map projected to F = d_model,
+    flattened to S = H W tokens (H = W = memory_side), plus learned positions initialized to a 2-D sine
+    table (`grid_positions`); `queries` learned vectors (Q, F) go through `decoder_layers` decoder blocks
+    (self-attention among the queries, not causal, then cross-attention to the memory), each block's
+    output normalized by one shared LayerNorm. Shapes: features (N, H, W, C) -> (N, L, Q, F).
+    Params {"memory": {"proj", "flat", "pos", "drop", ["blocks", "out"]}, "queries": {"w": (Q, F)},
+    "decoder": (block params, ...), "norm"}; state {"memory": the memory part's (empty) state}."""
+    name = "QueryDecoder"
+    for what, value in (("queries", queries), ("memory_side", memory_side), ("d_model", d_model),
+                        ("heads", heads), ("hidden", hidden), ("decoder_layers", decoder_layers)):
+        check_positive(name, what, value)
+    check_int(name, "encoder_layers", encoder_layers, 0)
+    if d_model % heads:
+        fail(name, f"d_model (={d_model}) must be divisible by heads (={heads})")
+    block = dict(dropout=dropout)
+    table = grid_positions(memory_side, d_model)
+    positions = LearnedPositions(memory_side ** 2, w_init=lambda key, shape, dtype: jnp.asarray(table, dtype))
+    parts = dict(proj=Dense(d_model), flat=Reshape((-1, d_model)), pos=positions,
+                 drop=Dropout(dropout))
+    if encoder_layers:
+        parts.update(blocks=serial(*[EncoderBlock(heads, hidden, **block) for _ in range(encoder_layers)]),
+                     out=LayerNorm())
+    memory_layer = serial(**parts)
+    blocks = [DecoderBlock(heads, hidden, is_causal=False, **block) for _ in range(decoder_layers)]
+    norm = LayerNorm()
+
+    def init(key, in_shape):
+        if len(in_shape) != 4 or tuple(in_shape[1:3]) != (memory_side, memory_side):
+            fail(name, f"expected a feature map (N, {memory_side}, {memory_side}, C), got in_shape "
+                       f"{tuple(in_shape)}")
+        n = in_shape[0]
+        k_mem, k_q, k_dec = jax.random.split(key, 3)
+        memory_shape, p_memory, s_memory = memory_layer.init(k_mem, tuple(in_shape))
+        q_shape = (n, queries, d_model)
+        params = {"memory": p_memory,
+                  "queries": {"w": jax.random.normal(k_q, (queries, d_model), jnp.float32)},
+                  "decoder": tuple(b.init(k, (q_shape, memory_shape))[1]
+                                   for b, k in zip(blocks, jax.random.split(k_dec, decoder_layers))),
+                  "norm": norm.init(key, q_shape)[1]}
+        return (n, decoder_layers, queries, d_model), params, {"memory": s_memory}
+
+    def forward(params, state, x, key, train, keep):
+        """-> (y (N, L, Q, F), pullbacks: memory's, each block's, each norm's), or None pullbacks."""
+        def run(layer, p, v, k, s=None):
+            if not keep:
+                return layer.apply(p, {} if s is None else s, v, key=k, train=train)[0], None
+            y, _, pullback = layer.vjp(p, {} if s is None else s, v, key=k, train=train)
+            return y, pullback
+
+        keys = _split(key, 1 + decoder_layers)
+        memory, memory_back = run(memory_layer, params["memory"], x, keys[0], state["memory"])
+        w = params["queries"]["w"]
+        h = jnp.broadcast_to(w[None], (x.shape[0], *w.shape))  # (N, Q, F)
+        outs, block_backs, norm_backs = [], [], []
+        for block, p, k in zip(blocks, params["decoder"], keys[1:]):
+            (h, _), back = run(block, p, (h, memory), k)
+            y, norm_back = run(norm, params["norm"], h, None)
+            outs.append(y)
+            block_backs.append(back)
+            norm_backs.append(norm_back)
+        return jnp.stack(outs, axis=1), (memory_back, block_backs, norm_backs)
+
+    def apply(params, state, x, *, key=None, train=False):
+        return forward(params, state, x, key, train, keep=False)[0], state
+
+    # Blocks in reverse: a block's dy is its norm's dx (from dy[:, l]) plus the block above's dx; the
+    # memory's cotangent accumulates through every block (DecoderBlock adds its own to the one given);
+    # dqueries = the first block's dx summed over N. Residuals: the sub-layers' own.
+    def vjp(params, state, x, *, key=None, train=False):
+        y, (memory_back, block_backs, norm_backs) = forward(params, state, x, key, train, keep=True)
+
+        def pullback(dy):
+            dblocks, dnorm, dh, dmemory = [None] * decoder_layers, None, None, None
+            for i in reversed(range(decoder_layers)):
+                dp, dn = norm_backs[i](dy[:, i])
+                dnorm, dh = tree_add(dnorm, dp), tree_add(dh, dn)
+                dblocks[i], (dh, dmemory) = block_backs[i]((dh, dmemory))
+            dparams = {"queries": {"w": jnp.sum(dh, axis=0)}, "decoder": tuple(dblocks), "norm": dnorm}
+            dparams["memory"], dx = memory_back(dmemory)
+            return dparams, dx
+
+        return y, state, pullback
+
+    return Layer(init, apply, vjp, name)
+
+
+def check_config(name: str, config) -> int:
+    """Validate the fields DETRConfig and MaskFormerConfig share. -> the memory's side H = W."""
+    for field in ("num_classes", "image_size", "convs", "d_model", "heads", "decoder_layers", "queries"):
+        check_positive(name, field, getattr(config, field))
+    check_positive(name, "channels", config.channels)
+    check_int(name, "encoder_layers", config.encoder_layers, 0)
+    check_range(name, "dropout", config.dropout, lambda r: 0 <= r < 1, "in [0, 1)")
+    if config.image_size % 2 ** len(config.channels):
+        fail(name, f"image_size (={config.image_size}) must be divisible by 2 ** len(channels) "
+                   f"(={2 ** len(config.channels)})")
+    if config.d_model % config.heads:
+        fail(name, f"d_model (={config.d_model}) must be divisible by heads (={config.heads})")
+    return config.image_size // 2 ** len(config.channels)
+
+
+def check_images(name: str, config, in_shape) -> None:
+    """Fail unless in_shape is images (N, image_size, image_size, C)."""
+    if len(in_shape) != 4 or tuple(in_shape[1:3]) != (config.image_size,) * 2:
+        fail(name, f"expected images (N, {config.image_size}, {config.image_size}, C), got in_shape "
+                   f"{tuple(in_shape)}")
+
+
+def backbone_and_decoder(name: str, config) -> tuple[Layer, Layer]:
+    """The backbone and the query decoder a DETRConfig or MaskFormerConfig describes, the config checked
+    first (both models build them alike)."""
+    side = check_config(name, config)
+    backbone = cnn_backbone(config.channels, convs=config.convs)
+    transformer = query_decoder(queries=config.queries, memory_side=side, d_model=config.d_model,
+                                heads=config.heads, hidden=config.hidden or 4 * config.d_model,
+                                encoder_layers=config.encoder_layers, decoder_layers=config.decoder_layers,
+                                dropout=config.dropout)
+    return backbone, transformer
+
+
+
+# ------------------------------------------------------------------------------------------ matching
+
+
+def hungarian_match(cost: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The assignment of ground-truth objects to queries of least total cost, per set (scipy's
+    `linear_sum_assignment`, on the host: call it outside jit). cost (..., Q, M) with the first
+    counts[...] columns real, counts (...) ints <= Q -> (..., Q) int32: the object each query is matched
+    to, -1 for a query left to "no object"."""
+    from scipy.optimize import linear_sum_assignment  # noqa: PLC0415 (scipy is needed here only)
+
+    cost, counts = np.asarray(cost, np.float64), np.asarray(counts)
+    if cost.ndim < 2 or counts.shape != cost.shape[:-2]:
+        fail("hungarian_match", f"expected cost (..., Q, M) and counts of shape cost.shape[:-2], got "
+                                f"{cost.shape} and {counts.shape}")
+    if counts.size and (counts.min() < 0 or counts.max() > min(cost.shape[-2:])):
+        fail("hungarian_match", f"counts must be in [0, min(Q, M)] (={min(cost.shape[-2:])}), got "
+                                f"[{counts.min()}, {counts.max()}]")
+    flat_cost, flat_counts = cost.reshape(-1, *cost.shape[-2:]), counts.reshape(-1)
+    assignment = np.full(flat_cost.shape[:2], -1, np.int32)
+    for i, (c, m) in enumerate(zip(flat_cost, flat_counts)):
+        rows, cols = linear_sum_assignment(c[:, :m])
+        assignment[i, rows] = cols
+    return assignment.reshape(cost.shape[:-1])
+
+
+def class_targets(assignment: np.ndarray, classes: np.ndarray, num_classes: int, no_object_weight: float,
+                  layer_weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What a matching asks of each query. assignment (N, L, Q) from `hungarian_match`, classes (N, M)
+    ground truth (-1 past the count), layer_weights (L,) (0 for a layer left out of the loss).
+    -> (labels (N, L, Q) int32: the matched class, or num_classes (no object); class_weights (N, L, Q):
+    1 for a matched query, `no_object_weight` for the others, divided by their sum over a layer's
+    (N, Q) and times the layer's weight (DETR's weighted cross-entropy, per layer); match_weights
+    (N, L, Q): 1 / (objects in the batch) for a matched query, 0 for the others, times the layer's
+    weight (the normalization of the box and mask losses))."""
+    matched = assignment >= 0  # (N, L, Q)
+    picked = np.take_along_axis(classes[:, None, :], np.maximum(assignment, 0), axis=2)  # (N, L, Q)
+    labels = np.where(matched, picked, num_classes).astype(np.int32)
+    weights = np.where(matched, 1.0, no_object_weight)
+    layer = np.asarray(layer_weights, np.float64)[None, :, None]  # (1, L, 1)
+    class_weights = weights / weights.sum(axis=(0, 2), keepdims=True) * layer
+    match_weights = matched / max(int(np.sum(classes >= 0)), 1) * layer
+    return labels, class_weights.astype(np.float32), match_weights.astype(np.float32)
+
+
+def matched(assignment: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Each query's matched ground truth: assignment (N, L, Q), truth (N, M, ...) -> (N, L, Q, ...), the
+    first object's where a query is unmatched (its weight is 0)."""
+    index = np.maximum(assignment, 0)  # (N, L, Q)
+    return truth[np.arange(len(truth))[:, None, None], index]
+
+
+def layer_weights(decoder_layers: int, aux: bool) -> np.ndarray:
+    """Every decoder layer's loss counts with `aux` (DETR's auxiliary losses), else only the last's."""
+    weights = np.ones(decoder_layers) if aux else np.eye(decoder_layers)[-1]
+    return weights.astype(np.float32)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """softmax over the last axis, in numpy (the host side of the matching)."""
+    e = np.exp(logits - np.max(logits, axis=-1, keepdims=True))
+    return e / np.sum(e, axis=-1, keepdims=True)
+
+
+def class_cost(logits: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """-p(class) of each (query, object) pair, DETR's class cost, in numpy: logits (N, L, Q, K + 1),
+    classes (N, M) ints (any value past the count) -> (N, L, Q, M)."""
+    index = np.broadcast_to(np.maximum(classes, 0)[:, None, None, :], (*logits.shape[:3], classes.shape[1]))
+    return -np.take_along_axis(softmax(np.asarray(logits, np.float64)), index, axis=-1)
+
+
+def make_matched_step(model: Layer, loss, optimizer, *, cost: Callable, targets: Callable,
+                      gradient: Callable | None = None) -> Callable:
+    """A training step with the matching outside jit: a jitted prediction, then on the host (numpy)
+    `cost(outputs, truth) -> (N, L, Q, M)`, `hungarian_match`, `targets(assignment, truth) -> the loss's
+    target`, then the jitted gradient step: handwritten (`grad_step`), or `gradient(params, state, x,
+    target, key) -> (value, dparams, state)` when given (a reference to compare with). `truth` is a
+    NamedTuple of arrays with a `counts` (N,) field.
+    -> step(params, state, opt_state, x, truth, key) -> (params, state, opt_state, loss value)."""
+    if gradient is None:
+        def gradient(params, state, x, target, key):
+            return grad_step(model, loss, params, state, {"x": x, "y": target}, key)[:3]
+
+    @jax.jit
+    def predict(params, state, x, key):  # the forward pass the gradient step will take (same key)
+        return model.apply(params, state, x, key=key, train=True)[0]
+
+    @jax.jit
+    def update(params, state, opt_state, x, target, key):
+        value, dparams, state = gradient(params, state, x, target, key)
+        updates, opt_state = optimizer.update(dparams, opt_state, params)
+        return apply_updates(params, updates), state, opt_state, value
+
+    def step(params, state, opt_state, x, truth, key):
+        cost_matrix = cost(jax.device_get(predict(params, state, x, key)), truth)  # (N, L, Q, M)
+        counts = np.broadcast_to(np.asarray(truth.counts)[:, None], cost_matrix.shape[:2])
+        target = targets(hungarian_match(cost_matrix, counts), truth)
+        return update(params, state, opt_state, x, target, key)
+
+    return step
+
+
+def fit_matched(step: Callable, params, state, opt_state, x: np.ndarray, truth, *, epochs: int, batch_size: int,
+                seed: int = 0, evaluate: Callable | None = None, log: Callable = print):
+    """`epochs` passes of `step` (`make_matched_step`) over (x, truth) in shuffled batches (a last
+    incomplete batch is dropped: one compilation), a key per step. After each epoch, `evaluate(params,
+    state) -> {name: value}` (if given) joins the mean training loss in the history.
+    -> (params, state, opt_state, history {"loss": [...], name: [...]})."""
+    rng, key, history = np.random.default_rng(seed), jax.random.PRNGKey(seed), {"loss": []}
+    steps = len(x) // batch_size
+    if steps == 0:
+        fail("fit_matched", f"batch_size (={batch_size}) exceeds the {len(x)} examples")
+    for epoch in range(epochs):
+        order, losses = rng.permutation(len(x)), []
+        for i in range(steps):
+            index = np.sort(order[i * batch_size:(i + 1) * batch_size])
+            batch_truth = type(truth)(*(np.asarray(a)[index] for a in truth))
+            params, state, opt_state, value = step(params, state, opt_state, x[index], batch_truth,
+                                                   jax.random.fold_in(key, epoch * steps + i))
+            losses.append(value)
+        history["loss"].append(float(np.mean(jax.device_get(losses))))
+        for name, value in (evaluate(params, state) if evaluate else {}).items():
+            history.setdefault(name, []).append(value)
+        log(f"epoch {epoch + 1}/{epochs}: " + ", ".join(f"{k} {v[-1]:.4f}" for k, v in history.items()))
+    return params, state, opt_state, history
+
+
+def make_predict(model: Layer, post: Callable = lambda y: y) -> Callable:
+    """-> predict(params, state, x, batch_size): `post(model.apply(params, state, batch))` over x in
+    batches of `batch_size` (eval mode; jitted once per batch size: a short batch is padded),
+    concatenated on the host: the tree `post` gives, each leaf (len(x), ...)."""
+    run = jax.jit(lambda params, state, batch: post(model.apply(params, state, batch)[0]))
+
+    def predict(params, state, x: np.ndarray, batch_size: int):
+        outs = []
+        for start in range(0, len(x), batch_size):
+            batch = x[start:start + batch_size]
+            pad = np.repeat(batch[-1:], batch_size - len(batch), axis=0)
+            out = jax.device_get(run(params, state, np.concatenate([batch, pad])))
+            outs.append(jax.tree_util.tree_map(lambda a, n=len(batch): a[:n], out))
+        return jax.tree_util.tree_map(lambda *a: np.concatenate(a), *outs)
+
+    return predict

@@ -1,0 +1,37 @@
+"""ResNet of the zoo: named params, projection shortcuts where the stride or width changes, the whole
+model's handwritten gradient against jax.grad with BatchNorm in training mode (batch statistics), and
+config errors."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from purenet.check import check_model, tolerance
+from purenet.core import init_model
+from purenet.losses import softmax_cross_entropy
+from purenet.models import ResNetConfig, basic_block, resnet
+
+# Stage 0 keeps the stem's width (identity shortcut), stage 1 halves the size (projection shortcut).
+TINY = ResNetConfig(widths=(3, 4), blocks=(1, 1), num_classes=5)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32], ids=["f64", "f32"])
+def test_whole_model_gradient_equals_jax_in_training_mode(dtype, key):
+    model = resnet(TINY)
+    out_shape, params, state = init_model(model, key, (-1, 6, 6, 2), dtype=dtype)
+    first, second = params["stages"][0][0]["sum"], params["stages"][1][0]["sum"]
+    assert out_shape == (-1, 5) and first["shortcut"] == {} and second["shortcut"]["conv"]["w"].shape == (1, 1, 3, 4)
+    assert second["main"]["conv1"]["w"].shape == (3, 3, 3, 4) and "b" not in second["main"]["conv1"]
+    assert state["stages"][1][0]["sum"]["shortcut"]["bn"]["mean"].shape == (4,)
+    x = jax.random.normal(jax.random.PRNGKey(1), (3, 6, 6, 2), dtype)  # an odd batch
+    report = check_model(model, softmax_cross_entropy(), params, state, x, jnp.array([0, 4, 2]), train=True)
+    assert max(e.max_rel for e in report.values()) <= tolerance(dtype)
+
+
+def test_config_errors_name_the_argument():
+    with pytest.raises(ValueError, match=r"resnet: widths \(=\(8, 16\)\) and blocks \(=\(1,\)\) need one entry"):
+        resnet(ResNetConfig(widths=(8, 16), blocks=(1,)))
+    with pytest.raises(ValueError, match=r"resnet: blocks must be positive integers, got blocks=\(1, 0\)"):
+        resnet(ResNetConfig(widths=(8, 16), blocks=(1, 0)))
+    with pytest.raises(ValueError, match=r"basic_block: strides \(=2\) != 1 needs a projection shortcut"):
+        basic_block(8, strides=2)

@@ -1,0 +1,96 @@
+"""Scaling out: the data-parallel tests on 8 simulated CPU devices (tests/training/eight_devices.py, in a
+subprocess: JAX fixes the device count when its CPU backend starts), 2 processes x 4 devices reaching the
+same parameters as 1 process x 8, and what can be checked on this process's single device."""
+
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from purenet import models, optim
+from purenet.check import compare
+from purenet.core import init_model
+from purenet.losses import softmax_cross_entropy
+from purenet.training import make_eval_step, make_train_step
+from purenet.training.parallel import data_parallel_grad
+
+HERE = pathlib.Path(__file__).parent
+ROOT = HERE.parent.parent
+
+
+def _env(devices: int) -> dict:
+    env = dict(os.environ, JAX_NUM_CPU_DEVICES=str(devices), PYTHONPATH=str(ROOT))
+    env.pop("XLA_FLAGS", None)  # conftest's flags apply in the child too; a parent's device count must not
+    return env
+
+
+def test_on_eight_simulated_devices():
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+                          str(HERE / "eight_devices.py")], env=_env(8), cwd=ROOT, capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0 and " passed" in run.stdout and "skipped" not in run.stdout, run.stdout + run.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_reach_the_parameters_of_one_process(tmp_path):
+    worker = HERE / "multihost_worker.py"
+
+    def spawn(process_id, processes, devices, port, out):
+        return subprocess.Popen([sys.executable, str(worker), "--process-id", str(process_id), "--processes",
+                                 str(processes), "--port", str(port), "--out", str(out)], env=_env(devices),
+                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    port = _free_port()
+    try:
+        runs = [spawn(0, 1, 8, 0, tmp_path / "one.npz"), spawn(0, 2, 4, port, tmp_path / "two.npz"),
+                spawn(1, 2, 4, port, tmp_path / "unused.npz")]
+    except OSError as error:  # pragma: no cover - sandboxes without process spawning
+        pytest.skip(f"cannot spawn worker processes: {error}")
+    outputs = []
+    for run in runs:
+        try:
+            outputs.append(run.communicate(timeout=240)[0])
+        except subprocess.TimeoutExpired:
+            for r in runs:
+                r.kill()
+            pytest.fail("the multi-host workers did not finish within 240 s")
+    assert all(r.returncode == 0 for r in runs), "\n----\n".join(outputs)
+    one, two = np.load(tmp_path / "one.npz"), np.load(tmp_path / "two.npz")
+    assert sorted(one.files) == sorted(two.files) and "losses" in one.files
+    for name in one.files:
+        np.testing.assert_allclose(two[name], one[name], rtol=1e-5, atol=1e-7, err_msg=name)
+    assert not (tmp_path / "unused.npz").exists()  # process 1 writes nothing
+
+
+def test_a_one_device_mesh_gives_the_plain_step(key):
+    model = models.mlp((8,), 3)
+    _, params, state = init_model(model, key, (-1, 5))
+    batch = {"x": jax.random.normal(key, (4, 5)), "y": np.array([0, 1, 2, 1])}
+    mesh = jax.make_mesh((1,), ("data",))
+    plain = make_train_step(model, softmax_cross_entropy(), optim.sgd(0.1))
+    meshed = make_train_step(model, softmax_cross_entropy(), optim.sgd(0.1), mesh=mesh)
+    opt_state = optim.sgd(0.1).init(params)
+    compare(meshed(params, state, opt_state, batch, key), plain(params, state, opt_state, batch, key), rtol=1e-12,
+            what="1-device mesh")
+    evaluate = make_eval_step(model, softmax_cross_entropy(), mesh=mesh)
+    np.testing.assert_allclose(evaluate(params, state, batch)["loss"],
+                               make_eval_step(model, softmax_cross_entropy())(params, state, batch)["loss"])
+
+
+def test_bad_meshes_are_refused_by_name(key):
+    model, loss = models.mlp((8,), 3), softmax_cross_entropy()
+    with pytest.raises(TypeError, match=r"data_parallel_grad: mesh must be a jax.sharding.Mesh .*got dict"):
+        data_parallel_grad(model, loss, {"data": 8})
+    with pytest.raises(ValueError, match=r"axis_name \(='batch'\) is not an axis of the mesh, whose axes are "
+                                         r"\('data',\)"):
+        make_train_step(model, loss, optim.sgd(0.1), mesh=jax.make_mesh((1,), ("data",)), axis_name="batch")
