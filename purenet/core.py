@@ -113,6 +113,17 @@ def zero_cotangent(x: PyTree) -> PyTree:
     return jax.tree_util.tree_map(lambda a: jnp.zeros_like(a) if is_differentiable(a) else None, x)
 
 
+def leaf_path(path: tuple) -> str:
+    """A leaf's key path as the names a user reads: `params["blocks"][3]["w_q"]` -> `"blocks/3/w_q"`."""
+    parts = []
+    for key in path:
+        for attr in ("key", "idx", "name"):  # DictKey, SequenceKey / FlattenedIndexKey, GetAttrKey
+            if hasattr(key, attr):
+                parts.append(str(getattr(key, attr)))
+                break
+    return "/".join(parts)
+
+
 def varying_axes(x: Any) -> frozenset:
     """The mesh axes over which `x` may differ between shards, when traced inside `jax.shard_map`;
     empty elsewhere."""

@@ -21,7 +21,7 @@ from jax import lax
 from jax.sharding import PartitionSpec
 
 from purenet._checks import check_positive, fail
-from purenet.core import Layer, PyTree, no_decode, serial, stateless
+from purenet.core import Layer, PyTree, leaf_path, no_decode, serial, stateless
 from purenet.layers.activations import Activation
 from purenet.layers.attention import MultiHeadAttention
 from purenet.layers.dense import Dense
@@ -193,17 +193,13 @@ def feedforward_rules(axis_name: str, prefix: str = "") -> list[tuple[str, Parti
             (rf"{start}down/w$", PartitionSpec(axis_name, None))]
 
 
-def _path(path) -> str:
-    return "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
-
-
 def partition_specs(params: PyTree, rules: Sequence[tuple[str, PartitionSpec]]) -> PyTree:
     """A PartitionSpec per leaf of `params`: the first rule whose regular expression matches (re.search)
     the leaf's path ("blocks/0/attn/w_q"), else replicated (PartitionSpec())."""
     compiled = [(re.compile(pattern), spec) for pattern, spec in rules]
 
     def spec_of(path, leaf):
-        text = _path(path)
+        text = leaf_path(path)
         for pattern, spec in compiled:
             if pattern.search(text):
                 if len(spec) > jnp.ndim(leaf):

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from purenet._checks import check_int, check_range, check_real, fail
+from purenet.core import leaf_path
 
 PyTree = Any
 Schedule = Callable[[jax.Array], jax.Array]
@@ -58,17 +59,6 @@ def decay_mask(params: PyTree) -> PyTree:
         {'b': False, 'gamma': False, 'w': True}
     """
     return jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
-
-
-def leaf_path(path: tuple) -> str:
-    """A leaf's key path as the names a user reads: `params["blocks"][3]["w_q"]` -> `"blocks/3/w_q"`."""
-    parts = []
-    for key in path:
-        for attr in ("key", "idx", "name"):  # DictKey, SequenceKey / FlattenedIndexKey, GetAttrKey
-            if hasattr(key, attr):
-                parts.append(str(getattr(key, attr)))
-                break
-    return "/".join(parts)
 
 
 def path_mask(rule: Callable[[str, jax.Array], bool]) -> Callable[[PyTree], PyTree]:

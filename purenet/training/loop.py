@@ -73,6 +73,18 @@ def grad_step(model: Layer, loss: Loss, params: PyTree, state: PyTree, batch: Ba
     return value, dparams, new_state, outputs
 
 
+def gradients_and_metrics(model: Layer, loss: Loss, *, metrics: Metrics | None = None,
+                          train: bool = True) -> Callable:
+    """`fn(params, state, batch, key) -> (dparams, new_state, metrics)`: `grad_step` and the batch's
+    metrics ("loss" among them), the per-device work of a training step. Pure; jit the caller."""
+
+    def fn(params, state, batch, key):
+        value, dparams, new_state, outputs = grad_step(model, loss, params, state, batch, key, train=train)
+        return dparams, new_state, _metrics(value, outputs, batch["y"], metrics)
+
+    return fn
+
+
 def make_train_step(model: Layer, loss: Loss, optimizer, *, metrics: Metrics | None = None,
                     mesh: Mesh | None = None, axis_name: str = "data") -> Callable:
     """A jitted, pure `step(params, state, opt_state, batch, key) -> (params, state, opt_state, metrics)`.
@@ -82,15 +94,12 @@ def make_train_step(model: Layer, loss: Loss, optimizer, *, metrics: Metrics | N
     the batch is split over its axis `axis_name` and the gradients averaged in one all-reduce
     (`purenet.training.parallel`); the optimizer then runs replicated."""
     _check_parts("make_train_step", model=model, loss=loss, optimizer=optimizer)
-    if mesh is None:
-        def gradients(params, state, batch, key):
-            value, dparams, state, outputs = grad_step(model, loss, params, state, batch, key, train=True)
-            return value, dparams, state, _metrics(value, outputs, batch["y"], metrics)
-    else:
-        gradients = parallel.data_parallel_grad(model, loss, mesh, axis_name=axis_name, metrics=metrics)
+    gradients = gradients_and_metrics(model, loss, metrics=metrics)
+    if mesh is not None:
+        gradients = parallel.data_parallel("make_train_step", gradients, mesh, axis_name)
 
     def step(params, state, opt_state, batch, key):
-        _, dparams, state, step_metrics = gradients(params, state, batch, key)
+        dparams, state, step_metrics = gradients(params, state, batch, key)
         updates, opt_state = optimizer.update(dparams, opt_state, params)
         params = apply_updates(params, updates)
         return params, state, opt_state, step_metrics

@@ -106,12 +106,9 @@ def data_parallel_grad(model: Layer, loss: Loss, mesh: Mesh, *, axis_name: str =
                        metrics: Metrics | None = None, train: bool = True) -> Callable:
     """`fn(params, state, batch, key) -> (loss_value, dparams, new_state, metrics)` over the full batch,
     computed shard by shard over `axis_name` and averaged in one all-reduce. Call it inside `jax.jit`."""
-    from purenet.training.loop import _metrics, grad_step  # loop imports this module
+    from purenet.training.loop import gradients_and_metrics  # loop imports this module
 
-    def local(params, state, batch, key):
-        value, dparams, new_state, outputs = grad_step(model, loss, params, state, batch, key, train=train)
-        return dparams, new_state, _metrics(value, outputs, batch["y"], metrics)
-
+    local = gradients_and_metrics(model, loss, metrics=metrics, train=train)
     averaged = data_parallel("data_parallel_grad", local, mesh, axis_name)
 
     def fn(params, state, batch, key):
