@@ -20,7 +20,12 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(PY) experiments/lenet5_mnist.py
 
-bench: $(STAMP)
+# The peers' columns (Flax, Equinox, PyTorch) need the `bench` extra; without it they print "-".
+$(VENV)/.bench-installed: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[bench]"
+	touch $@
+
+bench: $(VENV)/.bench-installed
 	$(PY) experiments/benchmark.py
 
 # The documentation site (mkdocs.yml) into site/, strict: any warning fails it. Open site/index.html.

@@ -131,7 +131,10 @@ def _conv_kernel_grad(x, dy, kernel, strides, dilation, pads, groups):
 # ----------------------------------------------- one input channel: per-tap formulation (grayscale, 1-D)
 # Derivation: docs/derivations/convolution.md
 # XLA's CPU convolution is slow with few channels: with C = 1 a sum over the kernel's T = prod(K) taps
-# runs LeNet-5's first layer about 3x faster, forward and dw alike. With C = 1 and G = 1:
+# runs LeNet-5's first layer about 3x faster, forward and dw alike. With padding, though, the taps' dw
+# (25 slices of the padded input) took 5.6 ms against lax.conv's 4.0 (5x5 SAME, 128 x 28 x 28 -> 6
+# channels; unpadded, 24 x 24 out: 2.7 against 5.2 ms), so a padded convolution takes lax.conv's dw.
+# With C = 1 and G = 1:
 #   tap_t = x shifted by t*d, strided by s                      (N, *O), one per tap t
 #   y[f]  = sum_t w[t, f] tap_t                                 (F, N, *O), channels moved last after
 #   dw[t] = dy^T tap_t  (dy as (F, N*O), tap_t as (N*O,))       (F,) per tap: one matrix-vector product
@@ -274,7 +277,10 @@ def _convolution(name, n, out_channels, kernel_size, strides, padding, dilation,
             dy = dy.astype(x.dtype)
             if use_taps(x.shape[-1]):
                 dx = _taps_input_grad(dy, w, x.shape[1:-1], strides, dilation, pads)  # (N, *S, 1)
-                dw = _taps_kernel_grad(x, dy, kernel, strides, dilation, pads)  # (*K, 1, F)
+                if any(lo or hi for lo, hi in pads):  # padded: lax.conv's dw (see the per-tap comment)
+                    dw = _conv_kernel_grad(x, dy, kernel, strides, dilation, pads, groups)
+                else:
+                    dw = _taps_kernel_grad(x, dy, kernel, strides, dilation, pads)  # (*K, 1, F)
             else:
                 dx = _conv_input_grad(dy, w, x.shape[1:-1], strides, dilation, pads, groups)  # (N, *S, C)
                 dw = _conv_kernel_grad(x, dy, kernel, strides, dilation, pads, groups)  # (*K, C/G, F)
@@ -311,9 +317,10 @@ def Conv2D(out_channels: int, kernel_size, *, strides=1, padding="VALID", dilati
     high side), 'VALID' or ((lo, hi), (lo, hi)). feature_group_count G splits C and F into G blocks
     (G = C: depthwise). Default init: LeCun normal for `w` (fan_in = KH * KW * C/G), zeros for `b`.
     algorithm: 'xla' runs `lax.conv_general_dilated` and its two transposes; 'taps' (one input channel,
-    G = 1) sums the kernel's taps as shifted slices for the forward and both gradients, faster on the
-    CPU for C = 1 (LeNet-5's training step: README table); 'auto' (default) takes 'taps' for C = G = 1
-    on the CPU backend and 'xla' otherwise. Both give the same values to rounding."""
+    G = 1) sums the kernel's taps as shifted slices for the forward and both gradients (a padded one
+    takes lax.conv's dw, which measured faster), faster on the CPU for C = 1 (LeNet-5's training step:
+    README table); 'auto' (default) takes 'taps' for C = G = 1 on the CPU backend and 'xla' otherwise.
+    Both give the same values to rounding."""
     return _convolution("Conv2D", 2, out_channels, kernel_size, strides, padding, dilation,
                         feature_group_count, use_bias, w_init, b_init, algorithm)
 

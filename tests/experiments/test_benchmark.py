@@ -1,27 +1,92 @@
-"""The benchmark harness in a tiny configuration: correctness of its output only, no timing assertions."""
+"""The benchmark compares like with like: every peer, built from purenet's params, computes the same loss and
+gradients as purenet's handwritten step on one batch; the harness, in a tiny configuration, writes its table
+and JSON. No timing assertions."""
 
+import functools
 import importlib.util
 import json
+import math
 
+import jax
+import numpy as np
 import pytest
 
+from purenet import losses
 from tests.helpers import load_experiment
 
+BENCH = load_experiment("benchmark")  # with experiments/ importable: it shares common's flag types
+ROWS = BENCH.rows(quick=True)
+LIBRARIES = {"plain jax.grad": (), "Flax": ("flax", "optax"), "Equinox": ("equinox", "optax"),
+             "PyTorch CPU": ("torch",)}  # what each peer needs installed
+# The peers run every row but the purenet-only one ("LeNet-5, conv1 on lax.conv", whose model the LeNet-5
+# row's peers already match).
+CASES = [(name, peer) for name, row in ROWS.items() if row.peers for peer in BENCH.PEERS]
 
-@pytest.fixture(scope="module")
-def benchmark():
-    return load_experiment("benchmark")  # with experiments/ importable: it shares common's flag types
+
+def installed(peer: str) -> bool:
+    return all(importlib.util.find_spec(lib) is not None for lib in LIBRARIES[peer])
 
 
-def test_quick_benchmark_writes_table_and_json(benchmark, tmp_path):
-    rows = benchmark.main(["--quick", "--out-dir", str(tmp_path)])
-    assert [r["model"] for r in rows] == list(benchmark.MODELS)
+@functools.cache
+def purenet_case(name: str):
+    """-> (params, x, y, loss, grads): params of the row's purenet model (its tree and shapes), drawn at
+    random so that no bias is zero and no weight has a structure a wrong layout could hide behind, one
+    quick batch, and purenet's handwritten loss and gradients there."""
+    row = ROWS[name]
+    model, in_shape = BENCH.purenet_model(row)
+    _, shapes, state = jax.eval_shape(lambda key: model.init(key, in_shape), jax.random.PRNGKey(0))
+
+    def draw(key):  # weights ~ N(0, 1 / fan-in), biases and norm scales ~ N(0, 0.1^2)
+        leaves, tree = jax.tree.flatten(shapes)
+        scales = [math.prod(s.shape[:-1]) ** -0.5 if len(s.shape) > 1 else 0.1 for s in leaves]
+        keys = jax.random.split(key, len(leaves))
+        return tree.unflatten([c * jax.random.normal(k, s.shape, s.dtype) for c, k, s in zip(scales, keys, leaves)])
+
+    key_params, key_data = jax.random.split(jax.random.PRNGKey(1))
+    params = jax.jit(draw)(key_params)
+    x, y = jax.jit(BENCH.make_batch, static_argnums=(0, 1))(row, in_shape, key_data)
+    handwritten = functools.partial(BENCH.handwritten_loss_and_grads, model, losses.softmax_cross_entropy(), state)
+    loss, grads = jax.jit(handwritten)(params, x, y)
+    return params, x, y, float(loss), grads
+
+
+@pytest.mark.parametrize("name, peer", CASES)
+def test_peer_computes_purenet_loss_and_gradients(name, peer):
+    for library in LIBRARIES[peer]:
+        pytest.importorskip(library)
+    made = BENCH.PEERS[peer](ROWS[name])
+    if made is None:
+        assert (peer, ROWS[name].kind) == ("Equinox", "gpt")  # the one row without a natural form
+        pytest.skip("Equinox has no GPT here")
+    params, x, y, loss, grads = purenet_case(name)
+    with jax.numpy_rank_promotion("allow"):  # the peers broadcast biases as their users write them
+        peer_loss, peer_grads = BENCH.peer_loss_and_grads(made, params, x, y)
+    np.testing.assert_allclose(peer_loss, loss, rtol=1e-5)
+    ours = dict(jax.tree_util.tree_flatten_with_path(grads)[0])
+    theirs = dict(jax.tree_util.tree_flatten_with_path(peer_grads)[0])
+    assert theirs.keys() == ours.keys()
+    for path, g in ours.items():
+        g = np.asarray(g)
+        np.testing.assert_allclose(np.asarray(theirs[path]), g, rtol=1e-4, atol=1e-5 * np.max(np.abs(g)),
+                                   err_msg=f"{peer}, {name}: d{jax.tree_util.keystr(path)}")
+
+
+def test_quick_benchmark_writes_table_and_json(tmp_path):
+    # One row every peer runs and the purenet-only one (the peers' forwards are checked on every row above).
+    names = ["MLP 784-512-512-10", "LeNet-5, conv1 on lax.conv"]
+    with jax.numpy_rank_promotion("allow"):
+        rows = BENCH.main(["--quick", "--models", *names, "--out-dir", str(tmp_path)])
+    assert [r["model"] for r in rows] == names
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["rows"] == rows and saved["matmul_peak_gflops"] > 0
-    has_torch = importlib.util.find_spec("torch") is not None  # the optional PyTorch column
     for row in rows:
-        assert row["purenet_flops"] > 0 and row["jax_grad_flops"] > 0
-        assert row["purenet_temp_bytes"] >= 0 and row["time_ratio"] > 0
-        assert (row["torch_cpu_ms"] is None) != has_torch
+        assert row["purenet_flops"] > 0 and row["jax_grad_flops"] > 0 and row["purenet_temp_bytes"] >= 0
+        expected = {BENCH.OURS_AUTODIFF} | ({p for p in BENCH.PEERS if installed(p)} if ROWS[row["model"]].peers
+                                            else set())
+        assert {p for p, ms in row["peer_ms"].items() if ms is not None} == expected
+        assert all(row["peer_ratio"][p] > 0 for p in expected) and row["fastest_peer"] in expected
+        assert row["purenet_over_fastest"] == pytest.approx(row["purenet_ms"] / row["peer_ms"][row["fastest_peer"]])
     table = (tmp_path / "table.md").read_text().splitlines()
-    assert len(table) == 2 + len(rows) and table[2].startswith("| MLP")
+    assert len(table) == 2 + len(rows) and table[3].startswith("| LeNet-5, conv1 on lax.conv | 4 |")
+    cells = [c.strip() for c in table[3].split("|")]
+    assert cells.count("-") == len(BENCH.PEERS)  # purenet-only: every peer but jax.grad of our forward is "-"

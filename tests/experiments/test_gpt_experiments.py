@@ -55,8 +55,9 @@ def test_mini_gpt_quick_with_lstm_comparison(tmp_path, capsys):
     assert gpt["steps"] == mini.QUICK["steps"] and np.isfinite(gpt["val_loss"])
     assert gpt["val_loss"] < np.log(metrics["vocabulary_size"]) + 0.5  # learned something, or near uniform
     assert len(gpt["sample"]) == mini.QUICK["sample_length"] > mini.QUICK["context"]  # past the table
-    # The LSTM's steps are calibrated to the GPT's training seconds (timings of a few ms: loosely).
-    assert lstm["steps"] == lstm["scheduled_steps"] >= 2 and lstm["train_seconds"] <= 3 * gpt["train_seconds"] + 1
+    # The LSTM's steps are calibrated to the GPT's training seconds, and the run stops when those are spent:
+    # with steps of a few ms on a loaded machine it may stop a step or two before the calibrated count.
+    assert 2 <= lstm["steps"] <= lstm["scheduled_steps"] and lstm["train_seconds"] <= 3 * gpt["train_seconds"] + 1
 
 
 def test_mini_gpt_resumed_run_equals_uninterrupted(tmp_path):
