@@ -23,7 +23,7 @@ matplotlib.use("Agg")  # headless: files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 
 from purenet.core import init_model  # noqa: E402
-from purenet.data import load_mnist_or_sample, to_float_images  # noqa: E402
+from purenet.data import load_mnist_or_sample, mnist_canvases, to_float_images  # noqa: E402
 from purenet.data.text import char_vocabulary, encode, load_shakespeare, load_text, split  # noqa: E402
 from purenet.models.set_prediction import fit_matched, make_matched_step  # noqa: E402
 from purenet.optim import adam, adamw, chain, clip_by_global_norm, sgd  # noqa: E402
@@ -338,6 +338,14 @@ def set_prediction_args(name: str, description: str, argv, *, epochs: int, lr: f
         args.lr = args.lr_adam if args.optimizer == "adam" else args.lr_sgd
     return args
 
+
+def set_prediction_data(args: argparse.Namespace):
+    """The canvases `set_prediction_args`' flags ask for (--train-canvases, --test-canvases, --report,
+    --seed, --data-dir), their source printed: -> (train, held-out, source), as `mnist_canvases` returns."""
+    train, held, source = mnist_canvases(args.train_canvases, args.test_canvases, seed=args.seed,
+                                         validation=args.report == "validation", data_dir=args.data_dir)
+    print(f"data: {source}")
+    return train, held, source
 
 def train_set_model(args: argparse.Namespace, model, loss, *, cost, targets, images, truth, evaluate):
     """Init `model` at --seed, then --epochs of `purenet.models.fit_matched` over (images, truth): the

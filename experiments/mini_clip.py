@@ -93,7 +93,8 @@ def parse_args(argv):
                                 lr_sgd=0.1, quick_epochs=2)
     add = parser.add_argument
     count = common.positive_int
-    add("--channels", default="32,64", help="the CNN's channels per 3x3 conv + ReLU + max-pool stage")
+    add("--channels", type=common.positive_ints, default="32,64",
+        help="the CNN's channels per 3x3 conv + ReLU + max-pool stage")
     add("--image-hidden", type=count, default=128)
     add("--text-layers", type=count, default=2)
     add("--d-model", type=count, default=64)
@@ -108,11 +109,6 @@ def parse_args(argv):
     if args.quick:
         parser.set_defaults(**QUICK)
         args = parser.parse_args(argv)
-    try:
-        args.channels = tuple(int(c) for c in args.channels.split(","))
-        assert all(c > 0 for c in args.channels)
-    except (ValueError, AssertionError):
-        parser.error(f"--channels must be positive integers separated by commas, got {args.channels!r}")
     if args.d_model % args.heads:
         parser.error(f"--d-model ({args.d_model}) must be divisible by --heads ({args.heads})")
     if args.optimizer != "adam":

@@ -24,7 +24,6 @@ import jax
 import numpy as np
 
 import common
-from purenet.data import mnist_canvases
 from purenet.models.detr import (BoxTruth, DETRConfig, average_precision, detections, detr_cost, detr_loss,
                                  detr_targets, mini_detr)
 from purenet.models.set_prediction import make_predict
@@ -72,9 +71,7 @@ def plot_samples(images, truth: BoxTruth, found, path, title: str) -> None:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     start = time.perf_counter()
-    train, held, source = mnist_canvases(args.train_canvases, args.test_canvases, seed=args.seed,
-                                         validation=args.report == "validation", data_dir=args.data_dir)
-    print(f"data: {source}")
+    train, held, source = common.set_prediction_data(args)
     truth, held_truth = (BoxTruth(c.classes, c.boxes, c.counts) for c in (train, held))
     config = DETRConfig(num_classes=NUM_CLASSES, channels=args.channels, convs=args.convs, d_model=args.d_model,
                         heads=args.heads, encoder_layers=args.encoder_layers, decoder_layers=args.decoder_layers,

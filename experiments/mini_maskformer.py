@@ -23,7 +23,6 @@ import jax
 import numpy as np
 
 import common
-from purenet.data import mnist_canvases
 from purenet.data.canvas import BACKGROUND
 from purenet.models.maskformer import (MaskFormerConfig, maskformer_cost, maskformer_loss, maskformer_targets,
                                        mean_iou, mini_maskformer, segments, semantic_segmentation)
@@ -64,9 +63,7 @@ def plot_samples(images, truth, found, path, title: str) -> None:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     start = time.perf_counter()
-    train, held, source = mnist_canvases(args.train_canvases, args.test_canvases, seed=args.seed,
-                                         validation=args.report == "validation", data_dir=args.data_dir)
-    print(f"data: {source}")
+    train, held, source = common.set_prediction_data(args)
     config = MaskFormerConfig(num_classes=NUM_CLASSES, channels=args.channels, convs=args.convs, d_model=args.d_model,
                               heads=args.heads, encoder_layers=args.encoder_layers,
                               decoder_layers=args.decoder_layers, queries=args.queries, mask_dim=args.mask_dim)
