@@ -64,50 +64,66 @@ def _blocks(init, key, shape, gates):
 
 # -------------------------------------------------------------------------------------------- cells
 # Gates as tanh: sigmoid(a) = (1 + tanh(a / 2)) / 2, so a cell takes one tanh over its whole pre-activation
-# row (N, G*H), its weights and biases scaled once per call by `scale` (1/2 on sigmoid blocks, 1 on tanh
-# blocks; exact, a power of two). On XLA:CPU one tanh over a contiguous row vectorizes where sigmoids on the
-# row's slices did not: the LSTM's gate arithmetic over 64 steps at N32 H256 took 2.5 ms instead of 13 ms.
-# The backward yields da, the cotangent of the unscaled pre-activations a: with t = tanh(scale a) and
-# gate = (1 + t) / 2 (sigmoid) or t (tanh), d(gate)/da = scale^2 (1 - t^2) for both kinds of block.
+# row (N, G*H) scaled by `scale` (1/2 on sigmoid blocks, 1 on tanh blocks; exact, a power of two). On XLA:CPU
+# one tanh over a contiguous row vectorizes where sigmoids on the row's slices did not: the LSTM's gate
+# arithmetic over 64 steps at N32 H256 took 2.5 ms instead of 13 ms. A scan scales the weights and biases
+# once per call (`_weights`; scaling the row in each step made the LSTM's fwd+bwd 1.15x slower); a single
+# step (decoding) scales its row instead (`_step_weights`, `_scaled`), since scaling or copying the weights
+# at every call made an LSTM decode step 5x slower. The backward yields da, the cotangent of the unscaled
+# pre-activations a: with t = tanh(scale a) and gate = (1 + t) / 2 (sigmoid) or t (tanh),
+# d(gate)/da = scale^2 (1 - t^2) for both kinds of block.
 #
-# A cell step maps (w, carry, x_t) -> (carry, saved_t) with w the scaled weights (`_weights`) and carry a
-# tuple of (N, H) states. The LSTM takes x_t (N, F) and one matmul [x_t, h] @ [w_x; w_h] per step
-# (`takes_input`): its fwd+bwd at N32 T64 F64 H256 ran in 0.73-0.78x the time it took with x @ w_x + b computed
-# for all steps before the scan, which needs a (T, N, 4H) buffer. The SimpleRNN (1.2x slower that way) and
-# the GRU (its reset gate multiplies the recurrent term alone) take x_t @ w_x + b computed before the scan.
+# A cell step maps (w, carry, x_t) -> (carry, saved_t) with w as above and carry a tuple of (N, H) states.
+# In its scan the LSTM takes x_t (N, F) and one matmul [x_t, h] @ [w_x; w_h] per step (`fused`): its
+# fwd+bwd at N32 T64 F64 H256 ran in 0.73-0.78x the time it took with x @ w_x + b computed for all steps
+# before the scan, which needs a (T, N, 4H) buffer. The SimpleRNN (1.2x slower that way), the GRU (its reset
+# gate multiplies the recurrent term alone) and a single step take x_t @ w_x + b, computed before.
 # A step's backward maps (w, dcarry, (dy_t, saved_t, prev_t)) -> (dcarry, da_t), da_t (N, G*H); the
 # recurrent term's cotangent is da_t (GRU: `_gru_recurrent_cotangent`), and dh_prev gets it times w_h.T,
-# kept transposed ("h_t", (G*H, H)): the (N, G*H) @ (G*H, H) product without a transposed operand ran 1.3x
-# faster on XLA:CPU. Residuals per step: h, the tanh row t (and c, the GRU's h @ w_hn).
+# kept transposed ("h_t", (G*H, H), `_backward_weights`): the (N, G*H) @ (G*H, H) product without a
+# transposed operand ran 1.3x faster on XLA:CPU. Residuals per step: h, the tanh row t (and c, the GRU's
+# h @ w_hn).
 
 
-def _scale(cell, hidden, dtype):  # (G*H,): 1/2 on sigmoid blocks, 1 on tanh blocks
-    return jnp.repeat(jnp.asarray(cell.scale, dtype), hidden)
+def _scale(cell, hidden, dtype):  # (1, G*H): 1/2 on sigmoid blocks, 1 on tanh blocks
+    return jnp.repeat(jnp.asarray(cell.scale, dtype), hidden)[None]
 
 
-def _weights(cell, params):
-    """The step's weights: {"b": scaled (G*H,), "h_t": w_h.T (G*H, H), "scale2": scale^2 (1, G*H)} and, for
-    a cell that takes [x_t, h], "xh_t": scaled [w_x; w_h].T (G*H, F+H); else "x", "h" scaled (F or H, G*H)
-    and the GRU's "b_h"."""
-    w_x, w_h = params["w_x"], params["w_h"]
-    scale = _scale(cell, w_h.shape[0], w_h.dtype)
-    w = {"b": params["b"] * scale, "h_t": w_h.T, "scale2": (scale * scale)[None]}
-    if cell.takes_input:
-        w["xh_t"] = (jnp.concatenate([w_x, w_h], axis=0) * scale[None]).T
+def _weights(cell, params, *, fused: bool):
+    """A scan's weights, scaled: {"b": (G*H,)} and, `fused`, "xh_t": [w_x; w_h].T (G*H, F+H); else
+    "x" (F, G*H), "h" (H, G*H) and the GRU's "b_h"."""
+    scale = _scale(cell, params["w_h"].shape[0], params["w_h"].dtype)
+    w = {"b": params["b"] * scale[0]}
+    if fused:
+        w["xh_t"] = (jnp.concatenate([params["w_x"], params["w_h"]], axis=0) * scale).T
     else:
-        w["x"], w["h"] = w_x * scale[None], w_h * scale[None]
+        w["x"], w["h"] = params["w_x"] * scale, params["w_h"] * scale
         if "b_h" in params:
-            w["b_h"] = params["b_h"] * scale
+            w["b_h"] = params["b_h"] * scale[0]
     return w
 
 
-def _step_input(cell, w, x):  # what the step takes: x itself, or x @ w_x + b (..., G*H), scaled
-    return x if cell.takes_input else bias_add(linear(x, w["x"]), w["b"])
+def _step_weights(cell, params):  # one step's: the layer's own "x", "h", "b" ("b_h"), and "scale" for the row
+    w = {"x": params["w_x"], "h": params["w_h"], "b": params["b"],
+         "scale": _scale(cell, params["w_h"].shape[0], params["w_h"].dtype)}
+    return w | ({"b_h": params["b_h"]} if "b_h" in params else {})
 
 
-# x_t @ w_x + h @ w_h + b, scaled: (N, G*H). With "xh_t", x_t (N, F) and one matmul [x_t, h] @ [w_x; w_h],
+def _backward_weights(cell, params):  # {"h_t": w_h.T (G*H, H), "scale2": scale^2 (1, G*H)}
+    return {"h_t": params["w_h"].T, "scale2": _scale(cell, params["w_h"].shape[0], params["w_h"].dtype) ** 2}
+
+
+def _scaled(w, row):  # a pre-activation row (N, K), K <= G*H, times its scale where the weights were not scaled
+    return row * w["scale"][:, :row.shape[-1]] if "scale" in w else row
+
+
+def _step_input(w, x):  # what the step takes: x itself (fused), or x @ w_x + b: (..., F) -> (..., G*H)
+    return x if "xh_t" in w else bias_add(linear(x, w["x"]), w["b"])
+
+
+# x_t @ w_x + h @ w_h + b: (N, G*H). Fused ("xh_t"), x_t (N, F) and one matmul [x_t, h] @ [w_x; w_h],
 # computed as ([w_x; w_h].T @ [x_t, h].T).T: the long operand first ran 1.1x faster on XLA:CPU (G*H = 1024
-# rows against N = 32); else x_t is x_t @ w_x + b, computed before the scan.
+# rows against N = 32); else x_t is x_t @ w_x + b, computed before.
 def _pre_activation(w, x_t, h):
     if "xh_t" not in w:
         return x_t + linear(h, w["h"])
@@ -132,7 +148,7 @@ def _rnn_step_back(w, dcarry, inputs):
 
 def _lstm_step(w, carry, x_t):
     h_prev, c_prev = carry
-    t = jnp.tanh(_pre_activation(w, x_t, h_prev))  # (N, 4H): [i, f, g, o] as tanh
+    t = jnp.tanh(_scaled(w, _pre_activation(w, x_t, h_prev)))  # (N, 4H): [i, f, g, o] as tanh
     t_i, t_f, g, t_o = jnp.split(t, 4, axis=-1)
     c = (1 + t_f) / 2 * c_prev + (1 + t_i) / 2 * g  # (N, H)
     h = (1 + t_o) / 2 * jnp.tanh(c)  # (N, H)
@@ -157,12 +173,12 @@ def _lstm_step_back(w, dcarry, inputs):
 
 def _gru_step(w, carry, xw_t):
     (h_prev,) = carry
-    u = linear(h_prev, w["h"])  # (N, 3H), scaled
+    u = linear(h_prev, w["h"])  # (N, 3H)
     u = bias_add(u, w["b_h"]) if "b_h" in w else u
     hidden = h_prev.shape[-1]
     a_rz, a_n = jnp.split(xw_t, [2 * hidden], axis=-1)
     u_rz, u_n = jnp.split(u, [2 * hidden], axis=-1)  # u_n includes b_hn
-    t_rz = jnp.tanh(a_rz + u_rz)  # (N, 2H): [r, z] as tanh
+    t_rz = jnp.tanh(_scaled(w, a_rz + u_rz))  # (N, 2H): [r, z] as tanh
     r, z = jnp.split((1 + t_rz) / 2, 2, axis=-1)
     n = jnp.tanh(a_n + r * u_n)  # (N, H)
     h = n + z * (h_prev - n)  # (1 - z) * n + z * h_prev
@@ -195,7 +211,7 @@ class _Cell(NamedTuple):
     gates: int
     states: tuple[str, ...]  # the carried states, also keys of `saved`; h first
     scale: tuple[float, ...]  # per gate block: 1/2 for a sigmoid, 1 for a tanh
-    takes_input: bool  # the step takes x_t and one matmul [x_t, h] @ [w_x; w_h]; else x_t @ w_x + b
+    fused: bool  # in the scan, the step takes x_t and one matmul [x_t, h] @ [w_x; w_h]; else x_t @ w_x + b
     step: Callable
     step_back: Callable
     recurrent_cotangent: Callable  # (da, saved) -> cotangent of h_prev @ w_h (+ b_h), stacked (T, N, G*H)
@@ -208,8 +224,8 @@ _GRU = _Cell("GRU", 3, ("h",), (0.5, 0.5, 1.0), False, _gru_step, _gru_step_back
 
 
 def _cell_step(cell, params, carry, x):  # one step of `cell` from the layer's params: x (N, F)
-    w = _weights(cell, params)
-    return cell.step(w, carry, _step_input(cell, w, x))[0]
+    w = _step_weights(cell, params)
+    return cell.step(w, carry, _step_input(w, x))[0]
 
 
 def simple_rnn_cell(params, h, x):
@@ -261,8 +277,8 @@ def _split_input(cell, params, x, recurrent_bias):
 def _forward(params, x, initial, *, cell, return_sequences, reverse, residuals=True):
     """-> (y, carry0, saved): the initial states and the per-step residuals stacked (T, N, .); only y
     without `residuals`."""
-    w = _weights(cell, params)
-    xs = _step_input(cell, w, jnp.swapaxes(x, 0, 1))  # (T, N, F), or (T, N, G*H) for the GRU
+    w = _weights(cell, params, fused=cell.fused)
+    xs = _step_input(w, jnp.swapaxes(x, 0, 1))  # (T, N, F) fused, else (T, N, G*H)
     shape = (x.shape[0], params["w_h"].shape[0])  # (N, H)
     carry0 = tuple(jnp.zeros(shape, x.dtype) for _ in cell.states) if initial is None else initial
     carry0 = tuple(c.astype(x.dtype) for c in carry0)
@@ -284,10 +300,10 @@ def _backward(params, x, carry0, saved, dy, *, cell, return_sequences, reverse):
         dcarry = (dy, *dcarry[1:])
     prev = tuple(_shift(saved[s], c0, reverse) for s, c0 in zip(cell.states, carry0))  # (T, N, H) each
     dcarry = vary_like(dcarry, dy, saved, params)
-    step_back = partial(cell.step_back, _weights(cell, params))
+    step_back = partial(cell.step_back, _backward_weights(cell, params))
     dcarry0, da = lax.scan(step_back, dcarry, (dys, saved, prev), reverse=not reverse)  # da (T, N, G*H)
     xs = jnp.swapaxes(x, 0, 1)  # (T, N, F)
-    if cell.takes_input:  # the recurrent cotangent is da itself
+    if cell.fused:  # the recurrent cotangent is da itself
         dw_x, dw_h = jnp.split(linear_dw(jnp.concatenate([xs, prev[0]], axis=-1), da), [x.shape[-1]])
     else:
         du = cell.recurrent_cotangent(da, saved)  # (T, N, G*H)
