@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench docs install clean
+.PHONY: test test-variants demo bench docs install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,18 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 -q
+
+# The gradient and equality tests under other XLA CPU kernels, which sum in other orders the way another CPU
+# does (tests/README.md): YNNPACK off, single-threaded Eigen, and 2 CPU devices (the 8-device tests set
+# their own count). Not part of `make test`: about three times the tests it repeats.
+VARIANT_TESTS := tests/test_registry.py tests/test_check.py tests/test_ops.py tests/test_losses.py tests/layers \
+	tests/models tests/optim
+test-variants: $(STAMP)
+	XLA_FLAGS="--xla_cpu_experimental_ynn_fusion_type=" $(PY) -m pytest -n 2 -q -p no:cacheprovider \
+		$(VARIANT_TESTS) tests/training/test_parallel.py
+	XLA_FLAGS="--xla_cpu_multi_thread_eigen=false" $(PY) -m pytest -n 2 -q -p no:cacheprovider \
+		$(VARIANT_TESTS) tests/training/test_parallel.py
+	JAX_NUM_CPU_DEVICES=2 $(PY) -m pytest -n 2 -q -p no:cacheprovider $(VARIANT_TESTS)
 
 demo: $(STAMP)
 	$(PY) experiments/lenet5_mnist.py

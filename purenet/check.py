@@ -3,33 +3,51 @@
 This is the only module of purenet that may call JAX's autodiff (`jax.vjp`, `jax.jvp`, `jax.grad`,
 `jax.custom_vjp`): its job is to compare, and to bridge a purenet layer into a JAX user's `jax.grad`.
 
-Errors are normwise per leaf: `max_abs = max|ours - jax|`, `max_rel = max_abs / max|jax|`, so a tiny
+Errors are normwise per leaf: `max_abs = max|ours - ref|`, `max_rel = max_abs / max|ref|`, so a tiny
 entry cannot make a correct gradient fail. A leaf whose reference is zero up to rounding (at most
 `ZERO_ULPS` units of its dtype's precision times the largest leaf of the same tree: attention's key
 bias, whose exact gradient is 0 because softmax ignores a shift shared by all keys) is scaled by that
 largest leaf instead; a leaf that is exactly zero everywhere is compared absolutely.
+
+Two rules, one per precision:
+
+- **float64** (and any comparison given `rtol`): `max_rel <= rtol`, 1e-10 by default (`TOLERANCES`).
+- **lower precision** (float32, bfloat16, float16) with 64-bit mode on: both sides are also computed in
+  float64 at the same point (the same params, inputs and cotangents, cast up exactly), the *truth*. Our
+  result passes when its error against the truth is at most `LOW_PRECISION_FACTOR` times the error of
+  JAX's own low-precision evaluation of the same function, and never needs to beat the dtype's
+  precision: `max|ours - truth| <= 16 * max(max|jax - truth|, eps * max|truth|)`. The bound grows
+  with whatever makes the computation inexact in that dtype (the number of summed terms, cancellation,
+  the magnitudes), because JAX's evaluation meets the same growth, and it moves with the summation
+  order of the machine (another CPU, another XLA kernel, the GPU) for the same reason; 16 = 4 bits of
+  float32's 24 for a formulation that rounds differently from JAX's (see tests/README.md). Without
+  64-bit mode there is no truth to measure and the table's flat tolerance applies (`TOLERANCES`).
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from purenet._checks import fail
-from purenet.core import Layer, as_shape_tree, can_decode, init_model, is_differentiable, is_shape
+from purenet.core import (Layer, as_shape_tree, can_decode, checked_apply, checked_vjp, init_model,
+                          is_differentiable, is_shape)
 
 TOLERANCES = {jnp.dtype("float64"): 1e-10, jnp.dtype("float32"): 1e-4}
 ZERO_ULPS = 16
+LOW_PRECISION_FACTOR = 16
 
 
 class LeafError(NamedTuple):
-    """One leaf's error: `max_abs = max|ours - jax|`, `max_rel` = max_abs over the reference's scale."""
+    """One leaf's error: `max_abs = max|ours - ref|` (ref: the truth where one was given), `max_rel` =
+    max_abs over the reference's scale, `rtol` the relative error this leaf was allowed."""
 
     max_abs: float
     max_rel: float
+    rtol: float = float("inf")
 
 
 class GradientMismatch(AssertionError):
@@ -52,32 +70,97 @@ def _check_dtype(owner: str, dtype) -> None:
                     "True) at startup, or pass dtype=jnp.float32 (without it JAX computes in float32)")
 
 
-def compare(ours: Any, reference: Any, *, rtol: float, what: str) -> dict[str, LeafError]:
-    """Compare two pytrees leaf by leaf; -> {leaf path: LeafError}. Raises GradientMismatch naming the
-    first leaf over `rtol` (or a structure or shape mismatch)."""
+_NO_TRUTH = object()
+
+
+def compare(ours: Any, reference: Any, *, what: str, rtol: float | None = None, truth: Any = _NO_TRUTH,
+            raise_: bool = True) -> dict[str, LeafError]:
+    """Compare two pytrees leaf by leaf; -> {leaf path: LeafError}.
+
+    Each leaf's bound: `rtol` when given (its relative error against `reference`); otherwise the rule of
+    the reference leaf's dtype: float64 within `TOLERANCES[float64]` of `reference`; a lower precision
+    by the low-precision rule of this module, which needs `truth` (the same computation in float64 at
+    the same point, a pytree like `reference`): the error against the truth at most
+    `LOW_PRECISION_FACTOR` times the reference's own, or the dtype's epsilon if larger. Raises
+    GradientMismatch naming every leaf over its bound (or a structure or shape mismatch); with
+    `raise_=False` the report is returned and `failures(report)` lists them."""
+    with_truth = truth is not _NO_TRUTH
+    if rtol is not None and with_truth:
+        fail("compare", f"{what}: pass rtol= (a fixed relative tolerance) or truth= (a float64 evaluation of "
+                        f"the same computation), not both")
     ours_leaves, ours_def = jax.tree_util.tree_flatten_with_path(ours)
     ref_leaves, ref_def = jax.tree_util.tree_flatten_with_path(reference)
     if ours_def != ref_def:
-        raise GradientMismatch(f"{what}: tree structure differs: ours {ours_def} vs jax {ref_def}")
-    report, failures = {}, []
-    largest = max((float(np.max(np.abs(b))) for _, b in ref_leaves if np.size(b)), default=0.0)
-    for (path, a), (_, b) in zip(ours_leaves, ref_leaves):
+        raise GradientMismatch(f"{what}: tree structure differs: ours {ours_def} vs reference {ref_def}")
+    truth_leaves = [b for _, b in ref_leaves]
+    if with_truth:
+        truth_leaves, truth_def = jax.tree_util.tree_flatten(truth)
+        if truth_def != ref_def:
+            raise GradientMismatch(f"{what}: the truth's tree structure differs: {truth_def} vs {ref_def}")
+    largest = max((float(np.max(np.abs(t))) for t in truth_leaves if np.size(t)), default=0.0)
+    report = {}
+    for (path, a), (_, b), t in zip(ours_leaves, ref_leaves, truth_leaves):
         name = what + jax.tree_util.keystr(path)
+        low = rtol is None and _is_low_precision(b)
+        if low and not with_truth:
+            fail("compare", f"{name} is {jnp.result_type(b)}: pass truth= (the same computation in float64 at the "
+                            f"same point) for the low-precision rule, or rtol=")
         eps = float(jnp.finfo(b.dtype).eps) if jnp.issubdtype(jnp.result_type(b), jnp.inexact) else 0.0
-        a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-        if a.shape != b.shape:
-            raise GradientMismatch(f"{name}: shape {a.shape} != jax's {b.shape}")
-        max_abs = float(np.max(np.abs(a - b))) if a.size else 0.0
-        scale = float(np.max(np.abs(b))) if b.size else 0.0
+        a, b, t = (np.asarray(v, dtype=np.float64) for v in (a, b, t if low else b))
+        if a.shape != b.shape or a.shape != t.shape:
+            raise GradientMismatch(f"{name}: shape {a.shape} != the reference's {b.shape}")
+        max_abs = float(np.max(np.abs(a - t))) if a.size else 0.0
+        scale = float(np.max(np.abs(t))) if t.size else 0.0
         if 0 < scale <= ZERO_ULPS * eps * largest:  # zero up to rounding
             scale = largest
-        max_rel = max_abs / scale if scale > 0 else max_abs
-        report[name] = LeafError(max_abs, max_rel)
-        if not np.isfinite(max_rel) or max_rel > rtol:
-            failures.append(f"{name}: max abs error {max_abs:.3e}, max rel error {max_rel:.3e} > {rtol:.0e}")
-    if failures:
-        raise GradientMismatch("gradient mismatch\n  " + "\n  ".join(failures))
+        if not low:
+            bound = TOLERANCES[jnp.dtype("float64")] if rtol is None else rtol
+        else:  # the reference's own error against the truth, relative, floored at the dtype's precision
+            ref_error = float(np.max(np.abs(b - t))) if b.size else 0.0
+            bound = LOW_PRECISION_FACTOR * max(ref_error / scale if scale > 0 else ref_error, eps)
+        report[name] = LeafError(max_abs, max_abs / scale if scale > 0 else max_abs, bound)
+    if raise_:
+        _raise_failures(report)
     return report
+
+
+def _is_low_precision(leaf) -> bool:
+    dtype = jnp.result_type(leaf)
+    return jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 64
+
+
+def failures(report: dict[str, LeafError]) -> list[str]:
+    """The leaves of a report over their bound (or not finite), one line each."""
+    return [f"{name}: max abs error {e.max_abs:.3e}, max rel error {e.max_rel:.3e} > {e.rtol:.1e}"
+            for name, e in report.items() if not (np.isfinite(e.max_rel) and e.max_rel <= e.rtol)]
+
+
+def upcast(tree: Any) -> Any:
+    """`tree` with every floating-point leaf cast to float64 (exact), integer and boolean leaves kept:
+    the point at which the truth of a low-precision computation is evaluated."""
+    return _cast(tree, jnp.float64)
+
+
+def needs_truth(dtype) -> bool:
+    """Whether a check in `dtype` follows the low-precision rule (a float64 truth beside it): every
+    floating dtype below float64, when 64-bit mode is on."""
+    return jnp.dtype(dtype) != jnp.float64 and bool(jax.config.jax_enable_x64)
+
+
+def check_function(ours: Callable, reference: Callable, *args: Any, what: str,
+                   rtol: float | None = None) -> dict[str, LeafError]:
+    """`ours(*args)` equals `reference(*args)` (each a pytree of arrays): within `rtol` if given, else by
+    the rule of each leaf's dtype (`compare`), the truth of a low-precision leaf being `reference` at
+    the arguments cast up to float64 (`upcast`; without 64-bit mode, the table's tolerance instead).
+    For a pullback or a model piece written by hand against JAX's (`reference` may call `jax.vjp`).
+    -> per-leaf report; raises GradientMismatch naming every leaf out of bounds."""
+    ref = reference(*args)
+    low = [b for b in jax.tree_util.tree_leaves(ref) if _is_low_precision(b)]
+    if rtol is None and low and not jax.config.jax_enable_x64:
+        rtol = tolerance(jnp.result_type(*low))  # no float64 truth without 64-bit mode
+    if rtol is not None or not low:
+        return compare(ours(*args), ref, rtol=rtol, what=what)
+    return compare(ours(*args), ref, truth=reference(*upcast(args)), what=what)
 
 
 def random_input(key: jax.Array, shape, dtype) -> Any:
@@ -165,11 +248,12 @@ def _adjoint_gap(layer, params, state, x, k_t, k_dy, ctx):
     return lhs, rhs, _norm(dy) * _norm(jt)
 
 
-def _gap_report(layer: Layer, lhs, rhs, scale, rtol) -> dict[str, LeafError]:
+def _gap_report(layer: Layer, lhs, rhs, scale, rtol, *, raise_: bool = True, name: str | None = None
+                ) -> dict[str, LeafError]:
     gap = float(jnp.abs(lhs - rhs) / (scale + 1e-300))
-    if not gap <= rtol:
+    if raise_ and not gap <= rtol:
         raise GradientMismatch(f"{layer.name}: <dy, J t> = {lhs} but <pullback(dy), t> = {rhs} (gap {gap:.2e})")
-    return {f"{layer.name}.adjoint": LeafError(float(jnp.abs(lhs - rhs)), gap)}
+    return {f"{name or layer.name}.adjoint": LeafError(float(jnp.abs(lhs - rhs)), gap, rtol)}
 
 
 def _norm(tree) -> jax.Array:
@@ -190,44 +274,98 @@ def check_layer(
 ) -> dict[str, LeafError]:
     """Check one layer: declared out_shape, primal output and new state equal `apply`'s, and for
     `num_cotangents` random cotangents `dy` our `(dparams, dx)` equal `jax.vjp(apply)`'s; with
-    `adjoint`, also the identity of `check_dot_product` against JAX's forward mode.
+    `adjoint`, also the identity of `check_dot_product` against JAX's forward mode (in the highest dtype).
 
     `x` defaults to a standard-normal input of `in_shape` (a shape or a pytree of shapes) in `dtype`.
     A structured `x` may hold integer and boolean leaves (token ids, masks): only the float leaves are
-    differentiated, and the layer's `dx` must mirror `x` with None at the others. Init, both sides and
-    the adjoint run in one `jax.jit` program (the registry tests check separately that jit equals
-    eager). -> per-leaf report; raises GradientMismatch."""
-    _check_dtype("check_layer", dtype)
-    rtol = tolerance(dtype) if rtol is None else rtol
+    differentiated, and the layer's `dx` must mirror `x` with None at the others. In float64 every leaf
+    must agree within `rtol` (default 1e-10); below float64 the module's low-precision rule applies (a
+    float64 truth at the same point), unless `rtol` is given. `dtype` may be a tuple, e.g.
+    `(jnp.float64, jnp.float32)`: every dtype is checked at the same point (params, x and cotangents drawn
+    in the lowest one, then cast up exactly), the float64 evaluation also serving as the truth, and the
+    report's keys name the dtype (`Dense[float32].dx`). Init, every side and the adjoint run in one
+    `jax.jit` program (the registry tests check separately that jit equals eager).
+    -> per-leaf report; raises GradientMismatch naming every leaf out of bounds."""
+    dtypes = [jnp.dtype(d) for d in (dtype if isinstance(dtype, (tuple, list)) else (dtype,))]
+    for d in dtypes:
+        _check_dtype("check_layer", d)
+    low, high = (f(dtypes, key=lambda d: jnp.finfo(d).bits) for f in (min, max))
+    with_truth = rtol is None and any(needs_truth(d) for d in dtypes)
     k_init, k_x, k_dy, k_layer = jax.random.split(key, 4)
     ctx = dict(key=k_layer, train=train)
 
-    def ours_and_jax(params, state, x):
-        y, new_state, pullback = layer.vjp(params, state, x, **ctx)
-        y_ref, state_ref = layer.apply(params, state, x, **ctx)
+    def jax_side(params, state, x, dys):
+        """JAX's `(y, new_state)` and, per cotangent, `(dparams, dx)` of `apply` at this point."""
+        y, new_state = checked_apply("check_layer", layer.name, layer, params, state, x, **ctx)
         split = _float_leaves(x)
         _, jax_pullback = jax.vjp(lambda p, xf: layer.apply(p, state, split.merge(xf), **ctx)[0], params,
                                   split.leaves)
-        dys = [random_cotangent(k, y) for k in jax.random.split(k_dy, num_cotangents)]
-        theirs = []
-        for _, dy in dys:
-            dparams_ref, dxf_ref = jax_pullback(dy)
-            theirs.append((dparams_ref, split.with_none(dxf_ref)))
-        gap = _adjoint_gap(layer, params, state, x, *jax.random.split(k_dy), ctx) if adjoint else None
-        return (y, new_state), (y_ref, state_ref), [pullback(dy) for dy, _ in dys], theirs, gap
+        grads = [jax_pullback(dy) for dy in dys]
+        return (y, new_state), [(dparams, split.with_none(dxf)) for dparams, dxf in grads]
 
-    program, out_shapes = _compiled(layer, in_shape, dtype, ours_and_jax)
-    x, ((y, new_state), (y_ref, state_ref), ours, theirs, gap) = program(k_init, k_x, x)
-    _check_out_shape(layer, as_shape_tree(out_shapes[0]), y)
-    report = compare(y, y_ref, rtol=rtol, what=f"{layer.name}.y")
-    report |= compare(new_state, state_ref, rtol=rtol, what=f"{layer.name}.state")
-    for (dparams, dx), (dparams_ref, dx_ref) in zip(ours, theirs):
-        _check_none_rule(layer, x, dx)
-        report |= compare(dx, dx_ref, rtol=rtol, what=f"{layer.name}.dx")
-        report |= compare(dparams, dparams_ref, rtol=rtol, what=f"{layer.name}.dparams")
+    def ours_and_jax(params, state, x):  # params, state and x in the lowest dtype
+        y = jax.eval_shape(lambda p, s, x: checked_apply("check_layer", layer.name, layer, p, s, x, **ctx)[0],
+                           params, state, x)
+        y = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), y)
+        dys = [random_cotangent(k, y) for k in jax.random.split(k_dy, num_cotangents)]
+        sides = {}
+        for d in dtypes:
+            p, s, xd, dys_d = (_cast(t, d) for t in (params, state, x, dys))
+            out, new_state, pullback = checked_vjp("check_layer", layer.name, layer, p, s, xd, **ctx)
+            ours = (out, new_state), [pullback(dy) for dy, _ in dys_d]
+            sides[d] = ours, jax_side(p, s, xd, [dy for _, dy in dys_d])
+        truth = None
+        if with_truth:
+            f64 = jnp.dtype(jnp.float64)
+            truth = sides[f64][1] if f64 in sides else jax_side(*(upcast(t) for t in (params, state, x)),
+                                                                [upcast(dy) for _, dy in dys])
+        gap = _adjoint_gap(layer, *(_cast(t, high) for t in (params, state, x)), *jax.random.split(k_dy), ctx) \
+            if adjoint else None
+        return sides, truth, gap
+
+    program, out_shapes = _compiled(layer, in_shape, low, ours_and_jax)
+    x, (sides, truth, gap) = program(k_init, k_x, None if x is None else _cast(x, low))
+    report = {}
+    for d, (ours, theirs) in sides.items():
+        name = layer.name if len(dtypes) == 1 else f"{layer.name}[{d.name}]"
+        _check_out_shape(layer, as_shape_tree(out_shapes[0]), ours[0][0])
+        for dparams, dx in ours[1]:
+            _check_none_rule(layer, x, dx)
+        bound = dict(truth=truth) if with_truth and needs_truth(d) else None
+
+        def check(a, b, pick, what):
+            kwargs = dict(truth=pick(truth)) if bound else dict(rtol=tolerance(d) if rtol is None else rtol)
+            return compare(a, b, what=f"{name}.{what}", raise_=False, **kwargs)
+
+        report |= check(ours[0][0], theirs[0][0], lambda t: t[0][0], "y")
+        report |= check(ours[0][1], theirs[0][1], lambda t: t[0][1], "state")
+        for i, ((dparams, dx), (dparams_ref, dx_ref)) in enumerate(zip(ours[1], theirs[1])):
+            report = _worst(report, check(dx, dx_ref, lambda t: t[1][i][1], "dx"))
+            report = _worst(report, check(dparams, dparams_ref, lambda t: t[1][i][0], "dparams"))
     if adjoint:
-        report |= _gap_report(layer, *gap, rtol)
+        name = layer.name if len(dtypes) == 1 else f"{layer.name}[{high.name}]"
+        report |= _gap_report(layer, *gap, tolerance(high) if rtol is None else rtol, raise_=False, name=name)
+    _raise_failures(report)
     return report
+
+
+def _cast(tree: Any, dtype) -> Any:
+    """`tree` with every floating-point leaf cast to `dtype`; integer, boolean and None leaves kept."""
+    return jax.tree_util.tree_map(lambda a: a.astype(dtype) if is_differentiable(a) else a, tree)
+
+
+def _worst(report: dict[str, LeafError], more: dict[str, LeafError]) -> dict[str, LeafError]:
+    """Merge two reports; a leaf in both (one per cotangent) keeps its worst error against its bound."""
+    merged = dict(report)
+    for name, e in more.items():
+        if name not in merged or e.max_rel - e.rtol > merged[name].max_rel - merged[name].rtol:
+            merged[name] = e
+    return merged
+
+
+def _raise_failures(report: dict[str, LeafError]) -> None:
+    if failures(report):
+        raise GradientMismatch("gradient mismatch\n  " + "\n  ".join(failures(report)))
 
 
 def _check_out_shape(layer: Layer, out_shape, y) -> None:
@@ -283,25 +421,37 @@ def check_model(
     rtol: float | None = None,
 ) -> dict[str, LeafError]:
     """A whole model + loss: the parameter gradient from our handwritten VJPs equals
-    `jax.grad(loss.apply(model.apply(params, state, x)[0], target))`. Both sides run in one `jax.jit`
-    program (compiling a model once costs far less than running it op by op). -> per-leaf report."""
+    `jax.grad(loss.apply(model.apply(params, state, x)[0], target))`; below float64, by the module's
+    low-precision rule (a float64 truth at the same point) unless `rtol` is given. Both sides run in
+    one `jax.jit` program (compiling a model once costs far less than running it op by op). -> per-leaf
+    report; raises GradientMismatch naming every leaf out of bounds."""
     dtype = jax.tree_util.tree_leaves(params)[0].dtype
-    rtol = tolerance(dtype) if rtol is None else rtol
+    with_truth = rtol is None and needs_truth(dtype)
+    rtol = None if with_truth else tolerance(dtype) if rtol is None else rtol
 
-    @jax.jit
-    def ours_and_jax(params, state, x, target, key):
-        y, _, pullback = model.vjp(params, state, x, key=key, train=train)
-        value, loss_pullback = loss.vjp(y, target)
-        dparams, _ = pullback(loss_pullback(jnp.ones_like(value)))
-
+    def jax_side(params, state, x, target):
         def reference(p):
             return loss.apply(model.apply(p, state, x, key=key, train=train)[0], target)
 
-        return (value, dparams), jax.value_and_grad(reference)(params)
+        return jax.value_and_grad(reference)(params)
 
-    (value, dparams), (value_ref, dparams_ref) = ours_and_jax(params, state, x, target, key)
-    report = compare(value, value_ref, rtol=rtol, what=f"{model.name}.loss")
-    return report | compare(dparams, dparams_ref, rtol=rtol, what=f"{model.name}.dparams")
+    @jax.jit
+    def ours_and_jax(params, state, x, target, key):
+        y, _, pullback = checked_vjp("check_model", model.name, model, params, state, x, key=key, train=train)
+        value, loss_pullback = loss.vjp(y, target)
+        dparams, _ = pullback(loss_pullback(jnp.ones_like(value)))
+        theirs = jax_side(params, state, x, target)
+        truth = jax_side(*map(upcast, (params, state, x, target))) if with_truth else theirs
+        return (value, dparams), theirs, truth
+
+    ours, theirs, truth = ours_and_jax(params, state, x, target, key)
+    bound = dict(truth=truth) if with_truth else dict(rtol=rtol)
+    report = compare(ours, theirs, what=f"{model.name}", raise_=False, **bound)
+    report = {name.replace(f"{model.name}[0]", f"{model.name}.loss").replace(f"{model.name}[1]",
+                                                                              f"{model.name}.dparams"): e
+              for name, e in report.items()}
+    _raise_failures(report)
+    return report
 
 
 def check_decode(layer: Layer, params, state, x: Any, *, rtol: float | None = None) -> dict[str, LeafError]:
@@ -312,10 +462,11 @@ def check_decode(layer: Layer, params, state, x: Any, *, rtol: float | None = No
     if not can_decode(layer):
         raise GradientMismatch(f"{layer.name}: has no decode step")
     dtype = jnp.result_type(*[a for a in jax.tree_util.tree_leaves(params) if is_differentiable(a)] or [float])
-    rtol = tolerance(dtype) if rtol is None else rtol
+    with_truth = rtol is None and needs_truth(dtype)
+    rtol = None if with_truth else tolerance(dtype) if rtol is None else rtol
 
     @jax.jit
-    def both(params, x):
+    def both(params, state, x):
         y, _ = layer.apply(params, state, x, train=False)
         steps = jax.tree_util.tree_leaves(x)[0].shape[1]
         cache = layer.decode.init_cache(params, jax.tree_util.tree_leaves(x)[0].shape[0], steps)
@@ -327,12 +478,14 @@ def check_decode(layer: Layer, params, state, x: Any, *, rtol: float | None = No
 
         time_major = jax.tree_util.tree_map(lambda a: jnp.swapaxes(a, 0, 1), x)
         _, ys = jax.lax.scan(step, cache, (time_major, jnp.arange(steps)))
-        return y, ys
+        stepped = jax.tree_util.tree_map(
+            lambda full, s: s[-1] if s.ndim == full.ndim + 1 else jnp.swapaxes(s, 0, 1), y, ys)
+        truth = layer.apply(*map(upcast, (params, state, x)), train=False)[0] if with_truth else y
+        return stepped, y, truth
 
-    y, ys = both(params, x)
-    stepped = jax.tree_util.tree_map(lambda full, s: s[-1] if s.ndim == full.ndim + 1 else jnp.swapaxes(s, 0, 1),
-                                     y, ys)
-    return compare(stepped, y, rtol=rtol, what=f"{layer.name}.decode")
+    stepped, y, truth = both(params, state, x)
+    return compare(stepped, y, what=f"{layer.name}.decode",
+                   **(dict(truth=truth) if with_truth else dict(rtol=rtol)))
 
 
 def as_jax_function(layer: Layer, state, *, key: jax.Array | None = None, train: bool = False):

@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from purenet.check import (GradientMismatch, as_jax_function, check_dot_product, check_layer, check_model,
-                           compare, tolerance)
+from purenet.check import (LOW_PRECISION_FACTOR, GradientMismatch, as_jax_function, check_dot_product,
+                           check_layer, check_model, compare, tolerance)
 from purenet.core import Layer, Loss, serial
 from purenet.layers.dense import Dense
 
@@ -56,10 +56,34 @@ def test_wrong_vjp_fails_dot_product(key):
         check_dot_product(_scaled_dense(1.0, 2.0), (2, 4), key=key)
 
 
-def test_float32_tolerance_is_looser_but_still_catches(key):
-    check_layer(_scaled_dense(), (2, 4), key=key, dtype=jnp.float32)
-    with pytest.raises(GradientMismatch):
-        check_layer(_scaled_dense(1.01), (2, 4), key=key, dtype=jnp.float32)
+def test_float32_follows_the_low_precision_rule_and_still_catches(key):
+    report = check_layer(_scaled_dense(), (2, 4), key=key, dtype=jnp.float32)
+    eps = float(jnp.finfo(jnp.float32).eps)
+    assert all(LOW_PRECISION_FACTOR * eps <= e.rtol < 1e-4 for e in report.values())  # bounds from the truth
+    with pytest.raises(GradientMismatch, match=r"Skewed\.dparams\['w'\]"):
+        check_layer(_scaled_dense(1 + 1e-4), (2, 4), key=key, dtype=jnp.float32)  # 1e-4: the old flat tolerance
+
+
+def test_the_rule_bounds_ours_by_the_references_own_error_against_the_truth():
+    truth = jnp.array([1.0, -2.0, 4.0])
+    eps = float(jnp.finfo(jnp.float32).eps)
+    reference = jnp.asarray(truth * (1 + jnp.array([0.0, 0.0, 1e-5])), jnp.float32)  # off by 1e-5 of max|truth|
+    ours = jnp.asarray(truth * (1 + jnp.array([0.0, 0.0, 1.5e-4])), jnp.float32)
+    report = compare({"w": ours}, {"w": reference}, truth={"w": truth}, what="t")  # 1.5e-4 <= 16 x 1e-5
+    np.testing.assert_allclose(report["t['w']"].rtol, LOW_PRECISION_FACTOR * 1e-5, rtol=1e-2)
+    with pytest.raises(GradientMismatch, match=r"t\['w'\]: max abs error"):
+        compare({"w": ours}, {"w": jnp.asarray(truth, jnp.float32)}, truth={"w": truth}, what="t")  # eps floor
+    assert compare({"w": jnp.asarray(truth, jnp.float32) * (1 + eps)}, {"w": jnp.asarray(truth, jnp.float32)},
+                   truth={"w": truth}, what="t")["t['w']"].rtol == LOW_PRECISION_FACTOR * eps
+    with pytest.raises(ValueError, match=r"compare: t\['w'\] is float32: pass truth="):
+        compare({"w": ours}, {"w": reference}, what="t")
+
+
+def test_a_failure_names_every_leaf_out_of_bounds(key):
+    with pytest.raises(GradientMismatch) as failure:
+        check_layer(_scaled_dense(1.5, 2.0), (2, 4), key=key)
+    assert "Skewed.dx" in str(failure.value) and "Skewed.dparams['w']" in str(failure.value)
+    assert "Skewed.dparams['b']" not in str(failure.value)
 
 
 def test_wrong_output_shape_declaration_fails(key):
@@ -79,7 +103,7 @@ def test_compare_rejects_structure_and_shape_mismatch():
     with pytest.raises(GradientMismatch, match=r"t\['w'\]: shape"):
         compare({"w": jnp.ones(2)}, {"w": jnp.ones(3)}, rtol=1e-10, what="t")
     report = compare({"w": jnp.array([1.0, 2.0])}, {"w": jnp.array([1.0, 2.5])}, rtol=1.0, what="t")
-    np.testing.assert_allclose(report["t['w']"], (0.5, 0.2))
+    np.testing.assert_allclose(report["t['w']"][:2], (0.5, 0.2))
 
 
 def test_check_model_matches_and_catches(key):
@@ -116,3 +140,19 @@ def test_float64_without_x64_fails_instead_of_a_false_alarm(key):
             check_dot_product(Dense(2), (2, 3), key=key)
     finally:
         jax.config.update("jax_enable_x64", True)
+
+
+def test_the_layer_contract_is_checked_before_comparing(key):
+    inner = Dense(3)
+
+    def pullback_returns_dx_only(params, state, x, *, key=None, train=False):
+        y, state, pullback = inner.vjp(params, state, x)
+        return y, state, lambda dy: pullback(dy)[1]
+
+    def apply_forgets_the_state(params, state, x, *, key=None, train=False):
+        return inner.apply(params, state, x)[0]
+
+    with pytest.raises(ValueError, match=r"check_layer: DxOnly's pullback must return \(dparams, dx\), got"):
+        check_layer(Layer(inner.init, inner.apply, pullback_returns_dx_only, "DxOnly"), (2, 4), key=key)
+    with pytest.raises(ValueError, match=r"check_layer: NoState.apply must return \(y, new_state\), got"):
+        check_layer(Layer(inner.init, apply_forgets_the_state, inner.vjp, "NoState"), (2, 4), key=key)

@@ -21,7 +21,9 @@ def test_regression_1d():
     data = regression_1d(50, seed=0, noise=0.0)
     assert data["x"].shape == data["y"].shape == (50, 1) and data["y"].dtype == np.float32
     assert np.all(np.abs(data["x"]) <= 1)
-    np.testing.assert_allclose(data["y"], np.sin(3 * data["x"]), rtol=1e-6, atol=1e-6)
+    # y = sin(3 x) in float64, then x and y rounded to float32: |error| <= u |y| + 3 u |x| <= 4 u = 2 eps
+    np.testing.assert_allclose(data["y"], np.sin(3 * data["x"].astype(np.float64)), rtol=0,
+                               atol=2 * np.finfo(np.float32).eps)
     noisy = regression_1d(2000, seed=0, noise=0.1)
     assert 0.08 < np.std(noisy["y"] - np.sin(3 * noisy["x"])) < 0.12
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from purenet import losses
+from purenet.check import compare, upcast
 from tests.helpers import load_experiment
 
 BENCH = load_experiment("benchmark")  # with experiments/ importable: it shares common's flag types
@@ -47,7 +48,8 @@ def purenet_case(name: str):
     x, y = jax.jit(BENCH.make_batch, static_argnums=(0, 1))(row, in_shape, key_data)
     handwritten = functools.partial(BENCH.handwritten_loss_and_grads, model, losses.softmax_cross_entropy(), state)
     loss, grads = jax.jit(handwritten)(params, x, y)
-    return params, x, y, float(loss), grads
+    truth = jax.jit(handwritten)(*upcast((params, x, y)))  # the same step in float64
+    return params, x, y, float(loss), grads, truth
 
 
 @pytest.mark.parametrize("name, peer", CASES)
@@ -58,17 +60,13 @@ def test_peer_computes_purenet_loss_and_gradients(name, peer):
     if made is None:
         assert (peer, ROWS[name].kind) == ("Equinox", "gpt")  # the one row without a natural form
         pytest.skip("Equinox has no GPT here")
-    params, x, y, loss, grads = purenet_case(name)
+    params, x, y, loss, grads, truth = purenet_case(name)
     with jax.numpy_rank_promotion("allow"):  # the peers broadcast biases as their users write them
         peer_loss, peer_grads = BENCH.peer_loss_and_grads(made, params, x, y)
-    np.testing.assert_allclose(peer_loss, loss, rtol=1e-5)
-    ours = dict(jax.tree_util.tree_flatten_with_path(grads)[0])
-    theirs = dict(jax.tree_util.tree_flatten_with_path(peer_grads)[0])
-    assert theirs.keys() == ours.keys()
-    for path, g in ours.items():
-        g = np.asarray(g)
-        np.testing.assert_allclose(np.asarray(theirs[path]), g, rtol=1e-4, atol=1e-5 * np.max(np.abs(g)),
-                                   err_msg=f"{peer}, {name}: d{jax.tree_util.keystr(path)}")
+    assert jax.tree.structure(peer_grads) == jax.tree.structure(grads)
+    # float32 both; the suite's rule (tests/README.md), our handwritten step in float64 the truth
+    compare((np.float32(peer_loss), jax.tree.map(np.asarray, peer_grads)), (np.float32(loss), grads), truth=truth,
+            what=f"{peer}, {name}: (loss, dparams)")
 
 
 def test_quick_benchmark_writes_table_and_json(tmp_path):

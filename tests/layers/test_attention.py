@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from purenet.check import check_decode, compare, tolerance
+from purenet.check import check_decode, check_function, compare
 from purenet.core import init_model
 from purenet.layers.attention import MultiHeadAttention, dot_product_attention, dot_product_attention_vjp
 from tests.helpers import load_experiment
@@ -63,10 +63,9 @@ def _inputs(key, config, dtype):
 @pytest.mark.parametrize("config", CONFIGS)
 def test_forward_equals_jax_dot_product_attention_float32(config, key):
     args, options = _inputs(key, config, jnp.float32)
-    expected = jax.nn.dot_product_attention(*args, **options)
     for residuals in ("probs", "logsumexp"):
-        ours = dot_product_attention(*args, **options, residuals=residuals, block_size=4)
-        np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-5)
+        check_function(lambda *a: dot_product_attention(*a, **options, residuals=residuals, block_size=4),
+                       lambda *a: jax.nn.dot_product_attention(*a, **options), *args, what=residuals)
 
 
 @pytest.mark.parametrize("residuals", ["probs", "logsumexp"])
@@ -74,15 +73,20 @@ def test_forward_equals_jax_dot_product_attention_float32(config, key):
                          ids=[*(f"{c}-f64" for c in CONFIGS), "everything-f32"])
 def test_pullback_equals_jax_vjp(config, dtype, residuals, key):
     (q, k, v, bias, mask), options = _inputs(key, config, dtype)
-    out, pullback = dot_product_attention_vjp(q, k, v, bias, mask, **options, residuals=residuals, block_size=4)
     ref = (options["is_causal"], options["query_seq_lengths"], options["key_value_seq_lengths"])
-    expected, jax_pullback = jax.vjp(lambda q, k, v, b: reference(q, k, v, b, mask, *ref), q, k, v, bias)
-    dout = jax.random.normal(jax.random.fold_in(key, 9), out.shape, dtype)
-    compare(out, expected, rtol=tolerance(dtype), what="out")
-    ours, theirs = pullback(dout), jax_pullback(dout)
-    assert (ours[3] is None) == (bias is None)
-    compare([g for g in ours if g is not None], [g for g in theirs if g is not None], rtol=tolerance(dtype),
-            what=f"{config}-{residuals}")
+    dout = jax.random.normal(jax.random.fold_in(key, 9), q.shape[:-1] + v.shape[-1:], dtype)
+
+    def ours(q, k, v, bias, dout):
+        out, pullback = dot_product_attention_vjp(q, k, v, bias, mask, **options, residuals=residuals, block_size=4)
+        grads = pullback(dout)
+        assert (grads[3] is None) == (bias is None)
+        return out, [g for g in grads if g is not None]
+
+    def theirs(q, k, v, bias, dout):
+        out, jax_pullback = jax.vjp(lambda q, k, v, b: reference(q, k, v, b, mask, *ref), q, k, v, bias)
+        return out, [g for g in jax_pullback(dout) if g is not None]
+
+    check_function(ours, theirs, q, k, v, bias, dout, what=f"{config}-{residuals}")
 
 
 @pytest.mark.parametrize("residuals", ["probs", "logsumexp"])

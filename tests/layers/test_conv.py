@@ -12,7 +12,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from jax import lax
 
-from purenet.check import check_dot_product, check_layer
+from purenet.check import check_dot_product, check_layer, compare, upcast
 from purenet.core import init_model
 from purenet.layers.dense import Dense
 from purenet.layers.conv import (Conv1D, Conv2D, Conv3D, ConvTranspose1D, ConvTranspose2D, ConvTranspose3D,
@@ -459,9 +459,10 @@ def test_integer_and_bfloat16_inputs_are_promoted_as_dense_does(layer, key):
         return y, pullback(jnp.ones_like(y)), dense.dtype == y.dtype
 
     reference = run(params, x.astype(jnp.float32))[0]
+    truth = run(upcast(params), x.astype(jnp.float64))[0]
     for dtype in (jnp.int32, jnp.bfloat16):
         y, (dparams, dx), like_dense = run(params, x.astype(dtype))
         assert y.dtype == jnp.float32 and like_dense
-        np.testing.assert_allclose(y, reference, rtol=1e-6)
+        compare(y, reference, truth=truth, what=f"{layer.name} on {jnp.dtype(dtype).name}")
         assert dparams["w"].dtype == jnp.float32 and dx.shape == x.shape
         assert dx.dtype == (jnp.bfloat16 if dtype == jnp.bfloat16 else jnp.float32)

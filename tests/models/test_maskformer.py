@@ -64,7 +64,7 @@ def test_whole_model_gradient_equals_jax(dtype, config):
     assignment = np.array([[[2, 0, 1], [1, 2, 0]], [[1, -1, 0], [0, -1, 1]], [[-1, 0, -1], [0, -1, -1]]])
     targets = maskformer_targets(assignment[:, -layers:], truth, num_classes=3)
     report = check_model(model, maskformer_loss(), params, state, x, targets)
-    assert max(e.max_rel for e in report.values()) <= tolerance(dtype)
+    assert all(e.max_rel <= e.rtol for e in report.values())
     assert any("pixel_decoder" in leaf for leaf in report) and any("backbone'][0]" in leaf for leaf in report)
 
 
@@ -88,7 +88,7 @@ def test_mask_losses_pullbacks_equal_jax(dtype=jnp.float64):  # float32: the who
     compare(ours, ref, rtol=tolerance(dtype), what="mask losses")
     s = jax.nn.sigmoid(z)
     expected_dice = 1 - (2 * jnp.sum(s * t, axis=(2, 3)) + 1) / (jnp.sum(s, axis=(2, 3)) + jnp.sum(t, axis=(2, 3)) + 1)
-    np.testing.assert_allclose(ours[1][0], expected_dice, rtol=1e-5)
+    np.testing.assert_allclose(ours[1][0], expected_dice, rtol=1e-12)
 
 
 def test_semantic_inference_and_mean_iou_on_hand_made_cases():

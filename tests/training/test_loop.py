@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from purenet.layers.activations import Tanh
-from purenet.check import check_model, compare, tolerance
+from purenet.check import check_function, check_model, compare, tolerance, upcast
 from purenet.training.checkpoint import Checkpoint, load_checkpoint
 from purenet.layers.conv import Conv2D
 from purenet.core import init_model, serial
@@ -75,7 +75,8 @@ def test_grad_step_and_train_step_follow_the_true_gradient(key):
     expected = jax.tree_util.tree_map(lambda p, g: p - 0.1 * g, params, grads_ref)
     compare(new_params, expected, rtol=1e-10, what="params")
     np.testing.assert_allclose(metrics["loss"], value_ref, rtol=1e-12)
-    np.testing.assert_allclose(metrics["accuracy"], jnp.mean(jnp.argmax(logits, -1) == batch["y"]), rtol=1e-7)
+    np.testing.assert_allclose(metrics["accuracy"], jnp.mean((jnp.argmax(logits, -1) == batch["y"]).astype(jnp.float64)),
+                               rtol=1e-12)
 
 
 def test_regression_step_reports_loss_only_and_custom_metrics(key):
@@ -87,9 +88,9 @@ def test_regression_step_reports_loss_only_and_custom_metrics(key):
     *_, metrics = step(params, state, optimizer.init(params), data, key)
     assert set(metrics) == {"loss"}
     eval_step = make_eval_step(model, loss, metrics={"mae": lambda p, t: jnp.mean(jnp.abs(p - t))})
-    metrics = eval_step(params, state, data)
-    outputs = model.apply(params, state, data["x"])[0]
-    np.testing.assert_allclose(metrics["mae"], jnp.mean(jnp.abs(outputs - data["y"])), rtol=1e-6)
+    check_function(lambda *a: eval_step(*a)["mae"],
+                   lambda p, s, d: jnp.mean(jnp.abs(model.apply(p, s, d["x"])[0] - d["y"])), params, state, data,
+                   what="mae")  # float32, the suite's rule (tests/README.md)
 
 
 def _toy(num_samples, seed):
@@ -143,8 +144,9 @@ def test_early_stopping_stops_and_restores_best(key):
     best = int(np.argmin(val_loss))
     assert len(val_loss) == best + patience + 1 < epochs
     assert all(len(values) == len(val_loss) for values in result.history.values())
-    restored = make_eval_step(model, loss)(result.params, result.state, val)
-    np.testing.assert_allclose(restored["loss"], val_loss[best], rtol=1e-5)
+    evaluate = make_eval_step(model, loss)
+    compare(evaluate(result.params, result.state, val)["loss"], np.float32(val_loss[best]),  # fit's batches
+            truth=evaluate(*upcast((result.params, result.state, val)))["loss"], what="restored val_loss")
 
 
 def test_fit_rejects_bad_arguments(key):

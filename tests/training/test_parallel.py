@@ -24,9 +24,10 @@ ROOT = HERE.parent.parent
 
 
 def _env(devices: int) -> dict:
-    env = dict(os.environ, JAX_NUM_CPU_DEVICES=str(devices), PYTHONPATH=str(ROOT))
-    env.pop("XLA_FLAGS", None)  # conftest's flags apply in the child too; a parent's device count must not
-    return env
+    """The child's environment: `devices` CPU devices, and the parent's XLA flags (a kernel variant of
+    `make test-variants` applies to the child too) but for a device count of its own."""
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f]
+    return dict(os.environ, JAX_NUM_CPU_DEVICES=str(devices), PYTHONPATH=str(ROOT), XLA_FLAGS=" ".join(flags))
 
 
 def test_on_eight_simulated_devices():
@@ -45,15 +46,15 @@ def _free_port() -> int:
 def test_two_processes_reach_the_parameters_of_one_process(tmp_path):
     worker = HERE / "multihost_worker.py"
 
-    def spawn(process_id, processes, devices, port, out):
+    def spawn(process_id, processes, devices, port, out, *flags):
         return subprocess.Popen([sys.executable, str(worker), "--process-id", str(process_id), "--processes",
-                                 str(processes), "--port", str(port), "--out", str(out)], env=_env(devices),
+                                 str(processes), "--port", str(port), "--out", str(out), *flags], env=_env(devices),
                                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     port = _free_port()
     try:
         runs = [spawn(0, 1, 8, 0, tmp_path / "one.npz"), spawn(0, 2, 4, port, tmp_path / "two.npz"),
-                spawn(1, 2, 4, port, tmp_path / "unused.npz")]
+                spawn(1, 2, 4, port, tmp_path / "unused.npz"), spawn(0, 1, 8, 0, tmp_path / "truth.npz", "--float64")]
     except OSError as error:  # pragma: no cover - sandboxes without process spawning
         pytest.skip(f"cannot spawn worker processes: {error}")
     outputs = []
@@ -65,10 +66,9 @@ def test_two_processes_reach_the_parameters_of_one_process(tmp_path):
                 r.kill()
             pytest.fail("the multi-host workers did not finish within 240 s")
     assert all(r.returncode == 0 for r in runs), "\n----\n".join(outputs)
-    one, two = np.load(tmp_path / "one.npz"), np.load(tmp_path / "two.npz")
-    assert sorted(one.files) == sorted(two.files) and "losses" in one.files
-    for name in one.files:
-        np.testing.assert_allclose(two[name], one[name], rtol=1e-5, atol=1e-7, err_msg=name)
+    one, two, truth = (dict(np.load(tmp_path / f"{name}.npz")) for name in ("one", "two", "truth"))
+    assert sorted(one) == sorted(two) == sorted(truth) and "losses" in one
+    compare(two, one, truth=truth, what="2 processes x 4 devices")  # the suite's rule: tests/README.md
     assert not (tmp_path / "unused.npz").exists()  # process 1 writes nothing
 
 
