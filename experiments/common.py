@@ -25,10 +25,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 from purenet.core import init_model  # noqa: E402
 from purenet.data import load_mnist_or_sample, mnist_canvases, to_float_images  # noqa: E402
 from purenet.data.text import char_vocabulary, encode, load_shakespeare, load_text, split  # noqa: E402
-from purenet.models.set_prediction import fit_matched, make_matched_step  # noqa: E402
+from purenet.models.set_prediction import hungarian_targets  # noqa: E402
 from purenet.optim import adam, adamw, chain, clip_by_global_norm, sgd  # noqa: E402
 from purenet.optim.schedules import cosine_decay_schedule, warmup_cosine_decay_schedule  # noqa: E402
-from purenet.training import Checkpoint, FitResult, fit  # noqa: E402
+from purenet.training import Checkpoint, FitResult, fit, fit_matched, make_matched_step  # noqa: E402
 
 SGD_MOMENTUM = 0.9
 
@@ -348,8 +348,8 @@ def set_prediction_data(args: argparse.Namespace):
     return train, held, source
 
 def train_set_model(args: argparse.Namespace, model, loss, *, cost, targets, images, truth, evaluate):
-    """Init `model` at --seed, then --epochs of `purenet.models.fit_matched` over (images, truth): the
-    matching outside jit (`cost`, `targets` as `make_matched_step`'s), AdamW (--lr, linear warmup, cosine
+    """Init `model` at --seed, then --epochs of `purenet.training.fit_matched` over (images, truth): the
+    matching outside jit (`hungarian_targets(cost, targets)`), AdamW (--lr, linear warmup, cosine
     decay to --lr / 20, decay on matrices) after clipping, handwritten gradients or the jax.grad twin
     (--gradient), `evaluate(params, state)` after each epoch.
     -> (params, state, opt_state, history, steps, training seconds)."""
@@ -358,7 +358,7 @@ def train_set_model(args: argparse.Namespace, model, loss, *, cost, targets, ima
     steps = args.epochs * (len(images) // args.batch_size)
     schedule = warmup_cosine_decay_schedule(0.0, args.lr, min(args.warmup, steps - 1), steps, args.lr / 20)
     optimizer = chain(clip_by_global_norm(args.clip), adamw(schedule, weight_decay=args.weight_decay))
-    step = make_matched_step(model, loss, optimizer, cost=cost, targets=targets,
+    step = make_matched_step(model, loss, optimizer, match=hungarian_targets(cost, targets),
                              gradient=jax_grad_twin(model, loss) if args.gradient == "jax" else None)
     tick = time.perf_counter()
     params, state, opt_state, history = fit_matched(step, params, state, optimizer.init(params), images, truth,

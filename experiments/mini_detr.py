@@ -26,8 +26,7 @@ import numpy as np
 import common
 from purenet.models.detr import (BoxTruth, DETRConfig, average_precision, detections, detr_cost, detr_loss,
                                  detr_targets, mini_detr)
-from purenet.models.set_prediction import make_predict
-from purenet.training import save_checkpoint
+from purenet.training import make_predict, save_checkpoint
 
 NAME = "mini_detr"
 NUM_CLASSES = 10

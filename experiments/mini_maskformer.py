@@ -26,8 +26,7 @@ import common
 from purenet.data.canvas import BACKGROUND
 from purenet.models.maskformer import (MaskFormerConfig, maskformer_cost, maskformer_loss, maskformer_targets,
                                        mean_iou, mini_maskformer, segments, semantic_segmentation)
-from purenet.models.set_prediction import make_predict
-from purenet.training import save_checkpoint
+from purenet.training import make_predict, save_checkpoint
 
 NAME = "mini_maskformer"
 NUM_CLASSES = BACKGROUND + 1  # the digits and background
