@@ -3,7 +3,8 @@
 Trains on the shipped Shakespeare plays (purenet/data/SHAKESPEARE.md) or any UTF-8 file (--text), on
 random (N, T) windows whose targets are the next characters; per-token softmax cross-entropy, Adam with
 gradient clipping by global norm and a cosine-decayed rate. Reports validation bits per character on the
-last 10% of the text, and samples from a prompt on the model's decode step (one jitted `lax.scan`).
+last 10% of the text (the shared loop, `purenet.training.run_steps`, evaluates and checkpoints every
+--eval-every steps), and samples from a prompt on the model's decode step (one jitted `lax.scan`).
 `--compare` trains SimpleRNN, LSTM and GRU for the same steps and prints validation bits/char and the
 median time of a training step (compilation excluded). The shared --data-dir flag is unused (see --text).
 
@@ -30,8 +31,7 @@ from purenet.data.text import consecutive_windows, decode, encode, windows
 from purenet.losses import softmax_cross_entropy
 from purenet.models import CharLMConfig, char_lm, generate
 from purenet.models.char_lm import CELLS
-from purenet.optim import chain, clip_by_global_norm
-from purenet.training import make_eval_step, make_train_step, save_checkpoint
+from purenet.training import Run, make_eval_step, make_train_step, run_steps
 
 NAME = "char_lm"
 EVAL_BATCH = 128
@@ -59,11 +59,6 @@ def sample_text(model, params, vocabulary: str, prompt: str, *, length: int, tem
 # ------------------------------------------------------------------------------------------ training
 
 
-def make_optimizer(args, steps: int):
-    """Clip the gradient to global norm --clip, then Adam (or SGD) with a cosine-decayed rate."""
-    return chain(clip_by_global_norm(args.clip), common.make_optimizer(args, decay_steps=steps))
-
-
 def evaluate(eval_step, params, state, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
     """Mean loss (nats) and accuracy over windows x, y (N, T), in equal batches (one compilation)."""
     size = min(EVAL_BATCH, len(x))
@@ -79,52 +74,47 @@ def bits(nats: float) -> float:
 
 def train_one(args, cell: str, vocabulary: str, train_ids: np.ndarray, val_ids: np.ndarray,
               out) -> tuple[dict, list[float]]:
-    """Train one model for args.steps steps; write checkpoint.npz, loss.png, metrics.json to `out`.
-    -> (metrics, training bits/char per step)."""
+    """Train one model for args.steps steps (`run_steps`: evaluation and checkpoint.npz every
+    --eval-every steps); write loss.png, metrics.json to `out`. -> (metrics, training bits/char per step)."""
     start = time.perf_counter()
     model = build_model(len(vocabulary), cell=cell, hidden=args.hidden, layers=args.layers,
                         embedding=args.embedding, tie_weights=args.tie_weights)
     _, params, state = init_model(model, jax.random.PRNGKey(args.seed), (-1, args.seq_len))
-    loss, optimizer = softmax_cross_entropy(), make_optimizer(args, args.steps)
-    train_step, eval_step = make_train_step(model, loss, optimizer), make_eval_step(model, loss)
-    opt_state = optimizer.init(params)
+    loss, recipe = softmax_cross_entropy(), common.make_optimizer(args, steps=args.steps, clip=args.clip)
+    train_step, eval_step = make_train_step(model, loss, recipe.optimizer), make_eval_step(model, loss)
     val_x, val_y = consecutive_windows(val_ids, args.seq_len)
-    base_key = jax.random.PRNGKey(args.seed)
+    evaluations = []  # (step, validation metrics)
 
-    train_losses, val_history, step_seconds = [], [], []
-    for step in range(args.steps):
-        tick = time.perf_counter()
+    def batch_at(step: int) -> dict:
         x, y = windows(train_ids, args.seq_len, num_windows=args.batch_size, seed=(args.seed, step))
-        params, state, opt_state, metrics = train_step(params, state, opt_state, {"x": x, "y": y},
-                                                       jax.random.fold_in(base_key, step))
-        jax.block_until_ready(params)  # time each step whole; the first one includes compilation
-        step_seconds.append(time.perf_counter() - tick)
-        train_losses.append(metrics["loss"])
-        if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
-            val = evaluate(eval_step, params, state, val_x, val_y)
-            val_history.append((step + 1, bits(val["loss"])))
-            print(f"[{cell}] step {step + 1}/{args.steps}: train {bits(float(metrics['loss'])):.3f}, "
-                  f"val {bits(val['loss']):.3f} bits/char")
+        return {"x": x, "y": y}
 
-    train_bits = [bits(v) for v in jax.device_get(train_losses)]
-    sample = sample_text(model, params, vocabulary, args.prompt, length=args.sample_length,
+    def on_eval(run: Run) -> None:
+        evaluations.append((run.step, evaluate(eval_step, run.params, run.state, val_x, val_y)))
+        print(f"[{cell}] step {run.step}/{args.steps}: train {bits(float(run.metrics[-1]['loss'])):.3f}, "
+              f"val {bits(evaluations[-1][1]['loss']):.3f} bits/char")
+
+    run = run_steps(train_step, params, state, recipe.optimizer.init(params), batch_at,
+                    key=jax.random.PRNGKey(args.seed), steps=args.steps, eval_every=args.eval_every, on_eval=on_eval,
+                    checkpoint=out / "checkpoint.npz")
+    train_bits = [bits(m["loss"]) for m in run.metrics]
+    val_history = [(step, bits(val["loss"])) for step, val in evaluations]
+    sample = sample_text(model, run.params, vocabulary, args.prompt, length=args.sample_length,
                          temperature=args.temperature, top_k=args.top_k, seed=args.seed)
-    save_checkpoint(out / "checkpoint.npz", params=params, state=state, opt_state=opt_state,
-                    step=args.steps, key=base_key)
     plot_curves({cell: (train_bits, val_history)}, out / "loss.png",
                 f"char-level {cell.upper()} ({args.hidden} hidden x {args.layers})")
     tail = train_bits[-args.eval_every:]
     metrics = {
         "cell": cell, "hidden": args.hidden, "layers": args.layers, "embedding": args.embedding,
         "seq_len": args.seq_len, "batch_size": args.batch_size, "steps": args.steps,
-        "optimizer": args.optimizer, "lr": args.lr, "clip": args.clip, "seed": args.seed,
+        "optimizer": args.optimizer, "lr": recipe.lr, "clip": args.clip, "seed": args.seed,
         "text": args.text or "shipped Shakespeare (purenet/data/shakespeare.txt)",
         "vocabulary": vocabulary, "train_chars": len(train_ids), "val_chars": len(val_ids),
-        "num_params": int(sum(p.size for p in jax.tree.leaves(params))),
-        "val_bits_per_char": val_history[-1][1], "val_accuracy": val["accuracy"],
+        "num_params": int(sum(p.size for p in jax.tree.leaves(run.params))),
+        "val_bits_per_char": val_history[-1][1], "val_accuracy": evaluations[-1][1]["accuracy"],
         "train_bits_per_char": float(np.mean(tail)), "val_history": val_history,
-        "ms_per_step": 1e3 * float(np.median(step_seconds[1:] or step_seconds)),
-        "first_step_s": round(step_seconds[0], 2),
+        "ms_per_step": 1e3 * float(np.median(run.seconds[1:] or run.seconds)),
+        "first_step_s": round(run.seconds[0], 2),
         "tie_weights": args.tie_weights, "prompt": args.prompt, "temperature": args.temperature,
         "top_k": args.top_k, "sample": sample,
         "wall_time_s": round(time.perf_counter() - start, 2),

@@ -14,6 +14,7 @@ import math
 import os
 import pathlib
 import time
+from typing import Any, Callable, NamedTuple
 
 import jax
 import matplotlib
@@ -25,10 +26,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 from purenet.core import init_model  # noqa: E402
 from purenet.data import load_mnist_or_sample, mnist_canvases, to_float_images  # noqa: E402
 from purenet.data.text import char_vocabulary, encode, load_shakespeare, load_text, split  # noqa: E402
-from purenet.models.set_prediction import fit_matched, make_matched_step  # noqa: E402
+from purenet.models.set_prediction import hungarian_targets  # noqa: E402
 from purenet.optim import adam, adamw, chain, clip_by_global_norm, sgd  # noqa: E402
-from purenet.optim.schedules import cosine_decay_schedule, warmup_cosine_decay_schedule  # noqa: E402
-from purenet.training import Checkpoint, FitResult, fit  # noqa: E402
+from purenet.optim.schedules import warmup_cosine_decay_schedule  # noqa: E402
+from purenet.training import FitResult, fit, fit_matched, make_matched_step  # noqa: E402
 
 SGD_MOMENTUM = 0.9
 
@@ -145,13 +146,39 @@ def process_share(data: dict) -> dict:
     return {k: v[index::step] for k, v in data.items()} if step > 1 else data
 
 
-def make_optimizer(args: argparse.Namespace, *, decay_steps: int | None = None):
-    """Adam or SGD with momentum at `args.lr` (or the experiment's default rate for that optimizer),
-    cosine-decayed to 0 over `decay_steps` steps when given."""
-    if args.lr is None:
-        args.lr = args.lr_adam if args.optimizer == "adam" else args.lr_sgd
-    rate = args.lr if decay_steps is None else cosine_decay_schedule(args.lr, decay_steps)
-    return adam(rate) if args.optimizer == "adam" else sgd(rate, momentum=SGD_MOMENTUM)
+class Recipe(NamedTuple):
+    """What `make_optimizer` built: the optimizer, its peak learning rate, and the rate it follows (lr, or
+    a schedule of the step)."""
+
+    optimizer: Any
+    lr: float
+    rate: float | Callable
+
+
+def learning_rate(args: argparse.Namespace) -> float:
+    """--lr, or the experiment's default rate for --optimizer."""
+    if args.lr is not None:
+        return args.lr
+    return args.lr_adam if args.optimizer == "adam" else args.lr_sgd
+
+
+def make_optimizer(args: argparse.Namespace, *, lr: float | None = None, steps: int | None = None, warmup: int = 0,
+                   end_lr: float | Callable[[float], float] = 0.0, clip: float | None = None,
+                   weight_decay: float | None = None, b2: float = 0.999) -> Recipe:
+    """--optimizer's Adam (AdamW with `weight_decay`, on matrices only) or SGD with momentum, at `lr`
+    (default `learning_rate(args)`). With `steps`: a linear warmup from 0 over min(`warmup`, steps - 1)
+    steps, then a cosine decay to `end_lr` (a rate, or a function of lr: `lambda lr: lr / 10`) at `steps`.
+    With `clip`: the gradient is first clipped to that global norm. -> Recipe(optimizer, lr, rate)."""
+    lr = learning_rate(args) if lr is None else lr
+    end = end_lr(lr) if callable(end_lr) else end_lr
+    rate = lr if steps is None else warmup_cosine_decay_schedule(0.0, lr, min(warmup, steps - 1), steps, end)
+    if args.optimizer == "sgd":
+        optimizer = sgd(rate, momentum=SGD_MOMENTUM)
+    elif weight_decay is None:
+        optimizer = adam(rate, b2=b2)
+    else:
+        optimizer = adamw(rate, b2=b2, weight_decay=weight_decay)
+    return Recipe(optimizer if clip is None else chain(clip_by_global_norm(clip), optimizer), lr, rate)
 
 
 def out_dir(args: argparse.Namespace, *parts: str) -> pathlib.Path:
@@ -162,23 +189,23 @@ def out_dir(args: argparse.Namespace, *parts: str) -> pathlib.Path:
 
 
 def train_and_report(args: argparse.Namespace, model, loss, train: dict, test: dict, in_shape, *, title: str,
-                     out: pathlib.Path | None = None, optimizer=None, metrics=None,
+                     out: pathlib.Path | None = None, recipe: Recipe | None = None, metrics=None,
                      extra: dict | None = None) -> tuple[FitResult, dict]:
     """The shared tail: init `model` at `args.seed`, `fit` it on `train` for `args.epochs` (checkpoint
     written to `out` every epoch), evaluate on `test` after each epoch, plot `out/curves.png`, write
-    `out/metrics.json` and say where everything went. `out` defaults to `args.out_dir`; `optimizer` to
+    `out/metrics.json` and say where everything went. `out` defaults to `args.out_dir`; `recipe` to
     `make_optimizer(args)`; `metrics` are `fit`'s. -> (the fit result, the metrics written): the run's
     settings, `extra`, and for every recorded metric m its last `train_m` and `test_m`."""
     start = time.perf_counter()
     out = out_dir(args) if out is None else out
-    optimizer = make_optimizer(args) if optimizer is None else optimizer
+    recipe = make_optimizer(args) if recipe is None else recipe
     mesh = data_parallel_mesh(args)
     _, params, state = init_model(model, jax.random.PRNGKey(args.seed), in_shape)
-    result = fit(model, loss, optimizer, params, state, process_share(train), epochs=args.epochs,
+    result = fit(model, loss, recipe.optimizer, params, state, process_share(train), epochs=args.epochs,
                  batch_size=args.batch_size, seed=args.seed, val_data=process_share(test), checkpoint_dir=out,
                  metrics=metrics, mesh=mesh)
     report = {"train_size": len(train["y"]), "test_size": len(test["y"]), "epochs": args.epochs,
-              "optimizer": args.optimizer, "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed,
+              "optimizer": args.optimizer, "lr": recipe.lr, "batch_size": args.batch_size, "seed": args.seed,
               **(extra or {})}
     for name, values in result.history.items():
         report[f"test_{name[4:]}" if name.startswith("val_") else f"train_{name}"] = values[-1]
@@ -265,12 +292,6 @@ def count_params(model, in_shape) -> int:
     return int(sum(p.size for p in jax.tree.leaves(params)))
 
 
-def checkpoint_template(model, in_shape, optimizer, seed: int) -> Checkpoint:
-    """The `like=` template for `load_checkpoint` of a run made by `fit(..., seed=seed)`."""
-    _, params, state = init_model(model, jax.random.PRNGKey(seed), in_shape)
-    return Checkpoint(params, state, optimizer.init(params), 0, jax.random.PRNGKey(seed))
-
-
 def positive_ints(text: str) -> tuple[int, ...]:
     """A flag type: comma-separated positive integers ("16,32,64": a backbone's channels per stage)."""
     try:
@@ -334,8 +355,8 @@ def set_prediction_args(name: str, description: str, argv, *, epochs: int, lr: f
     if args.quick:
         parser.set_defaults(**quick)
         args = parser.parse_args(argv)
-    if args.lr is None:
-        args.lr = args.lr_adam if args.optimizer == "adam" else args.lr_sgd
+    if args.optimizer != "adam":
+        parser.error(f"{name} trains with AdamW only (--optimizer adam)")
     return args
 
 
@@ -347,32 +368,33 @@ def set_prediction_data(args: argparse.Namespace):
     print(f"data: {source}")
     return train, held, source
 
+
 def train_set_model(args: argparse.Namespace, model, loss, *, cost, targets, images, truth, evaluate):
-    """Init `model` at --seed, then --epochs of `purenet.models.fit_matched` over (images, truth): the
-    matching outside jit (`cost`, `targets` as `make_matched_step`'s), AdamW (--lr, linear warmup, cosine
-    decay to --lr / 20, decay on matrices) after clipping, handwritten gradients or the jax.grad twin
-    (--gradient), `evaluate(params, state)` after each epoch.
-    -> (params, state, opt_state, history, steps, training seconds)."""
+    """Init `model` at --seed, then --epochs of `purenet.training.fit_matched` over (images, truth): the
+    matching outside jit (`hungarian_targets(cost, targets)`), AdamW (--lr, linear warmup, cosine decay to
+    --lr / 20, decay on matrices) after clipping, handwritten gradients or the jax.grad twin (--gradient),
+    `evaluate(params, state)` after each epoch.
+    -> (params, state, opt_state, history, steps, training seconds, the Recipe)."""
     in_shape = (-1, *images.shape[1:])
     params, state = jax.jit(lambda key: init_model(model, key, in_shape)[1:])(jax.random.PRNGKey(args.seed))
     steps = args.epochs * (len(images) // args.batch_size)
-    schedule = warmup_cosine_decay_schedule(0.0, args.lr, min(args.warmup, steps - 1), steps, args.lr / 20)
-    optimizer = chain(clip_by_global_norm(args.clip), adamw(schedule, weight_decay=args.weight_decay))
-    step = make_matched_step(model, loss, optimizer, cost=cost, targets=targets,
+    recipe = make_optimizer(args, steps=steps, warmup=args.warmup, end_lr=lambda lr: lr / 20, clip=args.clip,
+                            weight_decay=args.weight_decay)
+    step = make_matched_step(model, loss, recipe.optimizer, match=hungarian_targets(cost, targets),
                              gradient=jax_grad_twin(model, loss) if args.gradient == "jax" else None)
     tick = time.perf_counter()
-    params, state, opt_state, history = fit_matched(step, params, state, optimizer.init(params), images, truth,
-                                                    epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                                                    evaluate=evaluate)
-    return params, state, opt_state, history, steps, time.perf_counter() - tick
+    params, state, opt_state, history = fit_matched(step, params, state, recipe.optimizer.init(params), images,
+                                                    truth, epochs=args.epochs, batch_size=args.batch_size,
+                                                    seed=args.seed, evaluate=evaluate)
+    return params, state, opt_state, history, steps, time.perf_counter() - tick, recipe
 
 
-def set_prediction_report(args: argparse.Namespace, config, params, history: dict, *, steps: int, source: str,
-                          train_seconds: float, start: float) -> dict:
+def set_prediction_report(args: argparse.Namespace, config, params, history: dict, *, steps: int, lr: float,
+                          source: str, train_seconds: float, start: float) -> dict:
     """The settings and timings every set-prediction run reports (the metrics come first, from the script)."""
     return {"report_split": args.report, "gradient": args.gradient, "data": source,
             "num_params": int(sum(p.size for p in jax.tree.leaves(params))), "config": config._asdict(),
-            "epochs": args.epochs, "steps": steps, "batch_size": args.batch_size, "lr": args.lr,
+            "epochs": args.epochs, "steps": steps, "batch_size": args.batch_size, "lr": lr,
             "warmup": args.warmup, "clip": args.clip, "weight_decay": args.weight_decay, "aux": not args.no_aux,
             "no_object_weight": args.no_object_weight, "seed": args.seed, "history": history,
             "train_seconds": round(train_seconds, 1), "wall_time_s": round(time.perf_counter() - start, 1)}

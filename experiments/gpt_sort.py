@@ -25,9 +25,7 @@ from purenet.core import init_model
 from purenet.data import sorting_task
 from purenet.losses import TokenTargets, masked_softmax_cross_entropy
 from purenet.models import GPTConfig, generate, gpt
-from purenet.optim import adamw, chain, clip_by_global_norm
-from purenet.optim.schedules import warmup_cosine_decay_schedule
-from purenet.training import make_train_step, save_checkpoint
+from purenet.training import Run, make_train_step, run_steps
 
 NAME = "gpt_sort"
 QUICK = dict(steps=30, test_draws=200)
@@ -97,36 +95,35 @@ def main(argv=None) -> dict:
     context = 2 * args.length - 1
     model = gpt(GPTConfig(args.digits, context=context + 1, layers=args.layers, d_model=args.d_model,
                           heads=args.heads, dropout=args.dropout))
-    lr = args.lr if args.lr is not None else args.lr_adam
-    schedule = warmup_cosine_decay_schedule(0.0, lr, min(args.warmup, args.steps - 1), args.steps,
-                                            end_value=lr / 10)
-    optimizer = chain(clip_by_global_norm(1.0), adamw(schedule, weight_decay=0.1))
+    recipe = common.make_optimizer(args, steps=args.steps, warmup=args.warmup, end_lr=lambda lr: lr / 10, clip=1.0,
+                                   weight_decay=0.1)
     key = jax.random.PRNGKey(args.seed)
     _, params, state = init_model(model, key, (-1, context))
-    opt_state = optimizer.init(params)
-    step_fn = make_train_step(model, masked_softmax_cross_entropy(), optimizer)
     rng = np.random.default_rng(args.seed)
-    for step in range(args.steps):
-        batch = batch_of(train_set[rng.integers(len(train_set), size=args.batch_size)])
-        params, state, opt_state, metrics = step_fn(params, state, opt_state, batch, jax.random.fold_in(key, step))
-        if (step + 1) % max(1, args.steps // 5) == 0:
-            print(f"step {step + 1}/{args.steps}: loss {float(metrics['loss']):.4f}")
-    train_seconds = time.perf_counter() - start
+
+    def batch_at(step: int) -> dict:
+        return batch_of(train_set[rng.integers(len(train_set), size=args.batch_size)])
+
+    def on_eval(run: Run) -> None:
+        print(f"step {run.step}/{args.steps}: loss {float(run.metrics[-1]['loss']):.4f}")
+
+    out = common.out_dir(args)
+    run = run_steps(make_train_step(model, masked_softmax_cross_entropy(), recipe.optimizer), params, state,
+                    recipe.optimizer.init(params), batch_at, key=key, steps=args.steps,
+                    eval_every=max(1, args.steps // 5), on_eval=on_eval, checkpoint=out / "checkpoint.npz")
+    params, train_seconds = run.params, time.perf_counter() - start
     draws = test_set[rng.integers(len(test_set), size=args.test_draws)]
-    metrics = {"steps": args.steps, "batch_size": args.batch_size, "lr": lr, "length": args.length,
+    metrics = {"steps": args.steps, "batch_size": args.batch_size, "lr": recipe.lr, "length": args.length,
                "digits": args.digits, "layers": args.layers, "heads": args.heads, "d_model": args.d_model,
                "dropout": args.dropout, "seed": args.seed, "train_sequences": len(train_set),
                "test_sequences": len(test_set), "test_draws": args.test_draws,
-               "final_loss": float(metrics["loss"]),
+               "final_loss": float(run.metrics[-1]["loss"]),
                "train_exact_match": exact_match(train_set, greedy_sort(model, params, train_set)),
                "num_params": int(sum(p.size for p in jax.tree.leaves(params))),
                "train_seconds": round(train_seconds, 2)}
     drawn = greedy_sort(model, params, draws)
     metrics["test_exact_match"] = exact_match(draws, drawn)
     metrics["example"] = f"{draws[0].tolist()} -> {drawn[0].tolist()}"
-    out = common.out_dir(args)
-    save_checkpoint(out / "checkpoint.npz", params=params, state=state, opt_state=opt_state, step=args.steps,
-                    key=key)
     metrics["wall_time_s"] = round(time.perf_counter() - start, 2)
     common.write_metrics(out / "metrics.json", metrics)
     print(f"exact match: train {metrics['train_exact_match']:.4f} ({len(train_set)} sequences), "

@@ -5,7 +5,8 @@ chosen (`purenet.models.mask_tokens`); of those 80% become [MASK], 10% a random 
 loss (`masked_softmax_cross_entropy`) and the accuracy count the chosen positions only. AdamW with warmup
 and cosine decay, clipping to global norm 1. The text's last 10% is the held-out test text, the last 10%
 of the rest the validation text (the defaults were chosen on it: 2 layers of width 128 at peak rate 1e-3
-for 1,200 steps of 32 windows of 64, about 10 minutes on two CPU cores); both are cut into consecutive
+for 1,200 steps of 32 windows of 64, about 10 minutes on two CPU cores, on the shared loop
+`purenet.training.run_steps`); both are cut into consecutive
 windows, the last one right-padded with [PAD] (the model's padding mask keeps it out of attention), and
 masked once with a fixed key, so every run is scored on the same positions. The baseline predicts the
 training text's most frequent character at every chosen position.
@@ -29,9 +30,7 @@ from purenet.core import init_model
 from purenet.data.text import split, windows
 from purenet.losses import TokenTargets, masked_softmax_cross_entropy
 from purenet.models import BertConfig, bert, mask_tokens
-from purenet.optim import adamw, chain, clip_by_global_norm
-from purenet.optim.schedules import warmup_cosine_decay_schedule
-from purenet.training import make_train_step, save_checkpoint
+from purenet.training import Run, make_train_step, run_steps
 
 NAME = "mini_bert"
 EVAL_BATCH = 64
@@ -141,40 +140,34 @@ def main(argv=None) -> dict:
 
     model = bert(BertConfig(num_chars + 2, context=args.context, layers=args.layers, d_model=args.d_model,
                             heads=args.heads, dropout=args.dropout, pad_id=pad_id))
-    lr = args.lr if args.lr is not None else args.lr_adam
-    schedule = warmup_cosine_decay_schedule(0.0, lr, min(args.warmup, args.steps - 1), args.steps,
-                                            end_value=args.min_lr)
-    optimizer = chain(clip_by_global_norm(args.clip), adamw(schedule, weight_decay=args.weight_decay))
-    train_step = make_train_step(model, masked_softmax_cross_entropy(), optimizer,
+    recipe = common.make_optimizer(args, steps=args.steps, warmup=args.warmup, end_lr=args.min_lr, clip=args.clip,
+                                   weight_decay=args.weight_decay)
+    train_step = make_train_step(model, masked_softmax_cross_entropy(), recipe.optimizer,
                                  metrics={"accuracy": masked_accuracy})
     eval_step = make_eval_step(model)
     key = jax.random.PRNGKey(args.seed)
     params, state = jax.jit(lambda k: init_model(model, k, (-1, args.context))[1:])(key)  # one compilation
-    opt_state = optimizer.init(params)
     num_params = int(sum(p.size for p in jax.tree.leaves(params)))
     print(f"MiniBERT: {args.layers} layers, d_model {args.d_model}, {num_params:,} parameters")
 
-    history, trained, step = [], 0.0, 0
-    while step < args.steps:
-        tick = time.perf_counter()
+    def batch_at(step: int) -> dict:  # masks from fold_in(key, 2 step), dropout keys from fold_in(key, 1)
         x, _ = windows(train_ids, args.context, num_windows=args.batch_size, seed=(args.seed, step))
         inputs, targets = mask(jax.random.fold_in(key, 2 * step), x, valid=np.ones(x.shape, bool))
-        params, state, opt_state, metrics = train_step(params, state, opt_state, {"x": inputs, "y": targets},
-                                                       jax.random.fold_in(key, 2 * step + 1))
-        jax.block_until_ready(params)
-        trained += time.perf_counter() - tick if step else 0.0  # the first step compiles
-        step += 1
-        out_of_time = args.time_budget is not None and trained >= args.time_budget
-        if step % args.eval_every == 0 or step == args.steps or out_of_time:
-            val = heldout["validation"].score(eval_step, params, state)
-            history.append((step, round(trained, 2), float(metrics["loss"]), val["loss"], val["accuracy"]))
-            print(f"step {step}/{args.steps}: train loss {float(metrics['loss']):.3f}, validation loss "
-                  f"{val['loss']:.3f}, masked accuracy {val['accuracy']:.4f}, {trained:.0f} s")
-        if out_of_time:
-            break
+        return {"x": inputs, "y": targets}
+
+    history = []  # (step, training seconds, training loss, validation loss, validation accuracy)
+
+    def on_eval(run: Run) -> None:
+        val, loss = heldout["validation"].score(eval_step, run.params, run.state), float(run.metrics[-1]["loss"])
+        history.append((run.step, round(run.trained, 2), loss, val["loss"], val["accuracy"]))
+        print(f"step {run.step}/{args.steps}: train loss {loss:.3f}, validation loss {val['loss']:.3f}, masked "
+              f"accuracy {val['accuracy']:.4f}, {run.trained:.0f} s")
 
     out = common.out_dir(args)
-    save_checkpoint(out / "checkpoint.npz", params=params, state=state, opt_state=opt_state, step=step, key=key)
+    run = run_steps(train_step, params, state, recipe.optimizer.init(params), batch_at,
+                    key=jax.random.fold_in(key, 1), steps=args.steps, eval_every=args.eval_every, on_eval=on_eval,
+                    checkpoint=out / "checkpoint.npz", time_budget=args.time_budget)
+    params, state, step, trained = run.params, run.state, run.step, run.trained
     final = heldout[args.split]
     score = final.score(eval_step, params, state) if args.split == "test" else {"accuracy": history[-1][4],
                                                                                  "loss": history[-1][3]}
@@ -185,7 +178,7 @@ def main(argv=None) -> dict:
                "train_seconds": round(trained, 2), "num_params": num_params, "vocabulary_size": num_chars + 2,
                "most_frequent": vocabulary[frequent],
                **{k: getattr(args, k) for k in ("layers", "heads", "d_model", "context", "batch_size", "dropout",
-                                                "warmup", "min_lr", "weight_decay", "clip", "seed")}, "lr": lr}
+                                                "warmup", "min_lr", "weight_decay", "clip", "seed")}, "lr": recipe.lr}
     _, seconds, _, _, val_accuracies = zip(*history)
     fig, ax = common.plt.subplots(figsize=(6.5, 4))
     ax.plot(seconds, val_accuracies, marker=".", label="MiniBERT, validation")

@@ -28,9 +28,7 @@ import common
 from purenet.core import init_model
 from purenet.data import load_mnist_or_sample, to_float_images
 from purenet.models import CLIPConfig, CLIPInput, clip, clip_loss
-from purenet.optim import adamw
-from purenet.optim.schedules import warmup_cosine_decay_schedule
-from purenet.training import make_train_step, save_checkpoint
+from purenet.training import Run, make_train_step, run_steps
 
 NAME = "mini_clip"
 WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -142,46 +140,46 @@ def main(argv=None) -> dict:
     batch = min(args.batch_size, len(y))
     steps_per_epoch = len(y) // batch
     steps = args.epochs * steps_per_epoch
-    lr = args.lr if args.lr is not None else args.lr_adam
-    schedule = warmup_cosine_decay_schedule(0.0, lr, min(args.warmup, steps - 1), steps, end_value=0.0)
-    optimizer = adamw(schedule, weight_decay=args.weight_decay)
-    train_step = make_train_step(model, clip_loss(), optimizer, metrics={"batch_accuracy": batch_accuracy})
+    recipe = common.make_optimizer(args, steps=steps, warmup=args.warmup, weight_decay=args.weight_decay)
+    train_step = make_train_step(model, clip_loss(), recipe.optimizer, metrics={"batch_accuracy": batch_accuracy})
     zero_shot = make_zero_shot(model)
     key = jax.random.PRNGKey(args.seed)
     in_shape = CLIPInput((-1, 28, 28, 1), (-1, captions.max_len))
     params, state = jax.jit(lambda k: init_model(model, k, in_shape)[1:])(key)  # one compilation
-    opt_state = optimizer.init(params)
     num_params = int(sum(p.size for p in jax.tree.leaves(params)))
     print(f"MiniCLIP: {num_params:,} parameters, vocabulary {len(captions.vocabulary)} words, captions of "
           f"at most {captions.max_len} tokens; {steps} steps of batch {batch}")
 
-    rng = np.random.default_rng(args.seed)
-    history, trained, val_images, val_labels = [], 0.0, *heldout["validation"]
-    for epoch in range(1, args.epochs + 1):
-        losses, accuracies = [], []
-        for i in np.split(rng.permutation(len(y))[:steps_per_epoch * batch], steps_per_epoch):
-            tick = time.perf_counter()
-            texts = table[rng.integers(0, len(TEMPLATES), len(i)), y[i]]  # a random template per image
-            params, state, opt_state, metrics = train_step(params, state, opt_state,
-                                                           {"x": CLIPInput(images[i], texts), "y": y[i]}, key)
-            jax.block_until_ready(params)
-            trained += time.perf_counter() - tick if history or losses else 0.0  # the first step compiles
-            losses.append(metrics["loss"])
-            accuracies.append(metrics["batch_accuracy"])
-        val = float(zero_shot(params, state, val_images, val_labels, prompt_sets)[0])
-        history.append((epoch, round(trained, 2), float(np.mean(losses)), float(np.mean(accuracies)), val,
-                        float(jnp.exp(jnp.clip(params["log_scale"], 0, np.log(config.max_scale))))))
+    rng, epoch_batches = np.random.default_rng(args.seed), []
+
+    def batch_at(step: int) -> dict:
+        if step % steps_per_epoch == 0:  # a new permutation each epoch
+            epoch_batches[:] = np.split(rng.permutation(len(y))[:steps_per_epoch * batch], steps_per_epoch)
+        i = epoch_batches[step % steps_per_epoch]
+        texts = table[rng.integers(0, len(TEMPLATES), len(i)), y[i]]  # a random template per image
+        return {"x": CLIPInput(images[i], texts), "y": y[i]}
+
+    history, (val_images, val_labels) = [], heldout["validation"]
+
+    def on_epoch(run: Run) -> None:
+        epoch, done = run.step // steps_per_epoch, run.metrics[-steps_per_epoch:]
+        val = float(zero_shot(run.params, run.state, val_images, val_labels, prompt_sets)[0])
+        history.append((epoch, round(run.trained, 2), float(np.mean([m["loss"] for m in done])),
+                        float(np.mean([m["batch_accuracy"] for m in done])), val,
+                        float(jnp.exp(jnp.clip(run.params["log_scale"], 0, np.log(config.max_scale))))))
         print(f"epoch {epoch}/{args.epochs}: loss {history[-1][2]:.3f}, in-batch accuracy {history[-1][3]:.3f}, "
-              f"validation zero-shot {val:.4f}, logit scale {history[-1][5]:.1f}, {trained:.0f} s")
+              f"validation zero-shot {val:.4f}, logit scale {history[-1][5]:.1f}, {run.trained:.0f} s")
 
     out = common.out_dir(args)
-    save_checkpoint(out / "checkpoint.npz", params=params, state=state, opt_state=opt_state, step=steps, key=key)
+    run = run_steps(train_step, params, state, recipe.optimizer.init(params), batch_at, key=key, steps=steps,
+                    eval_every=steps_per_epoch, on_eval=on_epoch, checkpoint=out / "checkpoint.npz")
+    params, state, trained = run.params, run.state, run.trained
     per_prompt = zero_shot(params, state, *heldout[args.split], prompt_sets)
     metrics = {"split": args.split, "zero_shot_accuracy": float(per_prompt[0]), "prompt": PROMPT,
                "accuracy_by_training_template": dict(zip(TEMPLATES, map(float, per_prompt[1:]))),
                "validation_zero_shot_accuracy": history[-1][4], "history": history, "steps": steps,
                "train_seconds": round(trained, 2), "num_params": num_params, "data": source,
-               "logit_scale": history[-1][5], "lr": lr, "channels": list(args.channels),
+               "logit_scale": history[-1][5], "lr": recipe.lr, "channels": list(args.channels),
                **{k: getattr(args, k) for k in ("epochs", "batch_size", "image_hidden", "text_layers", "d_model",
                                                 "heads", "embed_dim", "warmup", "weight_decay", "seed")}}
     _, seconds, train_loss, _, val_accuracy, _ = zip(*history)

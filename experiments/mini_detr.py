@@ -26,8 +26,7 @@ import numpy as np
 import common
 from purenet.models.detr import (BoxTruth, DETRConfig, average_precision, detections, detr_cost, detr_loss,
                                  detr_targets, mini_detr)
-from purenet.models.set_prediction import make_predict
-from purenet.training import save_checkpoint
+from purenet.training import make_predict, save_checkpoint
 
 NAME = "mini_detr"
 NUM_CLASSES = 10
@@ -89,14 +88,14 @@ def main(argv=None) -> dict:
 
     targets = functools.partial(detr_targets, num_classes=NUM_CLASSES, no_object_weight=args.no_object_weight,
                                 aux=not args.no_aux)
-    params, state, opt_state, history, steps, train_seconds = common.train_set_model(
+    params, state, opt_state, history, steps, train_seconds, recipe = common.train_set_model(
         args, model, loss, cost=detr_cost, targets=targets, images=train.images, truth=truth, evaluate=per_epoch)
     map50, per_class = evaluate(predict, params, state, held.images, held_truth, args.eval_batch)
     out = common.out_dir(args)
     save_checkpoint(out / "checkpoint.npz", params=params, state=state, opt_state=opt_state, step=steps,
                     key=jax.random.PRNGKey(args.seed))
     metrics = {"map50": map50, "ap50_per_class": [None if np.isnan(a) else float(a) for a in per_class],
-               **common.set_prediction_report(args, config, params, history, steps=steps, source=source,
+               **common.set_prediction_report(args, config, params, history, steps=steps, lr=recipe.lr, source=source,
                                               train_seconds=train_seconds, start=start)}
     title = f"MiniDETR ({args.gradient} gradients): {args.report} mAP@0.5 {map50:.3f}"
     common.plot_history({k.replace("map50", "mAP@0.5"): v for k, v in history.items()}, out / "curves.png", title)

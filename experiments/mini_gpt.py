@@ -4,11 +4,11 @@ The recipe of nanoGPT's CPU run of shakespeare_char (4 layers, 4 heads, 128 wide
 the head tied to the token embedding, AdamW (beta2 0.99, weight decay 0.1 on matrices only: embeddings,
 positions and kernels, not biases or norm scales), linear warmup then cosine decay to --min-lr, clipping
 to global norm 1. Validation loss (nats/char) on the held-out last 10% of the text, over consecutive
-windows of the context length. Samples with temperature and top-k on the model's KV cache. Checkpoints
-at every evaluation (atomic write) and resumes from there with --resume: the batches and dropout keys
-depend only on the step, so a resumed run equals an uninterrupted one. `--time-budget S` stops training
-after S seconds; `--compare` then trains the LSTM char-LM (`purenet.models.char_lm`) for the same wall
-time and prints both.
+windows of the context length. Samples with temperature and top-k on the model's KV cache. The shared
+loop (`purenet.training.run_steps`) checkpoints at every evaluation (atomic write) and resumes from there
+with --resume: the batches and dropout keys depend only on the step, so a resumed run equals an
+uninterrupted one. `--time-budget S` stops training after S seconds; `--compare` then trains the LSTM
+char-LM (`purenet.models.char_lm`) for the same wall time and prints both.
 
     python experiments/mini_gpt.py                      # the default run; writes runs/mini_gpt/
     python experiments/mini_gpt.py --resume             # continue from runs/mini_gpt/checkpoint.npz
@@ -31,9 +31,7 @@ from purenet.core import init_model
 from purenet.data.text import consecutive_windows, decode, encode, windows
 from purenet.losses import softmax_cross_entropy
 from purenet.models import CharLMConfig, GPTConfig, char_lm, generate, gpt
-from purenet.optim import adamw, chain, clip_by_global_norm
-from purenet.optim.schedules import warmup_cosine_decay_schedule
-from purenet.training import Checkpoint, load_checkpoint, make_eval_step, make_train_step, save_checkpoint
+from purenet.training import Checkpoint, Run, load_checkpoint, make_eval_step, make_train_step, run_steps
 
 NAME = "mini_gpt"
 EVAL_BATCH = 128
@@ -53,12 +51,10 @@ def build_lstm(args, vocab_size: int):
     return char_lm(CharLMConfig(vocab_size, "lstm", args.lstm_hidden, 1, args.lstm_embedding))
 
 
-def make_optimizer(args, peak_lr: float, steps: int):
+def recipe(args, peak_lr: float, steps: int) -> common.Recipe:
     """Clip to global norm --clip, then AdamW with warmup + cosine decay to --min-lr over `steps`."""
-    warmup = min(args.warmup, steps - 1)
-    schedule = warmup_cosine_decay_schedule(0.0, peak_lr, warmup, steps, end_value=args.min_lr)
-    return chain(clip_by_global_norm(args.clip),
-                 adamw(schedule, b1=0.9, b2=args.beta2, weight_decay=args.weight_decay))
+    return common.make_optimizer(args, lr=peak_lr, steps=steps, warmup=args.warmup, end_lr=args.min_lr,
+                                 clip=args.clip, weight_decay=args.weight_decay, b2=args.beta2)
 
 
 # ------------------------------------------------------------------------------------------ training
@@ -76,59 +72,42 @@ def evaluate(eval_step, params, state, x: np.ndarray, y: np.ndarray) -> float:
 
 def train(model, args, *, name: str, steps: int, peak_lr: float, seq_len: int, batch_size: int, data,
           out: pathlib.Path | None, time_budget: float | None = None, resume: bool = False) -> dict:
-    """Train `model` (ids (N, T) -> logits (N, T, V)) for `steps` steps, or until `time_budget` seconds of
-    training have passed; evaluate every --eval-every steps and at the end; checkpoint to `out` at every
-    evaluation. The batch of step s is `windows(train_ids, seed=(seed, s))`, its dropout key
-    fold_in(key, s), so a run resumed from a checkpoint repeats the steps it would have taken.
-    -> metrics: step, losses, timing (compilation excluded from tokens/s)."""
+    """Train `model` (ids (N, T) -> logits (N, T, V)) for `steps` steps on `run_steps`, or until
+    `time_budget` seconds of training have passed; evaluate every --eval-every steps and at the end;
+    checkpoint to `out` at every evaluation. The batch of step s is `windows(train_ids, seed=(seed, s))`,
+    its dropout key fold_in(key, s), so a run resumed from a checkpoint repeats the steps it would have
+    taken. -> metrics: step, losses, timing (compilation excluded from tokens/s)."""
     train_ids, val_x, val_y = data
-    loss = softmax_cross_entropy()
-    optimizer = make_optimizer(args, peak_lr, steps)
+    loss, optimizer = softmax_cross_entropy(), recipe(args, peak_lr, steps).optimizer
     train_step, eval_step = make_train_step(model, loss, optimizer), make_eval_step(model, loss)
     key = jax.random.PRNGKey(args.seed)
     _, params, state = init_model(model, key, (-1, seq_len))
-    opt_state, first = optimizer.init(params), 0
     path = None if out is None else out / "checkpoint.npz"
     if resume:
-        if not path.exists():
-            raise SystemExit(f"{NAME}: --resume found no checkpoint at {path}")
-        saved = load_checkpoint(path, like=Checkpoint(params, state, opt_state, 0, key))
-        params, state, opt_state, first = saved.params, saved.state, saved.opt_state, int(saved.step)
-        if first >= steps:
-            raise SystemExit(f"{NAME}: the checkpoint at {path} is at step {first}, none left of --steps {steps}")
-        print(f"[{name}] resumed from {path} at step {first}")
+        print(f"[{name}] resuming from {path}")
+    history = []  # (step, validation loss, training seconds)
 
-    history, train_losses, step_seconds = [], [], []
-    trained = 0.0  # seconds inside training steps, this process, compilation excluded
-    step = first
-    while step < steps:
-        tick = time.perf_counter()
+    def batch_at(step: int) -> dict:
         x, y = windows(train_ids, seq_len, num_windows=batch_size, seed=(args.seed, step))
-        params, state, opt_state, metrics = train_step(params, state, opt_state, {"x": x, "y": y},
-                                                       jax.random.fold_in(key, step))
-        jax.block_until_ready(params)
-        step_seconds.append(time.perf_counter() - tick)
-        trained += step_seconds[-1] if len(step_seconds) > 1 else 0.0  # the first step compiles
-        train_losses.append(metrics["loss"])
-        step += 1
-        out_of_time = time_budget is not None and trained >= time_budget
-        if step % args.eval_every == 0 or step == steps or out_of_time:
-            val = evaluate(eval_step, params, state, val_x, val_y)
-            history.append((step, val, round(trained, 2)))
-            print(f"[{name}] step {step}/{steps}: train {float(metrics['loss']):.3f}, val {val:.3f} "
-                  f"nats/char, {trained:.0f} s")
-            if path is not None:
-                save_checkpoint(path, params=params, state=state, opt_state=opt_state, step=step, key=key)
-        if out_of_time:
-            break
+        return {"x": x, "y": y}
 
-    timed = step_seconds[1:] or step_seconds  # the first step compiles
-    return {"params": params, "state": state, "steps": step, "val_loss": history[-1][1], "val_history": history,
-            "train_loss": float(np.mean(jax.device_get(train_losses[-args.eval_every:]))),
-            "train_seconds": round(trained, 2), "compile_seconds": round(step_seconds[0], 2),
+    def on_eval(run: Run) -> None:
+        history.append((run.step, evaluate(eval_step, run.params, run.state, val_x, val_y), round(run.trained, 2)))
+        print(f"[{name}] step {run.step}/{steps}: train {float(run.metrics[-1]['loss']):.3f}, val "
+              f"{history[-1][1]:.3f} nats/char, {run.trained:.0f} s")
+
+    run = run_steps(train_step, params, state, optimizer.init(params), batch_at, key=key, steps=steps,
+                    eval_every=args.eval_every, on_eval=on_eval, checkpoint=path, resume=resume,
+                    time_budget=time_budget)
+    if not run.metrics:
+        raise SystemExit(f"{NAME}: the checkpoint at {path} is at step {run.step}, none left of --steps {steps}")
+    timed = run.seconds[1:] or run.seconds  # the first step compiles
+    return {"params": run.params, "state": run.state, "steps": run.step, "val_loss": history[-1][1],
+            "val_history": history, "train_loss": float(np.mean([m["loss"] for m in run.metrics[-args.eval_every:]])),
+            "train_seconds": round(run.trained, 2), "compile_seconds": round(run.seconds[0], 2),
             "ms_per_step": 1e3 * float(np.median(timed)),
             "tokens_per_s": round(batch_size * seq_len / float(np.mean(timed))),
-            "num_params": int(sum(p.size for p in jax.tree.leaves(params)))}
+            "num_params": int(sum(p.size for p in jax.tree.leaves(run.params)))}
 
 
 def calibrate_steps(model, args, *, peak_lr, seq_len, batch_size, data, seconds: float) -> int:
@@ -246,14 +225,14 @@ def main(argv=None) -> dict:
                     top_k=args.top_k, seed=args.seed)
     if args.sample_only:
         _, params, state = init_model(model, jax.random.PRNGKey(args.seed), (-1, args.context))
-        opt_state = make_optimizer(args, args.lr_adam, args.steps).init(params)
+        opt_state = recipe(args, args.lr_adam, args.steps).optimizer.init(params)
         like = Checkpoint(params, state, opt_state, 0, jax.random.PRNGKey(args.seed))
         params = load_checkpoint(out / "checkpoint.npz", like=like).params
         sample = sample_text(model, params, vocabulary, args.prompt, **sampling)
         print(f"{args.prompt}{sample}")
         return {"sample": sample}
 
-    lr = args.lr if args.lr is not None else args.lr_adam
+    lr = common.learning_rate(args)
     run = train(model, args, name="gpt", steps=args.steps, peak_lr=lr, seq_len=args.context,
                 batch_size=args.batch_size, data=data, out=out, time_budget=args.time_budget, resume=args.resume)
     sample = sample_text(model, run["params"], vocabulary, args.prompt, **sampling)

@@ -26,8 +26,7 @@ import common
 from purenet.data.canvas import BACKGROUND
 from purenet.models.maskformer import (MaskFormerConfig, maskformer_cost, maskformer_loss, maskformer_targets,
                                        mean_iou, mini_maskformer, segments, semantic_segmentation)
-from purenet.models.set_prediction import make_predict
-from purenet.training import save_checkpoint
+from purenet.training import make_predict, save_checkpoint
 
 NAME = "mini_maskformer"
 NUM_CLASSES = BACKGROUND + 1  # the digits and background
@@ -82,7 +81,7 @@ def main(argv=None) -> dict:
     truth = segments(train.masks, num_classes=NUM_CLASSES, factor=2, max_segments=MAX_SEGMENTS)
     targets = functools.partial(maskformer_targets, num_classes=NUM_CLASSES, no_object_weight=args.no_object_weight,
                                 aux=not args.no_aux)
-    params, state, opt_state, history, steps, train_seconds = common.train_set_model(
+    params, state, opt_state, history, steps, train_seconds, recipe = common.train_set_model(
         args, model, loss, cost=maskformer_cost, targets=targets, images=train.images, truth=truth,
         evaluate=per_epoch)
     found = predict(params, state, held.images, args.eval_batch)
@@ -94,7 +93,7 @@ def main(argv=None) -> dict:
     metrics = {"miou": miou_all, "miou_digits": miou_digits, "background_iou": float(per_class[BACKGROUND]),
                "iou_per_class": [None if np.isnan(a) else float(a) for a in per_class],
                "pixel_accuracy": float(np.mean(found == held.masks)),
-               **common.set_prediction_report(args, config, params, history, steps=steps, source=source,
+               **common.set_prediction_report(args, config, params, history, steps=steps, lr=recipe.lr, source=source,
                                               train_seconds=train_seconds, start=start)}
     title = f"MiniMaskFormer ({args.gradient} gradients): {args.report} mIoU {miou_all:.3f} (digits {miou_digits:.3f})"
     common.plot_history({k.replace("miou", "mIoU"): v for k, v in history.items()}, out / "curves.png", title)

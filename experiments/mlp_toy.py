@@ -88,7 +88,7 @@ def main(argv=None) -> dict:
         metrics["clusters"] = run_clusters(args, num_train, num_test)
     if args.task in ("regression", "both"):
         metrics["regression"] = run_regression(args, num_train, num_test)
-    metrics["lr"] = args.lr
+    metrics["lr"] = common.learning_rate(args)
     common.write_metrics(common.out_dir(args) / "metrics.json", metrics)
     return metrics
 

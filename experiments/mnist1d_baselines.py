@@ -86,7 +86,7 @@ def main(argv=None) -> dict:
         result, report = common.train_and_report(
             args, build_model(name), softmax_cross_entropy(), train, test, (-1, SIGNAL_LENGTH),
             title=f"{LABELS[name]} on MNIST-1D", out=common.out_dir(args, name),
-            optimizer=common.make_optimizer(args, decay_steps=total_steps), extra={"model": name})
+            recipe=common.make_optimizer(args, steps=total_steps), extra={"model": name})
         accuracies[name], histories[name] = report["test_accuracy"], result.history
 
     table = markdown_table(accuracies)
@@ -105,7 +105,7 @@ def main(argv=None) -> dict:
     fig.tight_layout()
     common.save_figure(fig, out / "curves.png")
     metrics = {"train_size": num_train, "test_size": num_test, "epochs": args.epochs,
-               "optimizer": args.optimizer, "lr": args.lr, "lr_schedule": "cosine decay to 0",
+               "optimizer": args.optimizer, "lr": common.learning_rate(args), "lr_schedule": "cosine decay to 0",
                "batch_size": args.batch_size, "seed": args.seed,
                "test_accuracy": accuracies, "published": PUBLISHED}
     common.write_metrics(out / "metrics.json", metrics)

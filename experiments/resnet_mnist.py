@@ -62,11 +62,6 @@ def build_model(args: argparse.Namespace):
     return serial(shift=RandomShift(args.max_shift), net=resnet(config))
 
 
-def make_optimizer(args: argparse.Namespace, train_size: int):
-    """Adam (or SGD with momentum) at --lr, cosine-decayed to 0 over the run's steps."""
-    return common.make_optimizer(args, decay_steps=args.epochs * num_batches(train_size, args.batch_size))
-
-
 def main(argv=None) -> dict:
     args = parse_args(argv)
     train, heldout, source = common.mnist_images(args, validation=VALIDATION, quick=(QUICK_TRAIN, QUICK_TEST))
@@ -76,7 +71,8 @@ def main(argv=None) -> dict:
           f"{num_params:,} parameters")
     _, metrics = common.train_and_report(
         args, model, softmax_cross_entropy(), train, heldout, IN_SHAPE,
-        title=f"ResNet on {source}, {args.split} split", optimizer=make_optimizer(args, len(train["y"])),
+        title=f"ResNet on {source}, {args.split} split",
+        recipe=common.make_optimizer(args, steps=args.epochs * num_batches(len(train["y"]), args.batch_size)),
         extra={"data": source, "split": args.split, "num_params": num_params, "widths": list(args.widths),
                "blocks": list(args.blocks), "stem_strides": args.stem_strides, "max_shift": args.max_shift})
     return metrics

@@ -36,9 +36,7 @@ from purenet.losses import TokenTargets, masked_softmax_cross_entropy
 from purenet.models.search import beam_search, greedy_search
 from purenet.models.seq2seq import (LSTMSeq2SeqConfig, Seq2SeqInput, TransformerConfig, lstm_seq2seq,
                                     transformer_seq2seq)
-from purenet.optim import adamw, chain, clip_by_global_norm, sgd
-from purenet.optim.schedules import warmup_cosine_decay_schedule
-from purenet.training import Checkpoint, make_eval_step, make_train_step, save_checkpoint
+from purenet.training import Checkpoint, Run, make_eval_step, make_train_step, run_steps
 from purenet.training.checkpoint import load_checkpoint
 
 NAME = "translate"
@@ -59,15 +57,11 @@ def build_model(args, src_vocab: int, tgt_vocab: int):
         max_len=max(args.max_src_len, args.max_tgt_len) + 1))
 
 
-def make_optimizer(args, steps: int):
+def recipe(args) -> common.Recipe:
     """Clip to global norm --clip, then AdamW (decay on matrices) or SGD with momentum, the rate rising
     linearly over --warmup steps to --lr and decaying along a cosine to --lr / 10 at the last step."""
-    if args.lr is None:
-        args.lr = args.lr_adam if args.optimizer == "adam" else args.lr_sgd
-    rate = warmup_cosine_decay_schedule(0.0, args.lr, min(args.warmup, steps - 1), steps, args.lr / 10)
-    inner = (adamw(rate, weight_decay=args.weight_decay) if args.optimizer == "adam"
-             else sgd(rate, momentum=common.SGD_MOMENTUM))
-    return chain(clip_by_global_norm(args.clip), inner)
+    return common.make_optimizer(args, steps=args.steps, warmup=args.warmup, end_lr=lambda lr: lr / 10,
+                                 clip=args.clip, weight_decay=args.weight_decay)
 
 
 # ------------------------------------------------------------------------------------------- data
@@ -200,8 +194,8 @@ def as_batch(encoded, index) -> dict:
 def checkpoint_template(model, args) -> Checkpoint:
     """The `like=` of `load_checkpoint` for this run's checkpoint (shapes only, nothing computed)."""
     params, state = jax.eval_shape(lambda: init_params(model, args))
-    optimizer = make_optimizer(args, args.steps)
-    return Checkpoint(params, state, jax.eval_shape(optimizer.init, params), 0, jax.random.PRNGKey(args.seed))
+    opt_state = jax.eval_shape(recipe(args).optimizer.init, params)
+    return Checkpoint(params, state, opt_state, 0, jax.random.PRNGKey(args.seed))
 
 
 def init_params(model, args):
@@ -210,43 +204,43 @@ def init_params(model, args):
     return jax.jit(lambda key: init_model(model.layer, key, in_shape)[1:])(jax.random.PRNGKey(args.seed))
 
 
-def train(args, model, encoded, val_encoded):
-    """--steps steps of batches drawn without replacement (a new permutation per epoch), fewer if
-    --time-limit minutes pass first (the schedule still spans --steps). -> (params, state, opt_state,
+def train(args, model, optimizer, encoded, val_encoded, out):
+    """--steps steps on `run_steps` of batches drawn without replacement (a new permutation per epoch),
+    fewer if --time-limit minutes of training steps pass first (the schedule still spans --steps); the
+    validation cross-entropy and a checkpoint in `out` every --eval-every steps. -> (params, state,
     history {"step", "train_loss", "val_loss"}, training seconds)."""
     loss = masked_softmax_cross_entropy(label_smoothing=args.label_smoothing)
-    optimizer = make_optimizer(args, args.steps)
     step_fn, eval_fn = make_train_step(model.layer, loss, optimizer, metrics={}), make_eval_step(
         model.layer, masked_softmax_cross_entropy(), metrics={})
     params, state = init_params(model, args)
-    opt_state = optimizer.init(params)
-    rng, order, base_key = np.random.default_rng(args.seed), np.zeros(0, np.int64), jax.random.PRNGKey(args.seed)
+    rng, order = np.random.default_rng(args.seed), np.zeros(0, np.int64)
     val_batches = [as_batch(val_encoded, slice(i, i + DECODE_BATCH))
                    for i in range(0, len(val_encoded.src) - DECODE_BATCH + 1, DECODE_BATCH)] or [
                        as_batch(val_encoded, slice(None))]
     history = {"step": [], "train_loss": [], "val_loss": []}
-    start, losses = time.perf_counter(), []
-    for step in range(args.steps):
+    start = time.perf_counter()
+
+    def batch_at(step: int) -> dict:
+        nonlocal order
         if len(order) < args.batch_size:
             order = np.concatenate([order, rng.permutation(len(encoded.src))])
         index, order = order[:args.batch_size], order[args.batch_size:]
-        params, state, opt_state, metrics = step_fn(params, state, opt_state, as_batch(encoded, index),
-                                                    jax.random.fold_in(base_key, step))
-        losses.append(metrics["loss"])
-        out_of_time = args.time_limit and time.perf_counter() - start > 60 * args.time_limit
-        if (step + 1) % args.eval_every == 0 or step + 1 == args.steps or out_of_time:
-            val = float(np.mean([float(eval_fn(params, state, b)["loss"]) for b in val_batches]))
-            train_loss = float(np.mean(jax.device_get(losses[-args.eval_every:])))
-            history["step"].append(step + 1)
-            history["train_loss"].append(train_loss)
-            history["val_loss"].append(val)
-            print(f"[{args.model}] step {step + 1}/{args.steps}: train loss {train_loss:.3f} (smoothed target), "
-                  f"validation cross-entropy {val:.3f} nats/char, {time.perf_counter() - start:.0f} s")
-        if out_of_time:
-            print(f"[{args.model}] --time-limit {args.time_limit} min reached after {step + 1} steps")
-            break
-    jax.block_until_ready(params)
-    return params, state, opt_state, history, time.perf_counter() - start
+        return as_batch(encoded, index)
+
+    def on_eval(run: Run) -> None:
+        val = float(np.mean([float(eval_fn(run.params, run.state, b)["loss"]) for b in val_batches]))
+        train_loss = float(np.mean([m["loss"] for m in run.metrics[-args.eval_every:]]))
+        for name, value in (("step", run.step), ("train_loss", train_loss), ("val_loss", val)):
+            history[name].append(value)
+        print(f"[{args.model}] step {run.step}/{args.steps}: train loss {train_loss:.3f} (smoothed target), "
+              f"validation cross-entropy {val:.3f} nats/char, {time.perf_counter() - start:.0f} s")
+
+    run = run_steps(step_fn, params, state, optimizer.init(params), batch_at, key=jax.random.PRNGKey(args.seed),
+                    steps=args.steps, eval_every=args.eval_every, on_eval=on_eval, checkpoint=out / "checkpoint.npz",
+                    time_budget=60 * args.time_limit or None)
+    if run.step < args.steps:
+        print(f"[{args.model}] --time-limit {args.time_limit} min reached after {run.step} steps")
+    return run.params, run.state, history, time.perf_counter() - start
 
 
 def plot_losses(history: dict, path, title: str) -> None:
@@ -279,7 +273,7 @@ def parse_args(argv):
     add("--pairs", default=None, help="a tab-separated source/target file (default: the shipped Tatoeba pairs)")
     add("--steps", type=positive, default=950, help="training steps (default 950)")
     add("--time-limit", type=common.non_negative_float, default=0,
-        help="stop training after this many minutes (0: no limit)")
+        help="stop training after this many minutes of training steps (0: no limit)")
     add("--warmup", type=count, default=100, help="linear warmup steps (default 100)")
     add("--clip", type=common.positive_float, default=1.0, help="clip gradients to this global norm")
     add("--weight-decay", type=common.non_negative_float, default=1e-4,
@@ -324,7 +318,7 @@ def main(argv=None) -> dict:
     lengths = dict(src_len=args.max_src_len + 1, tgt_len=args.max_tgt_len + 1)
     encoded = encode_pairs(train_pairs, src_vocab, tgt_vocab, **lengths)
     model = build_model(args, src_vocab.size, tgt_vocab.size)
-    out = common.out_dir(args, args.model)
+    out, chosen = common.out_dir(args, args.model), recipe(args)
     if args.from_checkpoint:  # evaluate a run's checkpoint again, without training
         checkpoint = load_checkpoint(args.from_checkpoint, like=checkpoint_template(model, args))
         params, state, train_seconds = checkpoint.params, checkpoint.state, 0.0
@@ -332,10 +326,8 @@ def main(argv=None) -> dict:
         out = out / "evaluated"
         out.mkdir(exist_ok=True)
     else:
-        params, state, opt_state, history, train_seconds = train(
-            args, model, encoded, encode_pairs(val_pairs, src_vocab, tgt_vocab, **lengths))
-        save_checkpoint(out / "checkpoint.npz", params=params, state=state, opt_state=opt_state,
-                        step=history["step"][-1], key=jax.random.PRNGKey(args.seed))
+        params, state, history, train_seconds = train(
+            args, model, chosen.optimizer, encoded, encode_pairs(val_pairs, src_vocab, tgt_vocab, **lengths), out)
 
     sources, references = grouped(test_pairs if args.report == "test" else val_pairs)
     if args.report_sentences:
@@ -356,7 +348,7 @@ def main(argv=None) -> dict:
         "num_params": int(sum(p.size for p in jax.tree.leaves(params))), "train_pairs": len(train_pairs),
         "validation_pairs": len(val_pairs), "test_pairs": len(test_pairs), "steps": history["step"][-1],
         "scheduled_steps": args.steps, "time_limit_min": args.time_limit,
-        "batch_size": args.batch_size, "lr": args.lr, "warmup": args.warmup, "clip": args.clip,
+        "batch_size": args.batch_size, "lr": chosen.lr, "warmup": args.warmup, "clip": args.clip,
         "weight_decay": args.weight_decay, "label_smoothing": args.label_smoothing, "layers": args.layers,
         **({"d_model": args.d_model, "heads": args.heads, "ff": args.ff or 4 * args.d_model, "dropout": args.dropout,
             "pre_ln": args.pre_ln, "positions": args.positions} if args.model == "transformer"

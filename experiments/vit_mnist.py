@@ -21,8 +21,6 @@ from purenet.data import num_batches
 from purenet.layers.augment import RandomShift
 from purenet.losses import softmax_cross_entropy
 from purenet.models import ViTConfig, vit
-from purenet.optim import adamw
-from purenet.optim.schedules import warmup_cosine_decay_schedule
 
 NAME = "vit_mnist"
 IN_SHAPE = (-1, 28, 28, 1)
@@ -69,15 +67,6 @@ def build_model(args: argparse.Namespace):
     return serial(shift=RandomShift(args.max_shift), net=vit(config))
 
 
-def make_optimizer(args: argparse.Namespace, train_size: int):
-    """AdamW at --lr with --weight-decay (on matrices only), --warmup steps of linear warmup from 0, then
-    cosine decay to 0 over the rest of the run's steps."""
-    args.lr = args.lr_adam if args.lr is None else args.lr
-    steps = args.epochs * num_batches(train_size, args.batch_size)
-    schedule = warmup_cosine_decay_schedule(0.0, args.lr, min(args.warmup, steps - 1), steps)
-    return adamw(schedule, weight_decay=args.weight_decay)
-
-
 def main(argv=None) -> dict:
     args = parse_args(argv)
     train, heldout, source = common.mnist_images(args, validation=VALIDATION, quick=(QUICK_TRAIN, QUICK_TEST))
@@ -87,7 +76,9 @@ def main(argv=None) -> dict:
           f"{args.heads} heads: {num_params:,} parameters")
     _, metrics = common.train_and_report(
         args, model, softmax_cross_entropy(), train, heldout, IN_SHAPE,
-        title=f"MiniViT on {source}, {args.split} split", optimizer=make_optimizer(args, len(train["y"])),
+        title=f"MiniViT on {source}, {args.split} split",
+        recipe=common.make_optimizer(args, steps=args.epochs * num_batches(len(train["y"]), args.batch_size),
+                                     warmup=args.warmup, weight_decay=args.weight_decay),
         extra={"data": source, "split": args.split, "num_params": num_params, "optimizer": "adamw",
                **{k: getattr(args, k) for k in ("patch_size", "d_model", "layers", "heads", "hidden", "dropout",
                                                 "warmup", "weight_decay", "max_shift")}})

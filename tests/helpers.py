@@ -1,5 +1,6 @@
-"""Helpers shared by several test modules: loading an experiment script, fake MNIST files, PNG checks,
-the fenced code blocks of a Markdown file (README.md, the documentation's guides)."""
+"""Helpers shared by several test modules: loading an experiment script, the template to load its
+checkpoint, fake MNIST files, PNG checks, the fenced code blocks of a Markdown file (README.md, the
+documentation's guides)."""
 
 import importlib.util
 import pathlib
@@ -9,7 +10,9 @@ import sys
 import jax
 import numpy as np
 
+from purenet.core import init_model
 from purenet.data import write_idx
+from purenet.training import Checkpoint
 
 EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1] / "experiments"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -24,6 +27,13 @@ def load_experiment(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def checkpoint_template(model, in_shape, optimizer, seed: int) -> Checkpoint:
+    """The `like=` template for `load_checkpoint` of a run of `model` seeded by `seed` (`fit`, `run_steps`
+    with key PRNGKey(seed)) with `optimizer`."""
+    _, params, state = init_model(model, jax.random.PRNGKey(seed), in_shape)
+    return Checkpoint(params, state, optimizer.init(params), 0, jax.random.PRNGKey(seed))
 
 
 FENCE = re.compile(r"^```(?P<language>\w*)(?P<info>[^\n]*)\n(?P<body>.*?)^```", re.M | re.S)

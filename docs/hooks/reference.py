@@ -43,8 +43,9 @@ ROLES = {
                            "chain, and learning-rate schedules.",
                            ["purenet.optim", "purenet.optim.schedules"]),
     "reference/training.md": ("Training and checkpoints",
-                              "The jitted training step made only of handwritten VJPs, `fit`, metrics, "
-                              "checkpoints, data parallelism over a device mesh, and the non-finite guard.",
+                              "The jitted training step made only of handwritten VJPs, `run_steps` (the one "
+                              "training loop), `fit` on it, set-prediction training, metrics, checkpoints, data "
+                              "parallelism over a device mesh, and the non-finite guard.",
                               ["purenet.training", "purenet.training.metrics", "purenet.training.parallel",
                                "purenet.debug"]),
     "reference/data.md": ("Data",

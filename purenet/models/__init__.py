@@ -13,8 +13,7 @@ from purenet.models.maskformer import (MaskFormerConfig, MaskFormerOutput, MaskT
 from purenet.models.mlp import mlp
 from purenet.models.sampling import generate, sample_logits
 from purenet.models.search import beam_search, greedy_search
-from purenet.models.set_prediction import (cnn_backbone, fit_matched, hungarian_match, make_matched_step,
-                                           make_predict, query_decoder)
+from purenet.models.set_prediction import cnn_backbone, hungarian_match, hungarian_targets, query_decoder
 from purenet.models.seq2seq import (LSTMSeq2SeqConfig, Seq2Seq, Seq2SeqInput, TransformerConfig, lstm_seq2seq,
                                     transformer_seq2seq)
 from purenet.models.resnet import ResNetConfig, basic_block, resnet
@@ -29,5 +28,5 @@ __all__ = ["CLASSIC", "CharLMConfig", "GPTConfig", "LeNetConfig", "char_lm", "ge
            "BoxTruth", "DETRConfig", "DetrOutput", "DetrTargets", "average_precision", "detections", "detr_cost",
            "detr_loss", "detr_targets", "mini_detr", "MaskFormerConfig", "MaskFormerOutput", "MaskTargets",
            "SegmentTruth", "maskformer_cost", "maskformer_loss", "maskformer_targets", "mean_iou", "mini_maskformer",
-           "segments", "semantic_segmentation", "cnn_backbone", "fit_matched", "hungarian_match",
-           "make_matched_step", "make_predict", "query_decoder"]
+           "segments", "semantic_segmentation", "cnn_backbone", "hungarian_match", "hungarian_targets",
+           "query_decoder"]

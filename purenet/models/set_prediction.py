@@ -1,8 +1,8 @@
 """What the set-prediction models (MiniDETR, MiniMaskFormer) share: a CNN backbone that keeps every
 stage's output, a Transformer that turns a feature map into per-query features (learned object queries
 read the encoded map through decoder blocks), Hungarian matching (scipy, outside the jitted step), the
-class targets a matching gives, and a training step that matches between a jitted prediction and the
-jitted gradient step.
+class targets a matching gives, and the matching a training step runs between a jitted prediction and the
+jitted gradient step (`hungarian_targets`, for `purenet.training.matched`).
 
 Dimension letters: N batch, H W a feature map, C channels, S = H W memory tokens, F features (d_model),
 Q queries, L decoder layers (every layer's output is kept: DETR's auxiliary outputs, the last one is
@@ -21,8 +21,6 @@ from purenet._checks import check_int, check_positive, check_range, fail
 from purenet.core import Layer, tree_add, serial
 from purenet.layers import (Conv2D, DecoderBlock, Dense, Dropout, EncoderBlock, LayerNorm, LearnedPositions,
                             MaxPool2D, Relu, Reshape)
-from purenet.optim.transforms import apply_updates
-from purenet.training.loop import grad_step
 
 
 def _split(key, n):
@@ -316,75 +314,14 @@ def class_cost(logits: np.ndarray, classes: np.ndarray) -> np.ndarray:
     return -np.take_along_axis(softmax(np.asarray(logits, np.float64)), index, axis=-1)
 
 
-def make_matched_step(model: Layer, loss, optimizer, *, cost: Callable, targets: Callable,
-                      gradient: Callable | None = None) -> Callable:
-    """A training step with the matching outside jit: a jitted prediction, then on the host (numpy)
-    `cost(outputs, truth) -> (N, L, Q, M)`, `hungarian_match`, `targets(assignment, truth) -> the loss's
-    target`, then the jitted gradient step: handwritten (`grad_step`), or `gradient(params, state, x,
-    target, key) -> (value, dparams, state)` when given (a reference to compare with). `truth` is a
-    NamedTuple of arrays with a `counts` (N,) field.
-    -> step(params, state, opt_state, x, truth, key) -> (params, state, opt_state, loss value)."""
-    if gradient is None:
-        def gradient(params, state, x, target, key):
-            return grad_step(model, loss, params, state, {"x": x, "y": target}, key)[:3]
+def hungarian_targets(cost: Callable, targets: Callable) -> Callable:
+    """The host side of a set-prediction training step (`purenet.training.matched.make_matched_step`'s
+    `match`): `cost(outputs, truth) -> (N, L, Q, M)`, `hungarian_match` per decoder layer over `truth.counts`
+    (N,), then `targets(assignment, truth)`. -> match(outputs, truth) -> the loss's target."""
 
-    @jax.jit
-    def predict(params, state, x, key):  # the forward pass the gradient step will take (same key)
-        return model.apply(params, state, x, key=key, train=True)[0]
-
-    @jax.jit
-    def update(params, state, opt_state, x, target, key):
-        value, dparams, state = gradient(params, state, x, target, key)
-        updates, opt_state = optimizer.update(dparams, opt_state, params)
-        return apply_updates(params, updates), state, opt_state, value
-
-    def step(params, state, opt_state, x, truth, key):
-        cost_matrix = cost(jax.device_get(predict(params, state, x, key)), truth)  # (N, L, Q, M)
+    def match(outputs, truth):
+        cost_matrix = cost(outputs, truth)  # (N, L, Q, M)
         counts = np.broadcast_to(np.asarray(truth.counts)[:, None], cost_matrix.shape[:2])
-        target = targets(hungarian_match(cost_matrix, counts), truth)
-        return update(params, state, opt_state, x, target, key)
+        return targets(hungarian_match(cost_matrix, counts), truth)
 
-    return step
-
-
-def fit_matched(step: Callable, params, state, opt_state, x: np.ndarray, truth, *, epochs: int, batch_size: int,
-                seed: int = 0, evaluate: Callable | None = None, log: Callable = print):
-    """`epochs` passes of `step` (`make_matched_step`) over (x, truth) in shuffled batches (a last
-    incomplete batch is dropped: one compilation), a key per step. After each epoch, `evaluate(params,
-    state) -> {name: value}` (if given) joins the mean training loss in the history.
-    -> (params, state, opt_state, history {"loss": [...], name: [...]})."""
-    rng, key, history = np.random.default_rng(seed), jax.random.PRNGKey(seed), {"loss": []}
-    steps = len(x) // batch_size
-    if steps == 0:
-        fail("fit_matched", f"batch_size (={batch_size}) exceeds the {len(x)} examples")
-    for epoch in range(epochs):
-        order, losses = rng.permutation(len(x)), []
-        for i in range(steps):
-            index = np.sort(order[i * batch_size:(i + 1) * batch_size])
-            batch_truth = type(truth)(*(np.asarray(a)[index] for a in truth))
-            params, state, opt_state, value = step(params, state, opt_state, x[index], batch_truth,
-                                                   jax.random.fold_in(key, epoch * steps + i))
-            losses.append(value)
-        history["loss"].append(float(np.mean(jax.device_get(losses))))
-        for name, value in (evaluate(params, state) if evaluate else {}).items():
-            history.setdefault(name, []).append(value)
-        log(f"epoch {epoch + 1}/{epochs}: " + ", ".join(f"{k} {v[-1]:.4f}" for k, v in history.items()))
-    return params, state, opt_state, history
-
-
-def make_predict(model: Layer, post: Callable = lambda y: y) -> Callable:
-    """-> predict(params, state, x, batch_size): `post(model.apply(params, state, batch))` over x in
-    batches of `batch_size` (eval mode; jitted once per batch size: a short batch is padded),
-    concatenated on the host: the tree `post` gives, each leaf (len(x), ...)."""
-    run = jax.jit(lambda params, state, batch: post(model.apply(params, state, batch)[0]))
-
-    def predict(params, state, x: np.ndarray, batch_size: int):
-        outs = []
-        for start in range(0, len(x), batch_size):
-            batch = x[start:start + batch_size]
-            pad = np.repeat(batch[-1:], batch_size - len(batch), axis=0)
-            out = jax.device_get(run(params, state, np.concatenate([batch, pad])))
-            outs.append(jax.tree_util.tree_map(lambda a, n=len(batch): a[:n], out))
-        return jax.tree_util.tree_map(lambda *a: np.concatenate(a), *outs)
-
-    return predict
+    return match

@@ -1,11 +1,12 @@
 """Data parallelism on JAX's own engine: the batch split over one axis of a device mesh, each device
 running the handwritten forward and backward pass on its shard, one all-reduce averaging the result.
 
-`make_train_step(..., mesh=mesh)`, `make_eval_step(..., mesh=mesh)` and `fit(..., mesh=mesh)` use this
-module; `data_parallel_grad` is the building block for hand-made loops. The per-shard work runs under
-`jax.shard_map` (with its varying/replicated checks on); params, state and optimizer state are
-replicated, the batch is sharded along its first axis over `axis_name`. Meshes from `jax.make_mesh` with
-Explicit axes (JAX's default) and with Auto axes both work.
+The step builders of `purenet.training.step` (`make_train_step(..., mesh=mesh)`, `make_eval_step`,
+`data_parallel_grad`, the building block for hand-made loops) and `fit(..., mesh=mesh)` use this module,
+which knows nothing of models or losses. The per-shard work runs under `jax.shard_map` (with its
+varying/replicated checks on); params, state and optimizer state are replicated, the batch is sharded
+along its first axis over `axis_name`. Meshes from `jax.make_mesh` with Explicit axes (JAX's default)
+and with Auto axes both work.
 
 What a user sees (README "Scaling out"):
 - gradients: every shard's loss is the mean over its examples, so the mean of the shards' gradients
@@ -32,9 +33,7 @@ from jax import lax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from purenet._checks import fail
-from purenet.core import Layer, Loss, PyTree, varying_axes
-
-Metrics = Any  # loop.Metrics; a mapping {name: fn(outputs, targets) -> scalar}
+from purenet.core import PyTree, varying_axes
 
 
 def check_mesh(owner: str, mesh: Any, axis_name: str) -> int:
@@ -98,22 +97,6 @@ def data_parallel(owner: str, local: Callable, mesh: Mesh, axis_name: str) -> Ca
         _check_batch(owner, batch, size, axis_name)
         params, state, key = place((params, state, key), mesh, replicated)
         return mapped(params, state, place(batch, mesh, sharded), key)
-
-    return fn
-
-
-def data_parallel_grad(model: Layer, loss: Loss, mesh: Mesh, *, axis_name: str = "data",
-                       metrics: Metrics | None = None, train: bool = True) -> Callable:
-    """`fn(params, state, batch, key) -> (loss_value, dparams, new_state, metrics)` over the full batch,
-    computed shard by shard over `axis_name` and averaged in one all-reduce. Call it inside `jax.jit`."""
-    from purenet.training.loop import gradients_and_metrics  # loop imports this module
-
-    local = gradients_and_metrics(model, loss, metrics=metrics, train=train)
-    averaged = data_parallel("data_parallel_grad", local, mesh, axis_name)
-
-    def fn(params, state, batch, key):
-        dparams, new_state, step_metrics = averaged(params, state, batch, key)
-        return step_metrics["loss"], dparams, new_state, step_metrics
 
     return fn
 

@@ -11,7 +11,7 @@ from purenet.check import compare, upcast
 from purenet.data.text import consecutive_windows, encode, load_shakespeare, split
 from purenet.losses import softmax_cross_entropy
 from purenet.training.checkpoint import load_checkpoint
-from tests.helpers import is_png, load_experiment
+from tests.helpers import checkpoint_template, is_png, load_experiment
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +33,8 @@ def test_quick_run_writes_metrics_plot_and_a_checkpoint_that_reproduces_val_bits
     args = char_lm.parse_args(["--quick"])
     model = char_lm.build_model(len(metrics["vocabulary"]), cell="lstm", hidden=args.hidden,
                                 layers=args.layers, embedding=args.embedding)
-    common = load_experiment("common")
-    like = common.checkpoint_template(model, (-1, args.seq_len), char_lm.make_optimizer(args, args.steps), 0)
+    recipe = load_experiment("common").make_optimizer(args, steps=args.steps, clip=args.clip)  # as char_lm's
+    like = checkpoint_template(model, (-1, args.seq_len), recipe.optimizer, 0)
     checkpoint = load_checkpoint(out / "checkpoint.npz", like=like)
     assert checkpoint.step == args.steps
     # The saved params give the reported validation bits per character.

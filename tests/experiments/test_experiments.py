@@ -14,18 +14,17 @@ from purenet.models import lenet5
 from purenet.optim import adam
 from purenet.optim.schedules import cosine_decay_schedule
 from purenet.training.checkpoint import load_checkpoint
-from tests.helpers import EXPERIMENTS, is_png, load_experiment, write_fake_mnist
+from tests.helpers import EXPERIMENTS, checkpoint_template, is_png, load_experiment, write_fake_mnist
 
 
 def assert_outputs(out, pngs, checkpoints, models_and_shapes, optimizer=adam(1e-3)):
     """metrics.json parses; every PNG is a PNG; each checkpoint loads against its model and optimizer."""
-    common = load_experiment("common")
     metrics = json.loads((out / "metrics.json").read_text())
     for png in pngs:
         assert is_png(out / png), png
     loaded = []
     for checkpoint, (model, in_shape) in zip(checkpoints, models_and_shapes):
-        like = common.checkpoint_template(model, in_shape, optimizer, seed=0)
+        like = checkpoint_template(model, in_shape, optimizer, seed=0)
         loaded.append(load_checkpoint(out / checkpoint, like=like))
     return metrics, loaded
 
@@ -120,6 +119,26 @@ def test_mnist1d_table_marks_models_not_run():
     assert "| CNN | 95.0% | 94% |" in table and "| Logistic regression | 30.0% | 32% |" in table
     with pytest.raises(SystemExit):
         mnist1d.parse_models("cnn,transformer")
+
+
+def test_make_optimizer_returns_what_it_builds_and_leaves_the_flags_alone():
+    common = load_experiment("common")
+    parser = common.base_parser("x", "x", epochs=1, batch_size=8, lr_adam=1e-3, lr_sgd=0.1)
+    args = parser.parse_args([])
+    recipe = common.make_optimizer(args, steps=100, warmup=10, end_lr=lambda lr: lr / 10, clip=1.0,
+                                   weight_decay=0.1)
+    assert args.lr is None and recipe.lr == 1e-3 == common.learning_rate(args)
+    assert [float(recipe.rate(n)) for n in (0, 10, 100)] == pytest.approx([0.0, 1e-3, 1e-4])
+    params = {"w": jnp.ones((2, 2)), "b": jnp.ones(2)}
+    grads = {"w": jnp.full((2, 2), 10.0), "b": jnp.zeros(2)}  # global norm 20: clipped to 1
+    state = recipe.optimizer.init(params)
+    for _ in range(11):  # the 11th update is at the peak rate
+        updates, state = recipe.optimizer.update(grads, state, params)
+    # Adam's normalized step (1 for a constant gradient, whatever its clipped size) plus the decay 0.1 * w
+    np.testing.assert_allclose(updates["w"], -1e-3 * (1 + 0.1), rtol=1e-4)
+    np.testing.assert_allclose(updates["b"], 0.0, atol=1e-12)  # zero gradient, no decay on a vector
+    sgd = common.make_optimizer(parser.parse_args(["--optimizer", "sgd"]))
+    assert sgd.lr == sgd.rate == 0.1 and common.make_optimizer(args, lr=0.5).lr == 0.5
 
 
 def test_scripts_import_no_other_script_and_not_the_tests():

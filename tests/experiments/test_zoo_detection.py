@@ -31,6 +31,7 @@ def test_mini_maskformer_quick(tmp_path):
     assert len(metrics["history"]["val_miou"]) == 2
 
 
-def test_bad_channels_flag_stops_the_run():
-    with pytest.raises(SystemExit):
-        load_experiment("mini_detr").parse_args(["--channels", "16,0"])
+def test_bad_flags_stop_the_run():
+    for flags in (["--channels", "16,0"], ["--optimizer", "sgd"]):  # the recipe is AdamW
+        with pytest.raises(SystemExit):
+            load_experiment("mini_detr").parse_args(flags)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from purenet.training.checkpoint import load_checkpoint
-from tests.helpers import is_png, load_experiment
+from purenet.data import num_batches
+from tests.helpers import checkpoint_template, is_png, load_experiment
 
 
 @pytest.mark.parametrize("name, split", [("resnet_mnist", "test"), ("vit_mnist", "validation")])
@@ -25,7 +26,9 @@ def test_quick_run_writes_metrics_plot_and_checkpoint(name, split, tmp_path, cap
     assert metrics["test_size"] == script.QUICK_TEST and metrics["num_params"] > 0
     assert np.isfinite(metrics["test_loss"]) and 0.0 <= metrics["test_accuracy"] <= 1.0
     args = script.parse_args(argv)
-    like = common.checkpoint_template(script.build_model(args), script.IN_SHAPE,
-                                      script.make_optimizer(args, script.QUICK_TRAIN), seed=0)
+    steps = args.epochs * num_batches(script.QUICK_TRAIN, args.batch_size)
+    options = dict(warmup=args.warmup, weight_decay=args.weight_decay) if name == "vit_mnist" else {}
+    recipe = common.make_optimizer(args, steps=steps, **options)  # as the script builds it
+    like = checkpoint_template(script.build_model(args), script.IN_SHAPE, recipe.optimizer, seed=0)
     checkpoint = load_checkpoint(out / "checkpoint.npz", like=like)
     assert checkpoint.step == script.QUICK_TRAIN // 50  # one epoch of batch 50

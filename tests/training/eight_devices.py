@@ -23,7 +23,8 @@ from purenet.layers.tensor_parallel import (ColumnParallelDense, ParallelAttenti
 from purenet.losses import TokenTargets, masked_softmax_cross_entropy, softmax_cross_entropy
 from purenet.optim import apply_updates
 from purenet.training import Checkpoint, fit, grad_step, load_checkpoint, make_train_step, save_checkpoint
-from purenet.training.parallel import data_parallel, data_parallel_grad, replicate, shard_batch
+from purenet.training.parallel import data_parallel, replicate, shard_batch
+from purenet.training.step import data_parallel_grad
 
 pytestmark = pytest.mark.skipif(jax.device_count() != 8, reason="needs JAX_NUM_CPU_DEVICES=8 (test_parallel.py)")
 

@@ -16,7 +16,7 @@ from purenet import optim
 from purenet.core import init_model, serial
 from purenet.layers import Dense, Tanh
 from purenet.losses import mean_squared_error
-from purenet.training.loop import make_train_step
+from purenet.training.step import make_train_step
 
 
 def _mlp():

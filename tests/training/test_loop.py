@@ -1,251 +1,126 @@
-"""Training: handwritten gradients equal jax.grad end to end (MLP, LeNet-5), the step traces with JAX's
-autodiff patched away, fit() learns, records history, stops early and is seeded."""
+"""The step-based loop (purenet.training.loop.run_steps): step t gets batch_at(t) and fold_in(key, t);
+evaluations every k steps, at the last step and when the time budget is spent; a checkpoint at each;
+a resumed run equals an uninterrupted one; StopTraining ends a run; bad arguments are named; tqdm is
+imported only where a bar is shown. And the training package's floors: no import circle, and models/
+imports neither training/ nor optim/."""
+
+import ast
+import os
+import pathlib
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from purenet.layers.activations import Tanh
-from purenet.check import check_function, check_model, compare, tolerance, upcast
+from purenet.training import Run, StopTraining, run_steps
 from purenet.training.checkpoint import Checkpoint, load_checkpoint
-from purenet.layers.conv import Conv2D
-from purenet.core import init_model, serial
-from purenet.data.toy import four_clusters, regression_1d
-from purenet.layers.dense import Dense
-from purenet.layers.dropout import Dropout
-from purenet.losses import mean_squared_error, softmax_cross_entropy
-from purenet.optim import adam, sgd
-from purenet.layers.pooling import MaxPool2D
-from purenet.layers.reshape import Flatten
-from purenet.core import Layer
-from purenet.training import NonFiniteError
-from purenet.training.loop import fit, grad_step, make_eval_step, make_train_step
 
 
-def mlp(dropout=0.0):
-    layers = [Dense(16), Tanh(), Dense(4)]
-    return serial(*layers[:2], Dropout(dropout), layers[2]) if dropout else serial(*layers)
+def toy_step(params, state, opt_state, batch, key):
+    """params + batch + a number drawn from key; state counts the steps, opt_state keeps the last key."""
+    params = params + batch + jax.random.uniform(key)
+    return params, state + 1, key, {"loss": params}
 
 
-def lenet5():
-    return serial(Conv2D(6, 5), Tanh(), MaxPool2D(2), Conv2D(16, 3), Tanh(), MaxPool2D(2), Flatten(),
-                  Dense(120), Tanh(), Dense(84), Tanh(), Dense(10))
+def start():
+    return jnp.zeros(()), jnp.zeros((), jnp.int32), jax.random.PRNGKey(7)
 
 
-def _batch(key, in_shape, classes, dtype):
-    kx, ky = jax.random.split(key)
-    return {"x": jax.random.normal(kx, in_shape, dtype),
-            "y": jax.random.randint(ky, in_shape[:1], 0, classes, jnp.int32)}
+def test_steps_get_their_batch_and_key_and_evaluations_come_every_k_and_at_the_end(tmp_path):
+    key, seen, calls = jax.random.PRNGKey(3), [], []
+
+    def on_eval(run: Run):
+        seen.append((run.step, [float(m["loss"]) for m in run.metrics], int(run.state)))
+        return {"loss": float(run.metrics[-1]["loss"])}
+
+    run = run_steps(toy_step, *start(), lambda t: calls.append(t) or float(t), key=key, steps=7, eval_every=3,
+                    on_eval=on_eval, checkpoint=tmp_path / "c.npz", progress="period")
+    assert calls == list(range(7)) and run.step == 7 and int(run.state) == 7
+    expected = np.cumsum([t + float(jax.random.uniform(jax.random.fold_in(key, t))) for t in range(7)])
+    np.testing.assert_allclose([float(m["loss"]) for m in run.metrics], expected, rtol=1e-6)
+    assert [s for s, _, _ in seen] == [3, 6, 7] and [n for _, _, n in seen] == [3, 6, 7]
+    assert all(len(losses) == step for step, losses, _ in seen)  # every step's metrics so far, on the host
+    assert isinstance(run.metrics[0]["loss"], np.ndarray) and len(run.seconds) == 7
+    assert run.trained == pytest.approx(sum(run.seconds[1:]))
+    saved = load_checkpoint(tmp_path / "c.npz", like=Checkpoint(*start(), 0, key))
+    assert saved.step == 7 and float(saved.params) == float(run.params)
+    np.testing.assert_array_equal(saved.key, key)
+    np.testing.assert_array_equal(run.opt_state, jax.random.fold_in(key, 6))
 
 
-def test_model_gradient_equals_jax_grad(key):
-    # The zoo's models (tests/models) check LeNet-5 and the recurrent LMs the same way.
-    model, loss = mlp(), softmax_cross_entropy()
-    _, params, state = init_model(model, key, (5, 3), dtype=jnp.float64)
-    batch = _batch(jax.random.fold_in(key, 1), (5, 3), 4, jnp.float64)
-    report = check_model(model, loss, params, state, batch["x"], batch["y"])
-    assert max(e.max_rel for e in report.values()) <= tolerance(jnp.float64)
+def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path):
+    key = jax.random.PRNGKey(0)
+    whole = run_steps(toy_step, *start(), float, key=key, steps=6, eval_every=2)
+
+    def stop_at_4(run):
+        if run.step == 4:
+            raise StopTraining
+
+    path = tmp_path / "checkpoint.npz"
+    first = run_steps(toy_step, *start(), float, key=key, steps=6, eval_every=2, on_eval=stop_at_4, checkpoint=path)
+    assert first.step == 4 and load_checkpoint(path, like=Checkpoint(*start(), 0, key)).step == 4
+    second = run_steps(toy_step, *start(), float, key=key, steps=6, eval_every=2, checkpoint=path, resume=True)
+    assert second.step == 6 and len(second.metrics) == 2
+    assert float(second.params) == float(whole.params) and int(second.state) == 6
+    # A checkpoint at or past `steps` runs nothing.
+    done = run_steps(toy_step, *start(), float, key=key, steps=6, checkpoint=path, resume=True)
+    assert done.step == 6 and done.metrics == [] and float(done.params) == float(whole.params)
 
 
-def test_grad_step_and_train_step_follow_the_true_gradient(key):
-    """grad_step equals jax.value_and_grad; one train step with sgd(lr) is params - lr * gradient."""
-    model, loss = mlp(), softmax_cross_entropy()
-    _, params, state = init_model(model, key, (6, 3), dtype=jnp.float64)
-    batch = _batch(jax.random.fold_in(key, 1), (6, 3), 4, jnp.float64)
-
-    @jax.jit
-    def reference(params):
-        def objective(p):
-            logits = model.apply(p, state, batch["x"])[0]
-            return loss.apply(logits, batch["y"]), logits
-        return jax.value_and_grad(objective, has_aux=True)(params)
-
-    (value_ref, logits), grads_ref = reference(params)
-    value, grads, new_state, outputs = jax.jit(grad_step, static_argnums=(0, 1))(
-        model, loss, params, state, batch, None)
-    compare(grads, grads_ref, rtol=1e-10, what="dparams")
-    np.testing.assert_allclose(value, value_ref, rtol=1e-12)
-    np.testing.assert_allclose(outputs, logits, rtol=1e-12)
-    assert new_state == state
-
-    optimizer = sgd(0.1)
-    step = make_train_step(model, loss, optimizer)
-    new_params, _, _, metrics = step(params, state, optimizer.init(params), batch, key)
-    expected = jax.tree_util.tree_map(lambda p, g: p - 0.1 * g, params, grads_ref)
-    compare(new_params, expected, rtol=1e-10, what="params")
-    np.testing.assert_allclose(metrics["loss"], value_ref, rtol=1e-12)
-    np.testing.assert_allclose(metrics["accuracy"], jnp.mean((jnp.argmax(logits, -1) == batch["y"]).astype(jnp.float64)),
-                               rtol=1e-12)
+def test_the_time_budget_stops_the_run_after_an_evaluation():
+    evaluated = []
+    run = run_steps(toy_step, *start(), float, key=jax.random.PRNGKey(0), steps=50, eval_every=20,
+                    on_eval=lambda run: evaluated.append(run.step), time_budget=1e-9)
+    assert run.step == 2 and evaluated == [2]  # the first step compiles: its time does not count
 
 
-def test_regression_step_reports_loss_only_and_custom_metrics(key):
-    model, loss = serial(Dense(4), Tanh(), Dense(1)), mean_squared_error()
-    _, params, state = init_model(model, key, (8, 1))
-    data = regression_1d(8)
-    optimizer = adam(1e-2)
-    step = make_train_step(model, loss, optimizer)
-    *_, metrics = step(params, state, optimizer.init(params), data, key)
-    assert set(metrics) == {"loss"}
-    eval_step = make_eval_step(model, loss, metrics={"mae": lambda p, t: jnp.mean(jnp.abs(p - t))})
-    check_function(lambda *a: eval_step(*a)["mae"],
-                   lambda p, s, d: jnp.mean(jnp.abs(model.apply(p, s, d["x"])[0] - d["y"])), params, state, data,
-                   what="mae")  # float32, the suite's rule (tests/README.md)
+def test_bad_arguments_are_named(tmp_path):
+    args = (toy_step, *start(), float)
+    key = jax.random.PRNGKey(0)
+    with pytest.raises(ValueError, match=r"run_steps: steps must be an integer >= 1, got steps=0"):
+        run_steps(*args, key=key, steps=0)
+    with pytest.raises(ValueError, match=r"run_steps: eval_every must be an integer >= 1, got eval_every=0"):
+        run_steps(*args, key=key, steps=3, eval_every=0)
+    with pytest.raises(ValueError, match=r"run_steps: time_budget must be > 0 seconds, got time_budget=0"):
+        run_steps(*args, key=key, steps=3, time_budget=0)
+    with pytest.raises(ValueError, match=r"run_steps: resume=True needs the checkpoint path"):
+        run_steps(*args, key=key, steps=3, resume=True)
+    with pytest.raises(FileNotFoundError, match=r"run_steps: resume=True found no checkpoint at .*missing\.npz"):
+        run_steps(*args, key=key, steps=3, resume=True, checkpoint=tmp_path / "missing.npz")
 
 
-def _toy(num_samples, seed):
-    return four_clusters(num_samples, seed=seed, noise=0.4)
+def test_tqdm_is_imported_only_where_a_bar_is_shown():
+    code = "import sys, purenet, purenet.training; print('tqdm' in sys.modules)"
+    root = pathlib.Path(__file__).parents[2]
+    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(root)), cwd=root,
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
 
 
-def test_fit_learns_and_records_history(key, tmp_path):
-    model, loss = mlp(), softmax_cross_entropy()
-    _, params, state = init_model(model, key, (-1, 2))
-    result = fit(model, loss, adam(0.05), params, state, _toy(200, 0), epochs=4, batch_size=32, seed=0,
-                 val_data=_toy(64, 1), progress=False, checkpoint_dir=tmp_path / "ckpt")
-    history = result.history
-    assert set(history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
-    assert all(len(values) == 4 for values in history.values())
-    assert history["loss"][-1] < 0.5 * history["loss"][0]
-    assert history["val_accuracy"][-1] >= 0.9
-
-    like = Checkpoint(params, state, adam(0.05).init(params), 0, key)
-    saved = load_checkpoint(tmp_path / "ckpt" / "checkpoint.npz", like=like)
-    assert saved.step == 4 * 7  # 200 samples in batches of 32: 6 full + a remainder of 8, per epoch
-    compare(saved.params, result.params, rtol=0.0, what="params")
-    compare(saved.opt_state, result.opt_state, rtol=0.0, what="opt_state")
+def _purenet_imports(path: pathlib.Path) -> set[str]:
+    """The purenet modules a file imports, at module level or inside functions."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("purenet"):
+            names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            names |= {a.name for a in node.names if a.name.startswith("purenet")}
+    return names
 
 
-def test_fit_is_deterministic_by_seed(key):
-    model, loss = mlp(dropout=0.2), softmax_cross_entropy()
-    _, params, state = init_model(model, key, (-1, 2))
-    data = _toy(32, 0)  # two full batches: one compilation per fit
-
-    def run(seed):
-        return fit(model, loss, adam(0.01), params, state, data, epochs=2, batch_size=16, seed=seed,
-                   progress=False)
-
-    first, again, other = run(3), run(3), run(4)
-    assert first.history == again.history
-    for a, b in zip(jax.tree_util.tree_leaves(first.params), jax.tree_util.tree_leaves(again.params)):
-        assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
-    assert first.history["loss"] != other.history["loss"]
-
-
-def test_early_stopping_stops_and_restores_best(key):
-    model, loss = mlp(), softmax_cross_entropy()
-    _, params, state = init_model(model, key, (-1, 2))
-    train = _toy(128, 0)
-    # Validation labels are shifted by one class: the better the model fits train, the worse val gets.
-    val = {"x": train["x"][:64], "y": (train["y"][:64] + 1) % 4}
-    patience, epochs = 2, 12
-    result = fit(model, loss, adam(0.05), params, state, train, epochs=epochs, batch_size=32, seed=0,
-                 val_data=val, early_stopping=patience, progress=False)
-    val_loss = result.history["val_loss"]
-    best = int(np.argmin(val_loss))
-    assert len(val_loss) == best + patience + 1 < epochs
-    assert all(len(values) == len(val_loss) for values in result.history.values())
-    evaluate = make_eval_step(model, loss)
-    compare(evaluate(result.params, result.state, val)["loss"], np.float32(val_loss[best]),  # fit's batches
-            truth=evaluate(*upcast((result.params, result.state, val)))["loss"], what="restored val_loss")
-
-
-def test_fit_rejects_bad_arguments(key):
-    model, loss = mlp(), softmax_cross_entropy()
-    _, params, state = init_model(model, key, (-1, 2))
-    data = _toy(8, 0)
-    with pytest.raises(ValueError, match=r"fit: train_data must be a dict with keys 'x' and 'y'"):
-        fit(model, loss, sgd(0.1), params, state, (data["x"], data["y"]), epochs=1, batch_size=4, seed=0)
-    with pytest.raises(ValueError, match=r"fit: batch_size must be positive integers, got batch_size=0"):
-        fit(model, loss, sgd(0.1), params, state, data, epochs=1, batch_size=0, seed=0)
-    with pytest.raises(ValueError, match=r"fit: train_data\['x'\] and train_data\['y'\] need the same"):
-        fit(model, loss, sgd(0.1), params, state, {"x": data["x"], "y": data["y"][:3]}, epochs=1,
-            batch_size=4, seed=0)
-
-
-# ------------------------------------------------------------------------------ non-finite values
-
-
-def _poison_after(steps: int):
-    """A layer that adds NaN to its input from its `steps`-th training call on (a step counter in its
-    state): a fault injected into a run that was healthy so far. dx = dy."""
-
-    def init(key, in_shape):
-        return in_shape, {}, {"calls": jnp.zeros((), jnp.int32)}
-
-    def apply(params, state, x, *, key=None, train=False):
-        y = x + jnp.where(state["calls"] >= steps, jnp.nan, 0.0).astype(x.dtype)
-        return y, ({"calls": state["calls"] + 1} if train else state)
-
-    def vjp(params, state, x, *, key=None, train=False):
-        y, new_state = apply(params, state, x, train=train)
-        return y, new_state, lambda dy: ({}, dy)
-
-    return Layer(init, apply, vjp, "Poison")
-
-
-def test_nonfinite_guard_stops_and_leaves_the_last_good_checkpoint_intact(key, tmp_path):
-    model, loss = serial(Dense(8), _poison_after(4), Tanh(), Dense(4)), softmax_cross_entropy()
-    _, params, state = init_model(model, key, (-1, 2))
-    data = _toy(40, 0)  # 4 steps of 10 per epoch: epoch 1 is healthy, step 5 (epoch 2) is not
-    healthy = fit(model, loss, sgd(0.1), params, state, data, epochs=1, batch_size=10, seed=0, progress=False)
-    with pytest.raises(NonFiniteError) as error:
-        fit(model, loss, sgd(0.1), params, state, data, epochs=3, batch_size=10, seed=0, progress=False,
-            checkpoint_dir=tmp_path)
-    path = str(tmp_path / "checkpoint.npz")
-    assert str(error.value) == (
-        f"fit: the training loss is nan at epoch 2, step 5; training stopped. The last good checkpoint, {path}, "
-        "holds epoch 1 (step 4); it is not overwritten. To name the first layer whose output or gradient is "
-        "non-finite, pass debug_nonfinite=True (or call purenet.training.locate_nonfinite on that batch); a NaN "
-        "in the data, an out-of-range label or a too large learning rate are the usual causes.")
-    assert (error.value.epoch, error.value.step, error.value.checkpoint) == (2, 5, path)
-    saved = load_checkpoint(path, like=Checkpoint(params, state, sgd(0.1).init(params), 0, key))
-    assert saved.step == 4 and all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree_util.tree_leaves(saved.params))
-    compare(saved.params, healthy.params, rtol=0.0, what="params")  # epoch 1's, not the poisoned ones
-
-
-def test_debug_mode_names_the_first_layer_and_a_nan_in_the_data(key, tmp_path):
-    model, loss = serial(Dense(8), _poison_after(2), Tanh(), Dense(4)), softmax_cross_entropy()
-    _, params, state = init_model(model, key, (-1, 2))
-    with pytest.raises(NonFiniteError, match=r"fit: the training loss is nan at epoch 1, step 3; training stopped\. "
-                                             r"No checkpoint is written \(checkpoint_dir=None\)\. First non-finite "
-                                             r"value, replaying that step eagerly: Serial > child 1 \(Poison\): "
-                                             r"non-finite output \(value: 80 nan, 0 inf of 80 values\)"):
-        fit(model, loss, sgd(0.1), params, state, _toy(40, 0), epochs=1, batch_size=10, seed=0, progress=False,
-            debug_nonfinite=True)
-    # The issue's case: one NaN pixel. Without a checkpoint of this run, an older file stays untouched.
-    clean = serial(Dense(8), Tanh(), Dense(4))
-    _, params, state = init_model(clean, key, (-1, 2))
-    data = _toy(40, 0)
-    data["x"] = data["x"].copy()
-    data["x"][7, 1] = np.nan
-    (tmp_path / "checkpoint.npz").write_bytes(b"an older run's file")
-    with pytest.raises(NonFiniteError, match=r"at epoch 1, step \d; training stopped\. No checkpoint was written "
-                                             r"before it: .* is untouched\. First non-finite value, replaying that "
-                                             r"step eagerly: batch\['x'\]: non-finite input \(value: 1 nan"):
-        fit(clean, loss, sgd(0.1), params, state, data, epochs=2, batch_size=10, seed=0, progress=False,
-            checkpoint_dir=tmp_path, debug_nonfinite=True)
-    assert (tmp_path / "checkpoint.npz").read_bytes() == b"an older run's file"
-
-
-def test_training_names_an_uncalled_factory(key):
-    model = mlp()
-    with pytest.raises(TypeError, match=r"make_train_step: optimizer must be an Optimizer such as optim\.adam\(1e-3\), "
-                                        r"with init and update, got the function adam: call it first"):
-        make_train_step(model, softmax_cross_entropy(), adam)
-    with pytest.raises(TypeError, match=r"fit: loss must be a Loss such as losses\.softmax_cross_entropy\(\), with "
-                                        r"apply and vjp, got the function softmax_cross_entropy: call it first"):
-        fit(model, softmax_cross_entropy, adam(0.1), {}, {}, _toy(8, 0), epochs=1, batch_size=4, seed=0)
-
-
-def test_fit_drops_a_last_batch_of_one_that_batchnorm_cannot_normalize(key):
-    from purenet.layers import BatchNorm
-
-    model, loss = serial(Dense(8), BatchNorm(), Tanh(), Dense(4)), softmax_cross_entropy()
-    _, params, state = init_model(model, key, (-1, 2))
-    data = _toy(9, 0)  # batches of 4, 4 and 1
-    result = fit(model, loss, sgd(0.1), params, state, data, epochs=1, batch_size=4, seed=0, progress=False)
-    assert np.isfinite(result.history["loss"][0])
-    with pytest.raises(ValueError, match=r"BatchNorm: train=True needs at least 2 values per channel to take batch "
-                                         r"statistics over, got input of shape \(1, 8\) \(1 per channel\)"):
-        fit(model, loss, sgd(0.1), params, state, data, epochs=1, batch_size=4, seed=0, progress=False,
-            drop_last=False)
+def test_training_has_no_import_circle_and_models_import_no_training():
+    package = pathlib.Path(__file__).parents[2] / "purenet"
+    modules = {p.stem for p in (package / "training").glob("*.py")} - {"__init__"}
+    graph = {m: {n.split(".")[2] for n in _purenet_imports(package / "training" / f"{m}.py")
+                 if n.startswith("purenet.training.") and n.split(".")[2] in modules} for m in modules}
+    done: list[str] = []
+    while len(done) < len(modules):  # peel off the modules whose imports are all done
+        ready = [m for m in sorted(modules) if m not in done and graph[m] <= set(done)]
+        assert ready, f"an import circle among {sorted(set(modules) - set(done))}: {graph}"
+        done += ready
+    for path in (package / "models").glob("*.py"):
+        upward = {n for n in _purenet_imports(path) if n.startswith(("purenet.training", "purenet.optim"))}
+        assert not upward, f"{path.name} imports {upward}"

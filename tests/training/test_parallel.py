@@ -17,7 +17,7 @@ from purenet.check import compare
 from purenet.core import init_model
 from purenet.losses import softmax_cross_entropy
 from purenet.training import make_eval_step, make_train_step
-from purenet.training.parallel import data_parallel_grad
+from purenet.training.step import data_parallel_grad
 
 HERE = pathlib.Path(__file__).parent
 ROOT = HERE.parent.parent
