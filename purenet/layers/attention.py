@@ -395,17 +395,15 @@ def project_context(params, context) -> KeyValues:
 
 
 class _MHA(NamedTuple):
-    """A MultiHeadAttention's options, checked by its constructor."""
+    """The options of a MultiHeadAttention that its projections, checks and decode read (checked by its
+    constructor)."""
 
     heads: int
     kv_heads: int
     cross: bool
-    is_causal: bool
     fused_qkv: bool
     rotary: bool
     rotary_base: float
-    residuals: str
-    block_size: int | None
 
 
 _NAME = "MultiHeadAttention"
@@ -515,7 +513,7 @@ def MultiHeadAttention(num_heads: int, *, num_kv_heads: int | None = None, head_
         check_positive(name, "head_dim", head_dim)
     if out_features is not None:
         check_positive(name, "out_features", out_features)
-    m = _MHA(heads, kv_heads, cross, is_causal, fused_qkv, rotary, rotary_base, residuals, block_size)
+    m = _MHA(heads, kv_heads, cross, fused_qkv, rotary, rotary_base)
 
     def init(key, in_shape):
         x_shape, c_shape, m_shape = _parts(m, in_shape)
@@ -549,12 +547,13 @@ def MultiHeadAttention(num_heads: int, *, num_kv_heads: int | None = None, head_
     def forward(params, x, key, train):
         queries, context, mask = _parts(m, x)
         mask = _check_call(m, params, queries, context, mask)
-        if train and rate > 0 and key is None:
+        dropping = train and rate > 0
+        if dropping and key is None:
             fail(name, f"train=True with dropout={rate} needs a PRNG key, got key=None")
         q_pos, k_pos = jnp.arange(queries.shape[1]), jnp.arange(context.shape[1])
         q, k, v = _project(m, params, queries, context, q_pos, k_pos)  # (N, T, H, D), (N, S, K, D) x2
         a = _attn(q, k, v, mask=mask, is_causal=is_causal)
-        out, attn_pullback = _attention_vjp(a, residuals, block_size, (key, rate) if train and rate > 0 else None)
+        out, attn_pullback = _attention_vjp(a, residuals, block_size, (key, rate) if dropping else None)
         heads_out = out.reshape(*out.shape[:2], out.shape[2] * out.shape[3])  # (N, T, H D)
         y = affine(heads_out, params, "o")  # (N, T, F_out)
         return y, (queries, context, q_pos, k_pos, heads_out, attn_pullback)
