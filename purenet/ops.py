@@ -3,7 +3,8 @@
 Dimension letters: N... any leading dims, I in features, O out features, C channels (the last axis),
 V vocabulary size. A pullback maps the cotangent of the forward's output (and what the forward kept) to
 the cotangents of its inputs; `linear_dx` / `linear_dw` give one each, for callers that need only one
-(a recurrent step needs dx at every step, dw once after the scan).
+(a recurrent step needs dx at every step, dw once after the scan). `affine` is a layer's projection by
+name (`params["w_q"]`, `params["b_q"]`), and its pullback returns the gradients under the same names.
 """
 
 from __future__ import annotations
@@ -23,20 +24,27 @@ def linear(x: jax.Array, w: jax.Array) -> jax.Array:
 # dx = dy @ w.T;  dw = x.T @ dy, summed over every leading dim.
 def linear_dx(dy: jax.Array, w: jax.Array) -> jax.Array:
     """dy (N..., O), w (I, O) -> dx (N..., I)."""
-    return lax.dot_general(dy, w, (((dy.ndim - 1,), (1,)), ((), ())))
+    return matmul_t(dy, w)
 
 
 def linear_dw(x: jax.Array, dy: jax.Array) -> jax.Array:
     """x (N..., I), dy (N..., O) -> dw (I, O): one matmul contracting every leading dim.
 
-    A matmul contracting the leading dims needs one operand transposed; on the CPU that copy costs
-    more than the product itself, so the operand with fewer features goes first (dy^T x, then the
-    small (O, I) result transposed, when O < I): 16 ms instead of 26.5 ms for a GELU feed-forward's
-    two weight gradients at (16, 128, 128) -> 512 (README, GPT row)."""
+    The operand with fewer features goes first (dy^T x, then the small (O, I) result transposed, when
+    O < I): on the CPU the transposed operand's copy costs more than the product (docs/performance.md)."""
     lead = tuple(range(x.ndim - 1))
     if dy.shape[-1] < x.shape[-1]:
         return lax.dot_general(dy, x, ((lead, lead), ((), ()))).T
     return lax.dot_general(x, dy, ((lead, lead), ((), ())))
+
+
+def matmul_t(a: jax.Array, b: jax.Array) -> jax.Array:
+    """y = a @ b.T over the last axis, as a forward (a tied output head: h @ embedding.T).
+    a (N..., K), b (M, K) -> y (N..., M)."""
+    return lax.dot_general(a, b, (((a.ndim - 1,), (1,)), ((), ())))
+
+
+# Its pullback is linear's, the roles swapped: da = dy @ b = linear(dy, b);  db = dy.T @ a = linear_dw(dy, a).
 
 
 def bias_add(y: jax.Array, b: jax.Array) -> jax.Array:
@@ -48,6 +56,31 @@ def bias_add(y: jax.Array, b: jax.Array) -> jax.Array:
 def bias_grad(dy: jax.Array) -> jax.Array:
     """dy (N..., C) -> db (C,)."""
     return jnp.sum(dy, axis=tuple(range(dy.ndim - 1)))
+
+
+# ------------------------------------------------------------------------------------------ affine
+
+
+def _names(name: str) -> tuple[str, str]:  # "" -> ("w", "b");  "q" -> ("w_q", "b_q")
+    return ("w", "b") if not name else (f"w_{name}", f"b_{name}")
+
+
+def affine(x: jax.Array, params: dict, name: str = "") -> jax.Array:
+    """y = x @ w + b with w = params["w_" + name] (I, O) and b = params["b_" + name] (O,) where params
+    has it ("w", "b" for name ""). x (N..., I) -> y (N..., O)."""
+    w, b = _names(name)
+    y = linear(x, params[w])
+    return bias_add(y, params[b]) if b in params else y
+
+
+# dw = x.T @ dy (summed over every leading dim);  db = sum(dy);  dx = dy @ w.T.
+def affine_pullback(dy: jax.Array, x: jax.Array, params: dict, name: str = "") -> tuple[dict, jax.Array]:
+    """dy (N..., O), x (N..., I) -> ({"w_" + name: (I, O), "b_" + name: (O,) where params has it}, dx (N..., I))."""
+    w, b = _names(name)
+    dparams = {w: linear_dw(x, dy)}
+    if b in params:
+        dparams[b] = bias_grad(dy)
+    return dparams, linear_dx(dy, params[w])
 
 
 # ----------------------------------------------------------------------------------- scale, shift

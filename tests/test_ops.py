@@ -40,6 +40,31 @@ def test_linear_and_bias(dtype, key):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("name, keys", [("", ("w", "b")), ("q", ("w_q", "b_q")), ("out", ("w_out",))],
+                         ids=["dense", "named", "no-bias"])
+def test_affine_by_name(dtype, name, keys, key):
+    x = _normal(key, 0, (2, 3, 5), dtype)
+    params = {k: _normal(key, i + 1, (5, 4) if k.startswith("w") else (4,), dtype) for i, k in enumerate(keys)}
+
+    def affine(x, params):
+        return ops.affine(x, params, name)
+
+    def ours(x, params, dy):
+        dparams, dx = ops.affine_pullback(dy, x, params, name)
+        assert set(dparams) == set(params)
+        return dx, dparams
+
+    _check(affine, ours, (x, params), key, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_matmul_t(dtype, key):
+    a, b = _normal(key, 0, (2, 3, 5), dtype), _normal(key, 1, (4, 5), dtype)
+    _check(ops.matmul_t, lambda a, b, dy: (ops.linear(dy, b), ops.linear_dw(dy, a)), (a, b), key, dtype)
+    np.testing.assert_allclose(ops.matmul_t(a, b), a @ b.T, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
 @pytest.mark.parametrize("keys", [("gamma", "beta"), ("gamma",), ("beta",), ()])
 def test_scale_shift(dtype, keys, key):
     xhat = _normal(key, 0, (3, 4, 6), dtype)

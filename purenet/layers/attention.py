@@ -22,24 +22,24 @@ import jax.numpy as jnp
 from jax import lax
 
 from purenet import initializers
-from purenet._checks import check_bool, check_choice, check_positive, check_range, fail
+from purenet._checks import check_bool, check_choice, check_positive, check_range, fail, is_int
 from purenet.core import Decode, Layer, is_shape, no_decode, vary_like
 from purenet.layers.positional import rotary as rotary_embedding
 from purenet.layers.positional import rotary_pullback
-from purenet.ops import bias_add, bias_grad, linear, linear_dw, linear_dx
+from purenet.ops import affine, affine_pullback
 
 RESIDUALS = ("probs", "logsumexp")
 # Key positions per block when the probabilities are recomputed ("logsumexp"), by backend: a block's
-# (N, K, G, T, B) logits are the largest temporary. The CPU figure is measured (README, attention).
+# (N, K, G, T, B) logits are the largest temporary. The CPU figure was measured: docs/performance.md.
 BLOCK_SIZE = {"cpu": 128}
 DEFAULT_BLOCK_SIZE = 256
 
 
 class _Attn(NamedTuple):
-    """Validated inputs, head-major: q (N, K, G, T, D); k and v (N, K, S, D); bias and mask
+    """Checked inputs, head-major: q (N, K, G, T, D); k and v (N, K, S, D); bias and mask
     (N|1, K|1, G|1, T, S) or None; lengths (N,) or None; the user's bias shape (for dbias) and dtypes.
-    Head-major, every product contracts a minor axis or writes a small transposed result: on the CPU
-    this runs attention's training step in half the time of the (N, T, H, D) layout (README)."""
+    Head-major, every product contracts a minor axis or writes a small transposed result, which XLA:CPU
+    runs much faster than the (N, T, H, D) layout (docs/performance.md)."""
 
     q: jax.Array
     k: jax.Array
@@ -54,19 +54,8 @@ class _Attn(NamedTuple):
     dtypes: tuple  # of the user's q, k, v
 
 
-def _grouped(name, what, t, n, h, kv_heads, T, S):
-    """A (N|1, H|1, T, S) bias or mask as (N|1, K|1, G|1, T, S)."""
-    if t is None:
-        return None
-    if t.ndim != 4 or t.shape[0] not in (1, n) or t.shape[1] not in (1, h) or tuple(t.shape[2:]) != (T, S):
-        fail(name, f"{what} must have shape (N or 1, H or 1, T, S) = ({n} or 1, {h} or 1, {T}, {S}), "
-                   f"got {tuple(t.shape)}")
-    if t.shape[1] == 1:
-        return t[:, :, None]  # (N|1, 1, 1, T, S)
-    return t.reshape(t.shape[0], kv_heads, h // kv_heads, T, S)
-
-
-def _inputs(name, q, k, v, bias, mask, scale, is_causal, q_lengths, kv_lengths) -> _Attn:
+def _check_inputs(name, q, k, v, bias, mask, scale, q_lengths, kv_lengths) -> float:
+    """Fail unless the arrays fit `dot_product_attention`'s layouts; -> the scale (1/sqrt(D) by default)."""
     if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
         fail(name, f"expected q (N, T, H, D), k and v (N, S, K, D), got q {tuple(q.shape)}, k {tuple(k.shape)}, "
                    f"v {tuple(v.shape)}")
@@ -74,19 +63,37 @@ def _inputs(name, q, k, v, bias, mask, scale, is_causal, q_lengths, kv_lengths) 
     if k.shape != v.shape or k.shape[0] != n or k.shape[3] != d or h % k.shape[2]:
         fail(name, f"k and v must be (N={n}, S, K, D={d}) with K dividing H={h}, got k {tuple(k.shape)}, "
                    f"v {tuple(v.shape)}")
-    S, kv_heads = k.shape[1], k.shape[2]
     if mask is not None and mask.dtype != jnp.bool_:
         fail(name, f"mask must be boolean (True = attend), got dtype {mask.dtype}")
     for what, lengths in (("query_seq_lengths", q_lengths), ("key_value_seq_lengths", kv_lengths)):
         if lengths is not None and (tuple(lengths.shape) != (n,) or not jnp.issubdtype(lengths.dtype, jnp.integer)):
             fail(name, f"{what} must be integers of shape (N,) = ({n},), got {lengths.dtype} {tuple(lengths.shape)}")
-    scale = 1.0 / math.sqrt(d) if scale is None else check_range(name, "scale", scale, math.isfinite, "finite")
+    S = k.shape[1]
+    for what, t in (("bias", bias), ("mask", mask)):
+        if t is not None and (t.ndim != 4 or t.shape[0] not in (1, n) or t.shape[1] not in (1, h)
+                              or tuple(t.shape[2:]) != (T, S)):
+            fail(name, f"{what} must have shape (N or 1, H or 1, T, S) = ({n} or 1, {h} or 1, {T}, {S}), "
+                       f"got {tuple(t.shape)}")
+    return 1.0 / math.sqrt(d) if scale is None else check_range(name, "scale", scale, math.isfinite, "finite")
+
+
+def _grouped(t, kv_heads):
+    """A (N|1, H|1, T, S) bias or mask as (N|1, K|1, G|1, T, S)."""
+    if t is None:
+        return None
+    if t.shape[1] == 1:
+        return t[:, :, None]  # (N|1, 1, 1, T, S)
+    return t.reshape(t.shape[0], kv_heads, t.shape[1] // kv_heads, *t.shape[2:])
+
+
+def _attn(q, k, v, bias=None, mask=None, *, scale=None, is_causal=False, q_lengths=None, kv_lengths=None) -> _Attn:
+    """The inputs of `dot_product_attention`, checked by the caller, as an `_Attn` (head-major)."""
+    n, T, h, d = q.shape
+    kv_heads = k.shape[2]
     q_heads = jnp.transpose(q.reshape(n, T, kv_heads, h // kv_heads, d), (0, 2, 3, 1, 4))  # (N, K, G, T, D)
-    return _Attn(q_heads, jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2),
-                 _grouped(name, "bias", bias, n, h, kv_heads, T, S),
-                 _grouped(name, "mask", mask, n, h, kv_heads, T, S),
-                 scale, bool(is_causal), q_lengths, kv_lengths, None if bias is None else tuple(bias.shape),
-                 (q.dtype, k.dtype, v.dtype))
+    return _Attn(q_heads, jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2), _grouped(bias, kv_heads),
+                 _grouped(mask, kv_heads), 1.0 / math.sqrt(d) if scale is None else scale, bool(is_causal),
+                 q_lengths, kv_lengths, None if bias is None else tuple(bias.shape), (q.dtype, k.dtype, v.dtype))
 
 
 # ------------------------------------------------------------------------------------ one block
@@ -300,16 +307,30 @@ def _blocked_pullback(a: _Attn, dtype, size, dropout, out, lse, dout):
 # ------------------------------------------------------------------------------------ public API
 
 
-def _options(name, residuals, block_size, dropout_rate, dropout_key):
-    check_choice(name, "residuals", residuals, RESIDUALS)
-    if block_size is None:
-        block_size = BLOCK_SIZE.get(jax.default_backend(), DEFAULT_BLOCK_SIZE)
-    elif isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+def _check_block_size(name, block_size):  # None: the backend's default
+    if block_size is not None and (not is_int(block_size) or block_size < 1):
         fail(name, f"block_size must be a positive integer, got block_size={block_size!r}")
-    rate = check_range(name, "dropout_rate", dropout_rate, lambda r: 0 <= r < 1, "in [0, 1)")
-    if rate > 0 and dropout_key is None:
-        fail(name, f"dropout_rate={rate} needs a dropout_key, got None")
-    return block_size, (dropout_key, rate) if rate > 0 else None
+
+
+def _attention_vjp(a: _Attn, residuals: str, block_size: int | None, dropout):
+    """`dot_product_attention_vjp` on inputs its caller has checked: `a` from `_attn`, `block_size` None
+    for the backend's default, `dropout` (key, rate) or None. -> (out (N, T, H, D), pullback)."""
+    n, kv_heads, groups, T, d = a.q.shape
+    size = BLOCK_SIZE.get(jax.default_backend(), DEFAULT_BLOCK_SIZE) if block_size is None else block_size
+    size = min(size, a.k.shape[2])  # one block size for both forms, so dropout draws the same mask
+    dtype = jnp.promote_types(a.dtypes[0], jnp.float32)  # logits and softmax in float32 at least
+    if residuals == "probs":
+        out, p, keep = _dense_forward(a, dtype, size, dropout)
+        pullback = partial(_dense_pullback, a, dtype, out, p, keep, None if dropout is None else dropout[1])
+    else:
+        out, lse = _blocked_forward(a, dtype, size, dropout)
+        pullback = partial(_blocked_pullback, a, dtype, size, dropout, out, lse)
+
+    def attention_pullback(dout):  # (N, T, H, D) -> head-major (N, K, G, T, D)
+        dout = jnp.transpose(dout.reshape(n, T, kv_heads, groups, d), (0, 2, 3, 1, 4))
+        return pullback(dout.astype(a.dtypes[2]))
+
+    return jnp.transpose(out, (0, 3, 1, 2, 4)).reshape(n, T, kv_heads * groups, d), attention_pullback
 
 
 def dot_product_attention_vjp(query, key, value, bias=None, mask=None, *, scale=None, is_causal=False,
@@ -323,25 +344,15 @@ def dot_product_attention_vjp(query, key, value, bias=None, mask=None, *, scale=
     (default `BLOCK_SIZE` by backend), so temporaries grow with T * block_size, not T * S.
     `dropout_rate` drops probabilities in training with `dropout_key` (the same mask in both forms)."""
     name = "dot_product_attention"
-    size, dropout = _options(name, residuals, block_size, dropout_rate, dropout_key)
-    a = _inputs(name, query, key, value, bias, mask, scale, is_causal, query_seq_lengths, key_value_seq_lengths)
-    dtype = jnp.promote_types(query.dtype, jnp.float32)  # logits and softmax in float32 at least
-    n, T, h, d = query.shape
-    size = min(size, key.shape[1])  # one block size for both forms, so dropout draws the same mask
-    if residuals == "probs":
-        out, p, keep = _dense_forward(a, dtype, size, dropout)
-        pullback = partial(_dense_pullback, a, dtype, out, p, keep, None if dropout is None else dropout[1])
-    else:
-        out, lse = _blocked_forward(a, dtype, size, dropout)
-        pullback = partial(_blocked_pullback, a, dtype, size, dropout, out, lse)
-
-    kv_heads, groups = a.q.shape[1:3]
-
-    def attention_pullback(dout):  # (N, T, H, D) -> head-major (N, K, G, T, D)
-        dout = jnp.transpose(dout.reshape(n, T, kv_heads, groups, d), (0, 2, 3, 1, 4))
-        return pullback(dout.astype(value.dtype))
-
-    return jnp.transpose(out, (0, 3, 1, 2, 4)).reshape(n, T, h, d), attention_pullback
+    check_choice(name, "residuals", residuals, RESIDUALS)
+    _check_block_size(name, block_size)
+    rate = check_range(name, "dropout_rate", dropout_rate, lambda r: 0 <= r < 1, "in [0, 1)")
+    if rate > 0 and dropout_key is None:
+        fail(name, f"dropout_rate={rate} needs a dropout_key, got None")
+    scale = _check_inputs(name, query, key, value, bias, mask, scale, query_seq_lengths, key_value_seq_lengths)
+    a = _attn(query, key, value, bias, mask, scale=scale, is_causal=is_causal, q_lengths=query_seq_lengths,
+              kv_lengths=key_value_seq_lengths)
+    return _attention_vjp(a, residuals, block_size, (dropout_key, rate) if rate > 0 else None)
 
 
 def dot_product_attention(query, key, value, bias=None, mask=None, *, scale=None, is_causal=False,
@@ -380,22 +391,90 @@ def project_context(params, context) -> KeyValues:
     if context.ndim != 3 or context.shape[-1] != params["w_k"].shape[0]:
         fail("project_context", f"expected a context of shape (N, S, {params['w_k'].shape[0]}), "
                                 f"got {tuple(context.shape)}")
-
-    def affine(w, b):
-        y = linear(context, params[w])
-        return bias_add(y, params[b]) if b in params else y
-
-    return KeyValues(affine("w_k", "b_k"), affine("w_v", "b_v"))
+    return KeyValues(affine(context, params, "k"), affine(context, params, "v"))
 
 
-def _attention_mask(name: str, mask, n_heads: int):
-    """A user mask (N, T, S) or (N, 1|H, T, S), True = attend, as (N, 1|H, T, S)."""
+class _MHA(NamedTuple):
+    """The options of a MultiHeadAttention that its projections, checks and decode read (checked by its
+    constructor)."""
+
+    heads: int
+    kv_heads: int
+    cross: bool
+    fused_qkv: bool
+    rotary: bool
+    rotary_base: float
+
+
+_NAME = "MultiHeadAttention"
+
+
+def _parts(m: _MHA, x):
+    """-> (queries (N, T, F), context (N, S, Fc), mask or None) of an input (or an in_shape)."""
+    structured = isinstance(x, (tuple, list)) and not is_shape(x)
+    if m.cross:
+        if not structured or len(x) not in (2, 3):
+            fail(_NAME, f"cross=True expects (x, context) or (x, context, mask), got {_describe(x)}")
+        return x[0], x[1], x[2] if len(x) == 3 else None
+    if structured:
+        if len(x) != 2:
+            fail(_NAME, f"self-attention expects x or (x, mask), got {_describe(x)}")
+        return x[0], x[0], x[1]
+    return x, x, None
+
+
+def _check_call(m: _MHA, params, x, c, mask):
+    """The one check of a call's arrays against the params (what `init` could not know): x (N, T, F),
+    c (N, S, Fc) or a decode step's `KeyValues`, mask bool (N|1, T, S) or (N|1, 1|H, T, S) or None.
+    -> the mask as (N|1, 1|H, T, S)."""
+    width = params["w_qkv" if m.fused_qkv else "w_q"].shape[0]
+    if x.ndim != 3 or x.shape[-1] != width:
+        fail(_NAME, f"expected x of shape (N, T, {width}), got {tuple(x.shape)}")
+    n, T = x.shape[:2]
+    if isinstance(c, KeyValues):
+        kv_width = m.kv_heads * (params["w_o"].shape[0] // m.heads)
+        if c.k.shape != c.v.shape or c.k.ndim != 3 or c.k.shape[0] != n or c.k.shape[-1] != kv_width:
+            fail(_NAME, f"expected KeyValues k and v of shape ({n}, S, {kv_width}), got {tuple(c.k.shape)} and "
+                        f"{tuple(c.v.shape)}")
+        S = c.k.shape[1]
+    else:
+        c_width = width if m.fused_qkv else params["w_k"].shape[0]
+        if c.ndim != 3 or c.shape[-1] != c_width or c.shape[0] != n:
+            fail(_NAME, f"expected context of shape ({n}, S, {c_width}), got {tuple(c.shape)}")
+        S = c.shape[1]
     if mask is None:
         return None
-    if mask.dtype != jnp.bool_ or mask.ndim not in (3, 4):
-        fail(name, f"mask must be boolean (N, T, S) or (N, 1 or {n_heads}, T, S), True = attend, "
-                   f"got {mask.dtype} {tuple(mask.shape)}")
-    return mask[:, None] if mask.ndim == 3 else mask
+    mask = mask[:, None] if mask.ndim == 3 else mask
+    if (mask.dtype != jnp.bool_ or mask.ndim != 4 or mask.shape[0] not in (1, n) or mask.shape[1] not in (1, m.heads)
+            or tuple(mask.shape[2:]) != (T, S)):
+        fail(_NAME, f"mask must be boolean (N, T, S) or (N, 1 or {m.heads}, T, S) with N={n} (or 1), T={T}, "
+                    f"S={S}, True = attend, got {mask.dtype} {tuple(mask.shape)}")
+    return mask
+
+
+def _project(m: _MHA, params, x, c, q_pos, k_pos):
+    """q = x w_q + b_q (N, T, H, D); k = c w_k + b_k and v = c w_v + b_v (N, S, K, D), or the three from
+    one x w_qkv + b_qkv (fused), or k and v given as `KeyValues`; q and k rotated by their positions
+    (T,) and (S,) when `rotary`."""
+    d = params["w_o"].shape[0] // m.heads
+    if m.fused_qkv:
+        q, k, v = jnp.split(affine(x, params, "qkv"), [m.heads * d, (m.heads + m.kv_heads) * d], axis=-1)
+    else:
+        q = affine(x, params, "q")
+        k, v = c if isinstance(c, KeyValues) else (affine(c, params, "k"), affine(c, params, "v"))
+    n, T, S = x.shape[0], x.shape[1], k.shape[1]
+    q, k, v = q.reshape(n, T, m.heads, d), k.reshape(n, S, m.kv_heads, d), v.reshape(n, S, m.kv_heads, d)
+    if m.rotary:
+        q, k = rotary_embedding(q, q_pos, base=m.rotary_base), rotary_embedding(k, k_pos, base=m.rotary_base)
+    return q, k, v
+
+
+def _input_cotangent(m: _MHA, x, dx, dc):
+    """dx mirroring the input x: cross (dx, dcontext[, None]); self dx + dc (the context is x), None at a mask."""
+    if m.cross:
+        return type(x)((dx, dc) if len(x) == 2 else (dx, dc, None))
+    dx = dx if dc is None else dx + dc
+    return type(x)((dx, None)) if isinstance(x, (tuple, list)) else dx
 
 
 def MultiHeadAttention(num_heads: int, *, num_kv_heads: int | None = None, head_dim: int | None = None,
@@ -416,7 +495,7 @@ def MultiHeadAttention(num_heads: int, *, num_kv_heads: int | None = None, head_
     `residuals`, `block_size`: see `dot_product_attention_vjp`. Decodes step by step with a key/value
     cache when self-attention is causal; cross-attention steps on (x_t, context[, mask row (N, S)]), where
     the context may be the `KeyValues` that `project_context(params, context)` made once."""
-    name = "MultiHeadAttention"
+    name = _NAME
     (heads,) = check_positive(name, "num_heads", num_heads)
     (kv_heads,) = check_positive(name, "num_kv_heads", heads if num_kv_heads is None else num_kv_heads)
     if heads % kv_heads:
@@ -429,26 +508,15 @@ def MultiHeadAttention(num_heads: int, *, num_kv_heads: int | None = None, head_
     rate = check_range(name, "dropout", dropout, lambda r: 0 <= r < 1, "in [0, 1)")
     check_range(name, "rotary_base", rotary_base, lambda b: b > 0, "> 0")
     check_choice(name, "residuals", residuals, RESIDUALS)
+    _check_block_size(name, block_size)
     if head_dim is not None:
         check_positive(name, "head_dim", head_dim)
     if out_features is not None:
         check_positive(name, "out_features", out_features)
-
-    def parts(x):
-        """-> (queries (N, T, F), context (N, S, Fc), mask or None) of an input (or an in_shape)."""
-        structured = isinstance(x, (tuple, list)) and not is_shape(x)
-        if cross:
-            if not structured or len(x) not in (2, 3):
-                fail(name, f"cross=True expects (x, context) or (x, context, mask), got {_describe(x)}")
-            return x[0], x[1], x[2] if len(x) == 3 else None
-        if structured:
-            if len(x) != 2:
-                fail(name, f"self-attention expects x or (x, mask), got {_describe(x)}")
-            return x[0], x[0], x[1]
-        return x, x, None
+    m = _MHA(heads, kv_heads, cross, fused_qkv, rotary, rotary_base)
 
     def init(key, in_shape):
-        x_shape, c_shape, m_shape = parts(in_shape)
+        x_shape, c_shape, m_shape = _parts(m, in_shape)
         for what, shape in (("x", x_shape), ("context", c_shape)):
             if len(shape) != 3:
                 fail(name, f"expected {what} of rank 3 (N, T, F), got shape {tuple(shape)}")
@@ -476,64 +544,19 @@ def MultiHeadAttention(num_heads: int, *, num_kv_heads: int | None = None, head_
                 params["b" + w[1:]] = b_init(next(keys), shape[-1:], jnp.float32)
         return (*x_shape[:2], out), params, {}
 
-    def head_dim_of(params):
-        w = params["w_o"]
-        return w.shape[0] // heads
-
-    def affine(params, x, w):
-        y = linear(x, params[w])
-        return bias_add(y, params["b" + w[1:]]) if use_bias else y
-
-    def affine_pullback(params, x, w, dy, dparams):
-        """Adds dw (and db) of y = x w + b to dparams; -> dx."""
-        dparams[w] = linear_dw(x, dy)
-        if use_bias:
-            dparams["b" + w[1:]] = bias_grad(dy)
-        return linear_dx(dy, params[w])
-
-    def project(params, x, c):
-        """-> q (N, T, H, D), k and v (N, S, K, D), before rotation."""
-        d = head_dim_of(params)
-        n, T = x.shape[:2]
-        if fused_qkv:
-            q, k, v = jnp.split(affine(params, x, "w_qkv"), [heads * d, (heads + kv_heads) * d], axis=-1)
-        else:
-            q, k, v = affine(params, x, "w_q"), affine(params, c, "w_k"), affine(params, c, "w_v")
-        S = c.shape[1]
-        return q.reshape(n, T, heads, d), k.reshape(n, S, kv_heads, d), v.reshape(n, S, kv_heads, d)
-
-    def check_input(params, x, c):
-        width = params["w_qkv" if fused_qkv else "w_q"].shape[0]
-        c_width = width if fused_qkv else params["w_k"].shape[0]
-        if x.ndim != 3 or x.shape[-1] != width:
-            fail(name, f"expected x of shape (N, T, {width}), got {tuple(x.shape)}")
-        if c.ndim != 3 or c.shape[-1] != c_width or c.shape[0] != x.shape[0]:
-            fail(name, f"expected context of shape ({x.shape[0]}, S, {c_width}), got {tuple(c.shape)}")
-
-    def heads_of(params, x, c, positions=None):
-        """-> (q (N, T, H, D), k and v (N, S, K, D), rotated when `rotary`, the positions used). The
-        positions default to 0 .. T-1 for q and 0 .. S-1 for k (a decode step passes its own)."""
-        check_input(params, x, c)
-        q, k, v = project(params, x, c)
-        q_pos, k_pos = (jnp.arange(x.shape[1]), jnp.arange(c.shape[1])) if positions is None else positions
-        if rotary:
-            q, k = rotary_embedding(q, q_pos, base=rotary_base), rotary_embedding(k, k_pos, base=rotary_base)
-        return q, k, v, q_pos, k_pos
-
     def forward(params, x, key, train):
-        queries, context, mask = parts(x)
-        q, k, v, q_pos, k_pos = heads_of(params, queries, context)
-        use_dropout = train and rate > 0
-        if use_dropout and key is None:
+        queries, context, mask = _parts(m, x)
+        mask = _check_call(m, params, queries, context, mask)
+        dropping = train and rate > 0
+        if dropping and key is None:
             fail(name, f"train=True with dropout={rate} needs a PRNG key, got key=None")
-        out, attn_pullback = dot_product_attention_vjp(
-            q, k, v, mask=_attention_mask(name, mask, heads), is_causal=is_causal, residuals=residuals,
-            block_size=block_size, dropout_rate=rate if use_dropout else 0.0,
-            dropout_key=key if use_dropout else None)
-        n, T = queries.shape[:2]
-        heads_out = out.reshape(n, T, out.shape[2] * out.shape[3])  # (N, T, H D)
-        y = affine(params, heads_out, "w_o")  # (N, T, F_out)
-        return y, (queries, context, mask, q_pos, k_pos, heads_out, attn_pullback)
+        q_pos, k_pos = jnp.arange(queries.shape[1]), jnp.arange(context.shape[1])
+        q, k, v = _project(m, params, queries, context, q_pos, k_pos)  # (N, T, H, D), (N, S, K, D) x2
+        a = _attn(q, k, v, mask=mask, is_causal=is_causal)
+        out, attn_pullback = _attention_vjp(a, residuals, block_size, (key, rate) if dropping else None)
+        heads_out = out.reshape(*out.shape[:2], out.shape[2] * out.shape[3])  # (N, T, H D)
+        y = affine(heads_out, params, "o")  # (N, T, F_out)
+        return y, (queries, context, q_pos, k_pos, heads_out, attn_pullback)
 
     def apply(params, state, x, *, key=None, train=False):
         return forward(params, x, key, train)[0], state
@@ -542,86 +565,71 @@ def MultiHeadAttention(num_heads: int, *, num_kv_heads: int | None = None, head_
     # rotation; dx (and dcontext) = the projections' pullbacks, summed where x feeds several.
     # Residuals: x, the context, the heads' output and the attention's own (see `residuals`).
     def vjp(params, state, x, *, key=None, train=False):
-        y, (queries, context, mask, q_pos, k_pos, heads_out, attn_pullback) = forward(params, x, key, train)
+        y, (queries, context, q_pos, k_pos, heads_out, attn_pullback) = forward(params, x, key, train)
 
         def pullback(dy):
-            dparams = {}
-            dheads = affine_pullback(params, heads_out, "w_o", dy, dparams)  # (N, T, H D)
+            dparams, dheads = affine_pullback(dy, heads_out, params, "o")  # (N, T, H D)
             dq, dk, dv, _ = attn_pullback(dheads.reshape(*dheads.shape[:2], heads, dheads.shape[-1] // heads))
             if rotary:
-                dq = rotary_pullback(dq, q_pos, base=rotary_base)
-                dk = rotary_pullback(dk, k_pos, base=rotary_base)
+                dq, dk = rotary_pullback(dq, q_pos, base=rotary_base), rotary_pullback(dk, k_pos, base=rotary_base)
             dq, dk, dv = (t.reshape(*t.shape[:2], t.shape[2] * t.shape[3]) for t in (dq, dk, dv))
             if fused_qkv:
-                dx = affine_pullback(params, queries, "w_qkv", jnp.concatenate([dq, dk, dv], -1), dparams)
-                return dparams, (dx if not isinstance(x, (tuple, list)) else type(x)((dx, None)))
-            dx = affine_pullback(params, queries, "w_q", dq, dparams)
-            dc = affine_pullback(params, context, "w_k", dk, dparams)
-            dc = dc + affine_pullback(params, context, "w_v", dv, dparams)
-            if cross:
-                return dparams, type(x)((dx, dc) if len(x) == 2 else (dx, dc, None))
-            dx = dx + dc
-            return dparams, (dx if not isinstance(x, (tuple, list)) else type(x)((dx, None)))
+                dqkv, dx = affine_pullback(jnp.concatenate([dq, dk, dv], -1), queries, params, "qkv")
+                return dparams | dqkv, _input_cotangent(m, x, dx, None)
+            dw_q, dx = affine_pullback(dq, queries, params, "q")  # dx (N, T, F)
+            dw_k, dc_k = affine_pullback(dk, context, params, "k")  # dc_k (N, S, Fc)
+            dw_v, dc_v = affine_pullback(dv, context, params, "v")
+            return dparams | dw_q | dw_k | dw_v, _input_cotangent(m, x, dx, dc_k + dc_v)
 
         return y, state, pullback
 
-    def projected_heads(params, x1, kv: KeyValues, pos):
-        """A cross step's heads from keys and values `project_context` made: q (N, 1, H, D), k and v
-        (N, S, K, D), rotated as `heads_of` rotates them."""
-        d = head_dim_of(params)
-        n, S = x1.shape[0], kv.k.shape[1]
-        if kv.k.shape != kv.v.shape or kv.k.shape != (n, S, kv_heads * d):
-            fail(name, f"expected KeyValues k and v of shape ({n}, S, {kv_heads * d}), got "
-                       f"{tuple(kv.k.shape)} and {tuple(kv.v.shape)}")
-        q = affine(params, x1, "w_q").reshape(n, 1, heads, d)
-        k, v = kv.k.reshape(n, S, kv_heads, d), kv.v.reshape(n, S, kv_heads, d)
-        if rotary:
-            q = rotary_embedding(q, pos[None], base=rotary_base)
-            k = rotary_embedding(k, jnp.arange(S), base=rotary_base)
-        return q, k, v
+    if cross or is_causal:
+        decode = _mha_decode(m)
+    else:
+        decode = no_decode(name, "self-attention without is_causal lets a position see later ones")
+    return Layer(init, apply, vjp, name, decode)
 
-    # Decode, self-attention: the cache holds every position's k and v so far in fixed-size buffers
-    # (N, max_len, K, D) and the index of the next free slot; a step attends over slots 0 .. index.
+
+def _mha_decode(m: _MHA) -> Decode:
+    """MultiHeadAttention's decode. Self-attention (causal): the cache holds every position's k and v so
+    far in fixed-size buffers (N, max_len, K, D) and the index of the next free slot; a step attends over
+    slots 0 .. index. Cross-attention: no cache; a step attends over the whole context (or its
+    `KeyValues`), masked by the step's row of the mask."""
+
     def init_cache(params, batch, max_len):
-        d = head_dim_of(params)
-        dtype = params["w_o"].dtype
-        if cross:
+        if m.cross:
             return {}
-        return {"k": jnp.zeros((batch, max_len, kv_heads, d), dtype), "v": jnp.zeros((batch, max_len, kv_heads, d), dtype),
-                "index": jnp.zeros((), jnp.int32)}
+        buffer = jnp.zeros((batch, max_len, m.kv_heads, params["w_o"].shape[0] // m.heads), params["w_o"].dtype)
+        return {"k": buffer, "v": buffer, "index": jnp.zeros((), jnp.int32)}
 
-    def step(params, cache, x_t, *, pos):
-        pos = jnp.asarray(pos, jnp.int32)
-        if cross:
-            if not isinstance(x_t, (tuple, list)) or len(x_t) not in (2, 3):
-                fail(name, f"a cross-attention step takes (x_t, context) or (x_t, context, mask_t), "
-                           f"got {_describe(x_t)}")
-            x1, context = x_t[0][:, None], x_t[1]
-            mask = None if len(x_t) == 2 else x_t[2][:, None, None, :]  # (N, 1, 1, S)
-            if isinstance(context, KeyValues):
-                q, k, v = projected_heads(params, x1, context, pos)
-            else:
-                q, k, v, _, _ = heads_of(params, x1, context, (pos[None], jnp.arange(context.shape[1])))
-            out = dot_product_attention(q, k, v, mask=mask)
-            return affine(params, out.reshape(out.shape[0], math.prod(out.shape[1:])), "w_o"), cache
+    def attend(params, q, k, v, mask):  # q (N, 1, H, D), k and v (N, S, K, D) -> y_t (N, F_out)
+        out = _attention_vjp(_attn(q, k, v, mask=mask), "probs", None, None)[0]  # (N, 1, H, D)
+        return affine(out.reshape(out.shape[0], math.prod(out.shape[1:])), params, "o")
+
+    def cross_step(params, cache, x_t, *, pos):
+        if not isinstance(x_t, (tuple, list)) or len(x_t) not in (2, 3):
+            fail(_NAME, f"a cross-attention step takes (x_t, context) or (x_t, context, mask_t), got {_describe(x_t)}")
+        x1, context = x_t[0][:, None], x_t[1]  # (N, 1, F); (N, S, Fc) or KeyValues
+        mask = _check_call(m, params, x1, context, None if len(x_t) == 2 else x_t[2][:, None])  # (N, 1, 1, S)
+        S = (context.k if isinstance(context, KeyValues) else context).shape[1]
+        q, k, v = _project(m, params, x1, context, jnp.asarray(pos, jnp.int32)[None], jnp.arange(S))
+        return attend(params, q, k, v, mask), cache
+
+    def self_step(params, cache, x_t, *, pos):
         if isinstance(x_t, (tuple, list)):
-            fail(name, "a self-attention decode step takes x_t (N, F) alone, no mask: the cache masks "
-                       "the positions not yet written")
+            fail(_NAME, "a self-attention decode step takes x_t (N, F) alone, no mask: the cache masks "
+                        "the positions not yet written")
         x1 = x_t[:, None]  # (N, 1, F)
-        q, k, v, _, _ = heads_of(params, x1, x1, (pos[None], pos[None]))
+        _check_call(m, params, x1, x1, None)
+        pos = jnp.asarray(pos, jnp.int32)[None]
+        q, k, v = _project(m, params, x1, x1, pos, pos)  # (N, 1, H, D), (N, 1, K, D) x2
         index = cache["index"]
         keys = lax.dynamic_update_slice_in_dim(cache["k"], k.astype(cache["k"].dtype), index, axis=1)
         values = lax.dynamic_update_slice_in_dim(cache["v"], v.astype(cache["v"].dtype), index, axis=1)
         written = (jnp.arange(keys.shape[1]) <= index)[None, None, None, :]  # (1, 1, 1, max_len)
-        out = dot_product_attention(q, keys, values, mask=written)  # (N, 1, H, D)
-        y_t = affine(params, out.reshape(out.shape[0], math.prod(out.shape[1:])), "w_o")  # (N, F_out)
-        return y_t, {"k": keys, "v": values, "index": index + 1}
+        return attend(params, q, keys, values, written), {"k": keys, "v": values, "index": index + 1}
 
-    if cross or is_causal:
-        decode = Decode(init_cache, step)
-    else:
-        decode = no_decode(name, "self-attention without is_causal lets a position see later ones")
-    return Layer(init, apply, vjp, name, decode)
+    return Decode(init_cache, cross_step if m.cross else self_step)
 
 
 def _describe(x) -> str:

@@ -89,12 +89,11 @@ def _input_grad_pads(in_spatial, out_spatial, kernel, strides, dilation, pads) -
 
 def _swapper_trap(kernel, strides, dilation, pads_t) -> list[bool]:
     """Axes that crash XLA when it swaps the operands of a 2-D or 3-D input-gradient convolution: K = 2,
-    s = 2, d = 1 and no padding. XLA's conv operand swapper (jax/jaxlib 0.10.2, CPU; the same rewrite
-    runs at every optimization level) keeps such an axis's window unchanged as if the operands had the
-    same size there (true only if O = 2 on it), then fails its own shape check and aborts the process.
-    It swaps when the product of the other axes' kernel sizes exceeds that of dy's sizes (grouped
-    convolutions too), e.g. K (3, 2), s 2, padding ((0, 2), (1, 1)) on a (1, 4) input. A 1-D convolution
-    has no other axis, so it is never swapped. JAX's own gradient of lax.conv_general_dilated aborts too."""
+    s = 2, d = 1 and no padding. XLA's conv operand swapper mis-sizes such an axis's window and aborts
+    the process (as JAX's own gradient of lax.conv_general_dilated does; docs/performance.md has the
+    versions and the details). It swaps when the product of the other axes' kernel sizes exceeds that
+    of dy's sizes (grouped convolutions too), e.g. K (3, 2), s 2, padding ((0, 2), (1, 1)) on a (1, 4)
+    input. A 1-D convolution has no other axis, so it is never swapped."""
     return [len(kernel) > 1 and k == 2 and s == 2 and d == 1 and p == (0, 0)
             for k, s, d, p in zip(kernel, strides, dilation, pads_t)]
 
@@ -130,10 +129,9 @@ def _conv_kernel_grad(x, dy, kernel, strides, dilation, pads, groups):
 
 # ----------------------------------------------- one input channel: per-tap formulation (grayscale, 1-D)
 # Derivation: docs/derivations/convolution.md
-# XLA's CPU convolution is slow with few channels: with C = 1 a sum over the kernel's T = prod(K) taps
-# runs LeNet-5's first layer about 3x faster, forward and dw alike. With padding, though, the taps' dw
-# (25 slices of the padded input) took 5.6 ms against lax.conv's 4.0 (5x5 SAME, 128 x 28 x 28 -> 6
-# channels; unpadded, 24 x 24 out: 2.7 against 5.2 ms), so a padded convolution takes lax.conv's dw.
+# XLA's CPU convolution is slow with few channels, so with C = 1 a sum over the kernel's T = prod(K) taps
+# runs instead, forward and dw alike; a padded convolution takes lax.conv's dw, which is faster there than
+# the taps' (slices of the padded input). Measurements: docs/performance.md.
 # With C = 1 and G = 1:
 #   tap_t = x shifted by t*d, strided by s                      (N, *O), one per tap t
 #   y[f]  = sum_t w[t, f] tap_t                                 (F, N, *O), channels moved last after

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from purenet import initializers
 from purenet._checks import as_float, check_bool, check_params, check_positive, fail
 from purenet.core import Layer, positionwise, stateless
-from purenet.ops import bias_add, bias_grad, linear, linear_dw, linear_dx
+from purenet.ops import affine, affine_pullback
 
 
 def Dense(out_features: int, *, use_bias: bool = True, w_init=initializers.lecun_normal,
@@ -42,8 +42,7 @@ def Dense(out_features: int, *, use_bias: bool = True, w_init=initializers.lecun
         in_features = params["w"].shape[0]
         if x.ndim < 2 or x.shape[-1] != in_features:
             fail("Dense", f"expected input shape (N, ..., {in_features}), got {tuple(x.shape)}")
-        y = linear(as_float(x, params["w"]), params["w"])  # (N..., O)
-        return bias_add(y, params["b"]) if use_bias else y
+        return affine(as_float(x, params["w"]), params)  # (N..., O)
 
     # dx = dy @ w.T;  dw = x.T @ dy (summed over every leading dim);  db = sum(dy) over leading dims.
     # Residuals: x only (w is in params).
@@ -51,10 +50,7 @@ def Dense(out_features: int, *, use_bias: bool = True, w_init=initializers.lecun
         y = apply(params, x)
 
         def pullback(dy):
-            dparams = {"w": linear_dw(as_float(x, params["w"]), dy)}  # (I, O)
-            if use_bias:
-                dparams["b"] = bias_grad(dy)  # (O,)
-            dx = linear_dx(dy, params["w"])  # (N..., I)
+            dparams, dx = affine_pullback(dy, as_float(x, params["w"]), params)  # {"w": (I, O), "b": (O,)}, (N..., I)
             return dparams, dx.astype(x.dtype) if jnp.issubdtype(x.dtype, jnp.inexact) else dx
 
         return y, pullback

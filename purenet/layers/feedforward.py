@@ -2,7 +2,7 @@
 
 Dimension letters: N... batch and any leading dims (positions), F in features, H hidden, O out features.
 The activation is the `Activation(name)` layer and the dropout the `Dropout(rate)` layer, each used
-through its own apply / vjp, so their math lives in one place; the matmuls are `purenet.ops.linear`.
+through its own apply / vjp, so their math lives in one place; the projections are `purenet.ops.affine`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from purenet._checks import check_bool, check_positive, check_range, fail, is_in
 from purenet.core import Layer, positionwise
 from purenet.layers.activations import ACTIVATION_NAMES, Activation
 from purenet.layers.dropout import Dropout
-from purenet.ops import bias_add, bias_grad, linear, linear_dw, linear_dx
+from purenet.ops import affine, affine_pullback
 
 
 def FeedForward(hidden: int, *, out_features: int | None = None, activation: str = "gelu", gated: bool = False,
@@ -57,16 +57,12 @@ def FeedForward(hidden: int, *, out_features: int | None = None, activation: str
                 params[f"b_{name}"] = initializers.zeros(k, shape[1:], jnp.float32)
         return (*in_shape[:-1], out), params, {}
 
-    def project(params, v, name):
-        y = linear(v, params[f"w_{name}"])  # (N..., H) or (N..., O)
-        return bias_add(y, params[f"b_{name}"]) if use_bias else y
-
     def hidden_units(params, x):
         """-> (m, pre): pre = {"in": x @ w_in + b_in, "gate": ...} (N..., H), m = act(h) or act(g) * u."""
         features = params["w_in"].shape[0]
         if x.ndim < 2 or x.shape[-1] != features:
             fail(owner, f"expected input shape (N, ..., {features}), got {tuple(x.shape)}")
-        pre = {name: project(params, x, name) for name in projections}
+        pre = {name: affine(x, params, name) for name in projections}
         a, _ = act.apply({}, {}, pre[activated])
         return (a * pre["in"] if gated else a), pre  # (N..., H)
 
@@ -79,7 +75,7 @@ def FeedForward(hidden: int, *, out_features: int | None = None, activation: str
         m, _ = hidden_units(params, x)
         if dropping(key, train):
             m, _ = drop.apply({}, {}, m, key=key, train=True)
-        return project(params, m, "out"), state  # (N..., O)
+        return affine(m, params, "out"), state  # (N..., O)
 
     # Derivation: docs/derivations/feedforward.md
     # dz = dy @ w_out.T, dm = mask * dz / (1 - rate); plain: dh = act'(h) dm; gated: du = act(g) dm,
@@ -90,17 +86,14 @@ def FeedForward(hidden: int, *, out_features: int | None = None, activation: str
         drop_pullback = None
         if dropping(key, train):
             m, _, drop_pullback = drop.vjp({}, {}, m, key=key, train=True)
-        y = project(params, m, "out")  # (N..., O)
+        y = affine(m, params, "out")  # (N..., O)
 
         def pullback(dy):
             a, _, act_pullback = act.vjp({}, {}, pre[activated])  # act recomputed, (N..., H)
             z = a * pre["in"] if gated else a
             if drop_pullback is not None:  # dropout is diagonal, its own transpose: the pullback redoes z
                 z = drop_pullback(z)[1]
-            dparams = {"w_out": linear_dw(z, dy)}  # (H, O)
-            if use_bias:
-                dparams["b_out"] = bias_grad(dy)  # (O,)
-            dz = linear_dx(dy, params["w_out"])  # (N..., H)
+            dparams, dz = affine_pullback(dy, z, params, "out")  # {"w_out": (H, O), "b_out": (O,)}, (N..., H)
             dm = dz if drop_pullback is None else drop_pullback(dz)[1]
             if gated:
                 dpre = {"in": dm * a, "gate": act_pullback(dm * pre["in"])[1]}
@@ -108,11 +101,9 @@ def FeedForward(hidden: int, *, out_features: int | None = None, activation: str
                 dpre = {"in": act_pullback(dm)[1]}
             dx = 0
             for name in projections:
-                dparams[f"w_{name}"] = linear_dw(x, dpre[name])  # (F, H)
-                if use_bias:
-                    dparams[f"b_{name}"] = bias_grad(dpre[name])  # (H,)
-                dx = dx + linear_dx(dpre[name], params[f"w_{name}"])  # (N..., F)
-            return {k: dparams[k] for k in params}, dx
+                dparams_p, dx_p = affine_pullback(dpre[name], x, params, name)  # {"w_p": (F, H), "b_p": (H,)}
+                dparams, dx = dparams | dparams_p, dx + dx_p  # dx (N..., F)
+            return dparams, dx
 
         return y, state, pullback
 

@@ -64,73 +64,82 @@ def _blocks(init, key, shape, gates):
 
 # -------------------------------------------------------------------------------------------- cells
 # Gates as tanh: sigmoid(a) = (1 + tanh(a / 2)) / 2, so a cell takes one tanh over its whole pre-activation
-# row (N, G*H) scaled by `scale` (1/2 on sigmoid blocks, 1 on tanh blocks; exact, a power of two). On XLA:CPU
-# one tanh over a contiguous row vectorizes where sigmoids on the row's slices did not: the LSTM's gate
-# arithmetic over 64 steps at N32 H256 took 2.5 ms instead of 13 ms. A scan scales the weights and biases
-# once per call (`_weights`; scaling the row in each step made the LSTM's fwd+bwd 1.15x slower); a single
-# step (decoding) scales its row instead (`_step_weights`, `_scaled`), since scaling or copying the weights
-# at every call made an LSTM decode step 5x slower. The backward yields da, the cotangent of the unscaled
-# pre-activations a: with t = tanh(scale a) and gate = (1 + t) / 2 (sigmoid) or t (tanh),
-# d(gate)/da = scale^2 (1 - t^2) for both kinds of block.
+# row (N, G*H) scaled by `scale` (1/2 on sigmoid blocks, 1 on tanh blocks; exact, a power of two), which
+# vectorizes on XLA:CPU where sigmoids on the row's slices do not (docs/performance.md). A scan scales the
+# weights and biases once per call (`_scan_weights`), a single step (decoding) its row (`_step_weights`).
+# The backward yields da, the cotangent of the unscaled pre-activations a: with t = tanh(scale a) and
+# gate = (1 + t) / 2 (sigmoid) or t (tanh), d(gate)/da = scale^2 (1 - t^2) for both kinds of block.
 #
-# A cell step maps (w, carry, x_t) -> (carry, saved_t) with w as above and carry a tuple of (N, H) states.
-# In its scan the LSTM takes x_t (N, F) and one matmul [x_t, h] @ [w_x; w_h] per step (`fused`): its
-# fwd+bwd at N32 T64 F64 H256 ran in 0.73-0.78x the time it took with x @ w_x + b computed for all steps
-# before the scan, which needs a (T, N, 4H) buffer. The SimpleRNN (1.2x slower that way), the GRU (its reset
-# gate multiplies the recurrent term alone) and a single step take x_t @ w_x + b, computed before.
-# A step's backward maps (w, dcarry, (dy_t, saved_t, prev_t)) -> (dcarry, da_t), da_t (N, G*H); the
-# recurrent term's cotangent is da_t (GRU: `_gru_recurrent_cotangent`), and dh_prev gets it times w_h.T,
-# kept transposed ("h_t", (G*H, H), `_backward_weights`): the (N, G*H) @ (G*H, H) product without a
-# transposed operand ran 1.3x faster on XLA:CPU. Residuals per step: h, the tanh row t (and c, the GRU's
-# h @ w_hn).
+# A cell step maps (w: _Weights, carry, x_t) -> (carry, saved_t), carry a tuple of (N, H) states. In its scan
+# the LSTM takes x_t (N, F) and one matmul [x_t, h] @ [w_x; w_h] per step (`fused`: no (T, N, 4H) buffer of
+# x @ w_x + b); the SimpleRNN, the GRU (its reset gate multiplies the recurrent term alone) and a single
+# step take x_t @ w_x + b, computed before. A step's backward maps (w: _BackWeights, dcarry, (dy_t, saved_t,
+# prev_t)) -> (dcarry, da_t), da_t (N, G*H); dh_prev gets the recurrent term's cotangent (da_t; GRU:
+# `_gru_recurrent_cotangent`) times w_h.T, kept transposed. Residuals per step: h, the tanh row t (and c,
+# the GRU's h @ w_hn).
+
+
+class _Weights(NamedTuple):
+    """What a cell step multiplies by. `fused` (the LSTM's scan): xh_t = [w_x; w_h].T (G*H, F+H), and the
+    step takes x_t (N, F); else h = w_h (H, G*H), and the step takes x_t @ w_x + b (N, G*H), made before from
+    x = w_x (F, G*H). b (G*H,); b_h (G*H,) the GRU's recurrent bias or None. scale (1, G*H) scales a single
+    step's pre-activation row; None in a scan, whose weights and biases were scaled once per call."""
+
+    fused: bool
+    b: jax.Array
+    x: jax.Array | None = None
+    h: jax.Array | None = None
+    xh_t: jax.Array | None = None
+    b_h: jax.Array | None = None
+    scale: jax.Array | None = None
+
+
+class _BackWeights(NamedTuple):
+    """What a step's backward multiplies by: h_t = w_h.T (G*H, H), and scale2 = scale^2 (1, G*H)."""
+
+    h_t: jax.Array
+    scale2: jax.Array
 
 
 def _scale(cell, hidden, dtype):  # (1, G*H): 1/2 on sigmoid blocks, 1 on tanh blocks
     return jnp.repeat(jnp.asarray(cell.scale, dtype), hidden)[None]
 
 
-def _weights(cell, params, *, fused: bool):
-    """A scan's weights, scaled: {"b": (G*H,)} and, `fused`, "xh_t": [w_x; w_h].T (G*H, F+H); else
-    "x" (F, G*H), "h" (H, G*H) and the GRU's "b_h"."""
+def _scan_weights(cell, params) -> _Weights:  # scaled once per call; fused as the cell says
     scale = _scale(cell, params["w_h"].shape[0], params["w_h"].dtype)
-    w = {"b": params["b"] * scale[0]}
-    if fused:
-        w["xh_t"] = (jnp.concatenate([params["w_x"], params["w_h"]], axis=0) * scale).T
-    else:
-        w["x"], w["h"] = params["w_x"] * scale, params["w_h"] * scale
-        if "b_h" in params:
-            w["b_h"] = params["b_h"] * scale[0]
-    return w
+    b, b_h = params["b"] * scale[0], params["b_h"] * scale[0] if "b_h" in params else None
+    if cell.fused:
+        return _Weights(True, b, xh_t=(jnp.concatenate([params["w_x"], params["w_h"]], axis=0) * scale).T)
+    return _Weights(False, b, x=params["w_x"] * scale, h=params["w_h"] * scale, b_h=b_h)
 
 
-def _step_weights(cell, params):  # one step's: the layer's own "x", "h", "b" ("b_h"), and "scale" for the row
-    w = {"x": params["w_x"], "h": params["w_h"], "b": params["b"],
-         "scale": _scale(cell, params["w_h"].shape[0], params["w_h"].dtype)}
-    return w | ({"b_h": params["b_h"]} if "b_h" in params else {})
+def _step_weights(cell, params) -> _Weights:  # the layer's own, unfused, with the row's scale
+    scale = _scale(cell, params["w_h"].shape[0], params["w_h"].dtype)
+    return _Weights(False, params["b"], x=params["w_x"], h=params["w_h"], b_h=params.get("b_h"), scale=scale)
 
 
-def _backward_weights(cell, params):  # {"h_t": w_h.T (G*H, H), "scale2": scale^2 (1, G*H)}
-    return {"h_t": params["w_h"].T, "scale2": _scale(cell, params["w_h"].shape[0], params["w_h"].dtype) ** 2}
+def _backward_weights(cell, params) -> _BackWeights:
+    return _BackWeights(params["w_h"].T, _scale(cell, params["w_h"].shape[0], params["w_h"].dtype) ** 2)
 
 
-def _scaled(w, row):  # a pre-activation row (N, K), K <= G*H, times its scale where the weights were not scaled
-    return row * w["scale"][:, :row.shape[-1]] if "scale" in w else row
+def _scaled(w: _Weights, row):  # a pre-activation row (N, K), K <= G*H, times its scale unless the weights hold it
+    return row if w.scale is None else row * w.scale[:, :row.shape[-1]]
 
 
-def _step_input(w, x):  # what the step takes: x itself (fused), or x @ w_x + b: (..., F) -> (..., G*H)
-    return x if "xh_t" in w else bias_add(linear(x, w["x"]), w["b"])
+def _step_input(w: _Weights, x):  # what the step takes: x itself (fused), or x @ w_x + b: (..., F) -> (..., G*H)
+    return x if w.fused else bias_add(linear(x, w.x), w.b)
 
 
-# x_t @ w_x + h @ w_h + b: (N, G*H). Fused ("xh_t"), x_t (N, F) and one matmul [x_t, h] @ [w_x; w_h],
-# computed as ([w_x; w_h].T @ [x_t, h].T).T: the long operand first ran 1.1x faster on XLA:CPU (G*H = 1024
-# rows against N = 32); else x_t is x_t @ w_x + b, computed before.
-def _pre_activation(w, x_t, h):
-    if "xh_t" not in w:
-        return x_t + linear(h, w["h"])
+# x_t @ w_x + h @ w_h + b: (N, G*H). Fused: x_t (N, F) and one matmul [x_t, h] @ [w_x; w_h], computed with
+# the long operand first, ([w_x; w_h].T @ [x_t, h].T).T (docs/performance.md); else x_t = x_t @ w_x + b.
+def _pre_activation(w: _Weights, x_t, h):
+    if not w.fused:
+        return x_t + linear(h, w.h)
     u = jnp.concatenate([x_t, h], axis=-1)
-    return bias_add(lax.dot_general(w["xh_t"], u, (((1,), (1,)), ((), ()))).T, w["b"])
+    return bias_add(lax.dot_general(w.xh_t, u, (((1,), (1,)), ((), ()))).T, w.b)
 
 
+# h = tanh(a).
 def _rnn_step(w, carry, x_t):
     (h_prev,) = carry
     h = jnp.tanh(_pre_activation(w, x_t, h_prev))  # (N, H)
@@ -143,9 +152,11 @@ def _rnn_step_back(w, dcarry, inputs):
     dy_t, saved, _ = inputs
     dh = dh if dy_t is None else dh + dy_t  # (N, H)
     da = dh * (1 - saved["h"] ** 2)  # (N, H)
-    return (da @ w["h_t"],), da
+    return (da @ w.h_t,), da
 
 
+# Sigmoid form: [i, f, o] = s(a_i, a_f, a_o), g = tanh(a_g);  c = f c_prev + i g;  h = o tanh(c).
+# As run: t = tanh(scale a) over the row [i, f, g, o];  i = (1 + t_i) / 2 (f, o alike), g = t_g.
 def _lstm_step(w, carry, x_t):
     h_prev, c_prev = carry
     t = jnp.tanh(_scaled(w, _pre_activation(w, x_t, h_prev)))  # (N, 4H): [i, f, g, o] as tanh
@@ -155,8 +166,9 @@ def _lstm_step(w, carry, x_t):
     return (h, c), {"h": h, "c": c, "t": t}
 
 
-# dc = dc_next + dh o (1 - tanh(c)^2);  d[i, f, g, o] = [dc g, dc c_prev, dc i, dh tanh(c)];
-# da = d[i, f, g, o] scale^2 (1 - t^2);  dc_prev = dc f;  dh_prev = da @ w_h.T.
+# dc = dc_next + dh o (1 - tanh(c)^2);  d[i, f, g, o] = [dc g, dc c_prev, dc i, dh tanh(c)];  dc_prev = dc f;
+# sigmoid form: da = d[i, f, g, o] [i(1 - i), f(1 - f), 1 - g^2, o(1 - o)]; as run: d[...] scale^2 (1 - t^2);
+# dh_prev = da @ w_h.T.
 def _lstm_step_back(w, dcarry, inputs):
     dh, dc = dcarry
     dy_t, saved, (_, c_prev) = inputs
@@ -167,14 +179,16 @@ def _lstm_step_back(w, dcarry, inputs):
     dc = dc + dh * (1 + t_o) / 2 * (1 - tanh_c**2)  # (N, H)
     # built as two concatenations and one product over the whole row (vectorizes, see above)
     dgates = jnp.concatenate([dc, dc, dc, dh], -1) * jnp.concatenate([g, c_prev, (1 + t_i) / 2, tanh_c], -1)
-    da = dgates * w["scale2"] * (1 - t * t)  # (N, 4H)
-    return (da @ w["h_t"], dc * (1 + t_f) / 2), da
+    da = dgates * w.scale2 * (1 - t * t)  # (N, 4H)
+    return (da @ w.h_t, dc * (1 + t_f) / 2), da
 
 
+# Sigmoid form: [r, z] = s(a_r + u_r, a_z + u_z), u = h_prev @ w_h (+ b_h);  n = tanh(a_n + r u_n);
+# h = (1 - z) n + z h_prev. As run: t_rz = tanh(scale (a_rz + u_rz)), [r, z] = (1 + t_rz) / 2.
 def _gru_step(w, carry, xw_t):
     (h_prev,) = carry
-    u = linear(h_prev, w["h"])  # (N, 3H)
-    u = bias_add(u, w["b_h"]) if "b_h" in w else u
+    u = linear(h_prev, w.h)  # (N, 3H)
+    u = u if w.b_h is None else bias_add(u, w.b_h)
     hidden = h_prev.shape[-1]
     a_rz, a_n = jnp.split(xw_t, [2 * hidden], axis=-1)
     u_rz, u_n = jnp.split(u, [2 * hidden], axis=-1)  # u_n includes b_hn
@@ -185,7 +199,7 @@ def _gru_step(w, carry, xw_t):
     return (h,), {"h": h, "t": jnp.concatenate([t_rz, n], axis=-1), "u_n": u_n}
 
 
-# da_n = dh (1 - z)(1 - n^2);  da_r = da_n u_n r (1 - r);  da_z = dh (h_prev - n) z (1 - z), with
+# da_n = dh (1 - z)(1 - n^2);  da_r = da_n u_n r (1 - r);  da_z = dh (h_prev - n) z (1 - z), where as run
 # s(1 - s) = (1 - t^2) / 4; the recurrent matmul's cotangent is du = [da_r, da_z, r da_n];
 # dh_prev = dh z + du @ w_h.T; with the recurrent bias b_h, db_h = du summed over N and T (after the scan).
 def _gru_step_back(w, dcarry, inputs):
@@ -197,7 +211,7 @@ def _gru_step_back(w, dcarry, inputs):
     da_n = dh * (1 - z) * (1 - n**2)
     da_rz = jnp.concatenate([da_n * saved["u_n"], dh * (h_prev - n)], axis=-1) * (1 - t_rz * t_rz) / 4
     du = jnp.concatenate([da_rz, r * da_n], axis=-1)  # (N, 3H)
-    return (dh * z + du @ w["h_t"],), jnp.concatenate([da_rz, da_n], axis=-1)
+    return (dh * z + du @ w.h_t,), jnp.concatenate([da_rz, da_n], axis=-1)
 
 
 def _gru_recurrent_cotangent(da, saved):  # (T, N, 3H) -> (T, N, 3H): the n block scaled by r
@@ -277,7 +291,7 @@ def _split_input(cell, params, x, recurrent_bias):
 def _forward(params, x, initial, *, cell, return_sequences, reverse, residuals=True):
     """-> (y, carry0, saved): the initial states and the per-step residuals stacked (T, N, .); only y
     without `residuals`."""
-    w = _weights(cell, params, fused=cell.fused)
+    w = _scan_weights(cell, params)
     xs = _step_input(w, jnp.swapaxes(x, 0, 1))  # (T, N, F) fused, else (T, N, G*H)
     shape = (x.shape[0], params["w_h"].shape[0])  # (N, H)
     carry0 = tuple(jnp.zeros(shape, x.dtype) for _ in cell.states) if initial is None else initial

@@ -24,7 +24,7 @@ from purenet._checks import check_positive, check_range, fail, is_int
 from purenet.core import Layer, select, serial
 from purenet.layers import Dense, Dropout, EncoderBlock, Gelu, LayerNorm, LearnedPositions
 from purenet.losses import TokenTargets
-from purenet.ops import bias_add, bias_grad, linear, linear_dw, linear_dx, lookup, lookup_dw
+from purenet.ops import bias_add, bias_grad, linear, linear_dw, lookup, lookup_dw, matmul_t
 
 
 class BertConfig(NamedTuple):
@@ -94,7 +94,7 @@ def bert(config: BertConfig) -> Layer:
 
         x = run("pos", lookup(params["embed"]["w"], ids), keys[0])
         z = run("mlm", run("encoder", (x, mask), keys[1]), keys[2])
-        logits = bias_add(linear_dx(z, params["embed"]["w"]), params["head"]["b"])  # z @ w.T + b: (N, T, V)
+        logits = bias_add(matmul_t(z, params["embed"]["w"]), params["head"]["b"])  # z @ w.T + b: (N, T, V)
         return logits, z, pullbacks
 
     def apply(params, state, ids, *, key=None, train=False):

@@ -30,7 +30,7 @@ from purenet.core import Layer, Loss, serial
 from purenet.layers import (Conv2D, Dense, EncoderBlock, Flatten, L2Normalize, LayerNorm, LearnedPositions,
                             MaxPool2D, Relu)
 from purenet.losses import softmax_cross_entropy_with_targets
-from purenet.ops import linear, linear_dw, linear_dx, lookup, lookup_dw
+from purenet.ops import linear, linear_dw, lookup, lookup_dw, matmul_t
 
 
 class CLIPInput(NamedTuple):
@@ -170,7 +170,7 @@ def clip(config: CLIPConfig, *, image_encoder: Layer | None = None) -> Layer:
         keys, inputs, out, new_state = _split(key), parts(x), {}, {}
         for k, (part, tower) in zip(keys, towers.items()):
             out[part], new_state[part] = tower.apply(params[part], state[part], inputs[part], key=k, train=train)
-        return scale(params)[0] * linear_dx(out["image"], out["text"]), new_state  # s u v^T: (N, M)
+        return scale(params)[0] * matmul_t(out["image"], out["text"]), new_state  # s u v^T: (N, M)
 
     # d sim = s dlogits; du = d sim v; dv = d sim^T u; dt = sum(dlogits * sim) s [0 <= t <= log max_scale].
     # Residuals: u, v, s and the towers' own.
@@ -180,7 +180,7 @@ def clip(config: CLIPConfig, *, image_encoder: Layer | None = None) -> Layer:
             out[part], new_state[part], pullbacks[part] = tower.vjp(params[part], state[part], inputs[part], key=k,
                                                                     train=train)
         s, inside = scale(params)
-        sim = linear_dx(out["image"], out["text"])  # u v^T: (N, M)
+        sim = matmul_t(out["image"], out["text"])  # u v^T: (N, M)
 
         def pullback(dlogits):
             dsim = s * dlogits  # (N, M)

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from purenet import initializers
 from purenet._checks import check_bool, check_positive, fail
 from purenet.core import Decode, Layer, can_decode, no_decode
-from purenet.ops import bias_add, bias_grad, linear, linear_dw, linear_dx, lookup, lookup_dw
+from purenet.ops import bias_add, bias_grad, linear, linear_dw, lookup, lookup_dw, matmul_t
 
 
 def tied_lm(vocab_size: int, features: int, body: Layer, *, use_bias: bool = True,
@@ -44,7 +44,7 @@ def tied_lm(vocab_size: int, features: int, body: Layer, *, use_bias: bool = Tru
         return (*body_shape[:-1], vocab_size), params, {"body": body_state}
 
     def head(params, h):  # logits = h @ w.T + b: (N, T, F) -> (N, T, V)
-        logits = linear_dx(h, params["embed"]["w"])
+        logits = matmul_t(h, params["embed"]["w"])
         return bias_add(logits, params["head"]["b"]) if use_bias else logits
 
     def apply(params, state, ids, *, key=None, train=False):
