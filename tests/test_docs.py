@@ -23,6 +23,7 @@ import subprocess
 import sys
 import types
 import zlib
+from xml.etree import ElementTree
 
 import jax
 import pytest
@@ -87,6 +88,21 @@ def test_derivation_checks_its_own_formulas_against_jax(page, capsys):
     shown = [line for _, info, body in code_blocks(text) if OUTPUT in info for line in body.splitlines()]
     assert shown and all(line.endswith(" True") for line in shown), f"{page.name} shows {shown}"
     assert run_page(page, capsys) >= 1
+
+
+def test_figures_are_hand_written_svg_that_pages_use():
+    """docs/figures/*.svg: well-formed SVG with a title and a text description (read by screen readers
+    and search), each shown by some page; the strict build checks that every figure a page shows exists."""
+    pages = "\n".join(p.read_text() for p in DOCS.rglob("*.md"))
+    figures = sorted((DOCS / "figures").glob("*.svg"))
+    assert len(figures) >= 5, [f.name for f in figures]
+    for figure in figures:
+        root = ElementTree.parse(figure).getroot()
+        assert root.tag == "{http://www.w3.org/2000/svg}svg", figure.name
+        for part in ("title", "desc"):
+            found = root.find(f"{{http://www.w3.org/2000/svg}}{part}")
+            assert found is not None and found.text.strip(), f"{figure.name} has no <{part}>"
+        assert f"figures/{figure.name})" in pages, f"no page shows {figure.name}"
 
 
 def test_docstring_examples_pass():
@@ -197,6 +213,8 @@ def test_the_hooks_warn_on_broken_links_formulas_and_missing_docstrings(caplog):
         "which defines no 'no_such_function'", "which does not exist"]
     caplog.clear()
     assert "<mfrac>" in math.to_mathml(r"\frac{\partial L}{\partial x}", display=False)
+    with pytest.raises(ValueError, match="unconverted"):  # latex2mathml keeps the backslash of \_ in \text{}
+        math.to_mathml(r"(N, \text{max\_len})", display=False)
     html = math.on_page_content('<span class="arithmatex">\\(\\nosuchcommand x\\)</span>', page, None, None)
     assert "arithmatex" in html and "does not convert" in caplog.records[0].getMessage()
     caplog.clear()
