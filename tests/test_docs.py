@@ -215,6 +215,8 @@ def test_the_hooks_warn_on_broken_links_formulas_and_missing_docstrings(caplog):
     assert "<mfrac>" in math.to_mathml(r"\frac{\partial L}{\partial x}", display=False)
     with pytest.raises(ValueError, match="unconverted"):  # latex2mathml keeps the backslash of \_ in \text{}
         math.to_mathml(r"(N, \text{max\_len})", display=False)
+    aligned = math.to_mathml(r"\begin{align*} a &= b \\ cd &= e \end{align*}", display=True)
+    assert 'style="text-align: right"' in aligned and 'style="text-align: left"' in aligned  # MathML Core
     html = math.on_page_content('<span class="arithmatex">\\(\\nosuchcommand x\\)</span>', page, None, None)
     assert "arithmatex" in html and "does not convert" in caplog.records[0].getMessage()
     caplog.clear()

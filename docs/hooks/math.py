@@ -16,6 +16,7 @@ import re
 log = logging.getLogger("mkdocs.hooks.math")
 MATH = re.compile(r'<(?P<tag>span|div) class="arithmatex">(?P<body>.*?)</(?P=tag)>', re.S)
 DELIMITERS = re.compile(r"^\s*(\\\(|\\\[)(?P<tex>.*?)(\\\)|\\\])\s*$", re.S)
+COLUMNALIGN = re.compile(r'<mtd columnalign="(left|right|center)"')
 LEFTOVER = re.compile(r">[^<]*(\\(?:[A-Za-z]+|_)|&(?![#\w]+;))[^<]*<")  # \_ in \text{} stays a backslash
 
 
@@ -27,7 +28,9 @@ def to_mathml(tex: str, *, display: bool) -> str:
     leftover = LEFTOVER.search(mathml)
     if leftover:
         raise ValueError(f"unconverted {leftover.group(1)!r}")
-    return mathml
+    # MathML Core (what browsers render) has no `columnalign`: without CSS every cell of an `align*` is
+    # centred and the `=` signs do not line up. The same alignment as a style, which browsers follow.
+    return COLUMNALIGN.sub(r'<mtd columnalign="\1" style="text-align: \1"', mathml)
 
 
 def on_page_content(content, page, config, files):
