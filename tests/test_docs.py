@@ -1,6 +1,7 @@
-"""The documentation (mkdocs.yml, docs/): every guide's code runs and prints what its page shows, the
-docstring examples pass, the site builds in strict mode with every public name in the API reference (and
-its docstring), and its pages open in a headless browser with their title, navigation and formulas.
+"""The documentation (mkdocs.yml, docs/): every guide's code runs and prints what its page shows, every
+derivation page's check of its own formulas against JAX passes, the docstring examples pass, the site
+builds in strict mode with every public name in the API reference (and its docstring), and its pages open
+in a headless browser with their title, navigation and formulas.
 
 The site is built once per test run into a temporary directory (about 10 s of CPU); the tests that need it
 skip, saying so, only when the `docs` extra is missing, and the browser test when playwright or Chromium is
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import types
 import zlib
+from xml.etree import ElementTree
 
 import jax
 import pytest
@@ -32,6 +34,7 @@ from tests.helpers import code_blocks
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 GUIDES = [DOCS / "index.md", *sorted((DOCS / "guides").glob("*.md"))]
+DERIVATIONS = sorted(p for p in (DOCS / "derivations").glob("*.md") if p.stem != "index")
 OUTPUT = 'title="Output"'  # the info string of a block that shows what the python block before it prints
 
 
@@ -68,6 +71,38 @@ def test_guide_runs_and_prints_what_it_shows(page, capsys, monkeypatch, tmp_path
         pytest.importorskip(package, reason=f"{page.name} needs {package}, which is not installed")
     monkeypatch.chdir(tmp_path)  # a guide that writes files writes them here
     assert run_page(page, capsys) >= 1, f"{page.name} has no python block"
+
+
+@pytest.mark.parametrize("page", DERIVATIONS, ids=lambda p: p.stem)
+def test_derivation_checks_its_own_formulas_against_jax(page, capsys):
+    """Every derivation page carries a "Check it yourself" block: the page's formulas typed out in
+    jax.numpy (not purenet's pullbacks) beside `jax.vjp` or `jax.grad` of the forward, in float64. Each
+    comparison prints `name True`, the Output block shows those lines, so a formula that drifts fails."""
+    text = page.read_text()
+    assert "## Check it yourself" in text, f"{page.name} has no 'Check it yourself' section"
+    python = "\n".join(body for language, _, body in code_blocks(text) if language == "python")
+    assert re.search(r"jax\.(vjp|grad)\(", python), f"{page.name}: its check compares with nothing from JAX"
+    assert 'jax_enable_x64", True' in python, f"{page.name}: its check does not run in float64"
+    assert not re.search(r"^\s*(import|from) purenet", python, re.M), (
+        f"{page.name}: the check must type the page's formulas, not call purenet's own pullbacks")
+    shown = [line for _, info, body in code_blocks(text) if OUTPUT in info for line in body.splitlines()]
+    assert shown and all(line.endswith(" True") for line in shown), f"{page.name} shows {shown}"
+    assert run_page(page, capsys) >= 1
+
+
+def test_figures_are_hand_written_svg_that_pages_use():
+    """docs/figures/*.svg: well-formed SVG with a title and a text description (read by screen readers
+    and search), each shown by some page; the strict build checks that every figure a page shows exists."""
+    pages = "\n".join(p.read_text() for p in DOCS.rglob("*.md"))
+    figures = sorted((DOCS / "figures").glob("*.svg"))
+    assert len(figures) >= 5, [f.name for f in figures]
+    for figure in figures:
+        root = ElementTree.parse(figure).getroot()
+        assert root.tag == "{http://www.w3.org/2000/svg}svg", figure.name
+        for part in ("title", "desc"):
+            found = root.find(f"{{http://www.w3.org/2000/svg}}{part}")
+            assert found is not None and found.text.strip(), f"{figure.name} has no <{part}>"
+        assert f"figures/{figure.name})" in pages, f"no page shows {figure.name}"
 
 
 def test_docstring_examples_pass():
@@ -178,6 +213,10 @@ def test_the_hooks_warn_on_broken_links_formulas_and_missing_docstrings(caplog):
         "which defines no 'no_such_function'", "which does not exist"]
     caplog.clear()
     assert "<mfrac>" in math.to_mathml(r"\frac{\partial L}{\partial x}", display=False)
+    with pytest.raises(ValueError, match="unconverted"):  # latex2mathml keeps the backslash of \_ in \text{}
+        math.to_mathml(r"(N, \text{max\_len})", display=False)
+    aligned = math.to_mathml(r"\begin{align*} a &= b \\ cd &= e \end{align*}", display=True)
+    assert 'style="text-align: right"' in aligned and 'style="text-align: left"' in aligned  # MathML Core
     html = math.on_page_content('<span class="arithmatex">\\(\\nosuchcommand x\\)</span>', page, None, None)
     assert "arithmatex" in html and "does not convert" in caplog.records[0].getMessage()
     caplog.clear()

@@ -4,7 +4,7 @@ pymdownx.arithmatex (generic mode) finds `$...$`, `$$...$$` and `\\begin{align*}
 out of Markdown's hands; this hook turns its `<span|div class="arithmatex">` into `<math>` with
 latex2mathml, which browsers render natively (MathML Core). A formula that does not convert, or
 leaves a LaTeX command or an alignment `&` unconverted (latex2mathml passes unknown commands through
-as text), is a warning: `mkdocs build --strict` fails on it.
+as text, and `\\_` inside `\\text{}` too), is a warning: `mkdocs build --strict` fails on it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import re
 log = logging.getLogger("mkdocs.hooks.math")
 MATH = re.compile(r'<(?P<tag>span|div) class="arithmatex">(?P<body>.*?)</(?P=tag)>', re.S)
 DELIMITERS = re.compile(r"^\s*(\\\(|\\\[)(?P<tex>.*?)(\\\)|\\\])\s*$", re.S)
-LEFTOVER = re.compile(r">[^<]*(\\[A-Za-z]+|&(?![#\w]+;))[^<]*<")
+COLUMNALIGN = re.compile(r'<mtd columnalign="(left|right|center)"')
+LEFTOVER = re.compile(r">[^<]*(\\(?:[A-Za-z]+|_)|&(?![#\w]+;))[^<]*<")  # \_ in \text{} stays a backslash
 
 
 def to_mathml(tex: str, *, display: bool) -> str:
@@ -27,7 +28,9 @@ def to_mathml(tex: str, *, display: bool) -> str:
     leftover = LEFTOVER.search(mathml)
     if leftover:
         raise ValueError(f"unconverted {leftover.group(1)!r}")
-    return mathml
+    # MathML Core (what browsers render) has no `columnalign`: without CSS every cell of an `align*` is
+    # centred and the `=` signs do not line up. The same alignment as a style, which browsers follow.
+    return COLUMNALIGN.sub(r'<mtd columnalign="\1" style="text-align: \1"', mathml)
 
 
 def on_page_content(content, page, config, files):
