@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from purenet.check import check_decode, check_layer
-from purenet.core import (Decode, Layer, can_decode, identity, init_model, parallel, residual, select, serial,
-                          tree_add, zero_cotangent)
+from purenet.combinators import identity, parallel, residual, select, serial
+from purenet.core import Decode, Layer, can_decode, init_model, tree_add, zero_cotangent
 from purenet.layers import LSTM, Conv1D, Dense, Dropout, Embedding, GRU, LayerNorm, Relu, SequenceInput, Tanh
 from purenet.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 
@@ -70,8 +70,9 @@ def test_children_are_all_positional_or_all_named():
 
 
 def test_parallel_rejects_unknown_merge():
-    with pytest.raises(ValueError, match=r"Parallel: merge must be 'concat', 'sum' or None, got merge='mean'"):
-        parallel(Dense(2), merge="mean")
+    with pytest.raises(ValueError, match=r"Parallel: merge must be one of \('concat', 'sum', 'mean', 'mul', None\), "
+                                         r"got merge='max'"):
+        parallel(Dense(2), merge="max")
     with pytest.raises(ValueError, match=r"Parallel: expects one or more Layer arguments, got 'merj': 'sum'"):
         parallel(a=Dense(2), merj="sum")  # a misspelt option is not swallowed
 

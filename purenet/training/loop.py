@@ -25,7 +25,8 @@ from tqdm.auto import tqdm
 
 from purenet import debug
 from purenet._checks import check_bool, check_positive, describe, fail
-from purenet.core import Layer, Loss, PyTree, checked_vjp
+from purenet.combinators import checked_vjp
+from purenet.core import Layer, Loss, PyTree
 from purenet.data.batching import batches
 from purenet.debug import NonFiniteError, NonFiniteLayerError
 from purenet.optim.transforms import apply_updates

@@ -32,7 +32,8 @@ from jax import lax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from purenet._checks import fail
-from purenet.core import Layer, Loss, PyTree, varying_axes
+from purenet._sharding import varying_axes
+from purenet.core import Layer, Loss, PyTree
 
 Metrics = Any  # loop.Metrics; a mapping {name: fn(outputs, targets) -> scalar}
 

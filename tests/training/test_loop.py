@@ -10,7 +10,8 @@ from purenet.layers.activations import Tanh
 from purenet.check import check_model, compare, tolerance
 from purenet.training.checkpoint import Checkpoint, load_checkpoint
 from purenet.layers.conv import Conv2D
-from purenet.core import init_model, serial
+from purenet.combinators import serial
+from purenet.core import init_model
 from purenet.data.toy import four_clusters, regression_1d
 from purenet.layers.dense import Dense
 from purenet.layers.dropout import Dropout
