@@ -193,10 +193,14 @@ def backbone_and_decoder(name: str, config) -> tuple[Layer, Layer]:
 
 def hungarian_match(cost: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """The assignment of ground-truth objects to queries of least total cost, per set (scipy's
-    `linear_sum_assignment`, on the host: call it outside jit). cost (..., Q, M) with the first
+    `linear_sum_assignment`, from the `zoo` extra, on the host: call it outside jit). cost (..., Q, M) with the first
     counts[...] columns real, counts (...) ints <= Q -> (..., Q) int32: the object each query is matched
     to, -1 for a query left to "no object"."""
-    from scipy.optimize import linear_sum_assignment  # noqa: PLC0415 (scipy is needed here only)
+    try:
+        from scipy.optimize import linear_sum_assignment  # noqa: PLC0415 (the zoo extra: needed here only)
+    except ImportError:
+        fail("hungarian_match", "Hungarian matching needs scipy, which the set-prediction models' extra "
+                                "installs: pip install purenet[zoo]", ImportError)
 
     cost, counts = np.asarray(cost, np.float64), np.asarray(counts)
     if cost.ndim < 2 or counts.shape != cost.shape[:-2]:
