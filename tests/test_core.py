@@ -319,3 +319,15 @@ def test_debug_mode_names_the_first_layer_with_a_non_finite_output_or_gradient(k
     with debug_nonfinite(), pytest.raises(NonFiniteLayerError) as error:
         model.vjp(params_nan, state, jnp.ones((2, 4)))
     assert str(error.value).startswith("child 'features' (Serial) > child 0 (Dense): non-finite output")
+
+
+def test_names_moved_out_of_core_still_import_with_a_warning():
+    import purenet.core as core
+    from purenet import _sharding, combinators
+
+    with pytest.warns(DeprecationWarning, match=r"purenet\.core\.serial moved to purenet\.combinators\.serial"):
+        assert core.serial is combinators.serial
+    with pytest.warns(DeprecationWarning, match=r"purenet\.core\.vary_like moved to purenet\._sharding\.vary_like"):
+        assert core.vary_like is _sharding.vary_like
+    with pytest.raises(AttributeError, match=r"module 'purenet.core' has no attribute 'nothing'"):
+        core.nothing  # noqa: B018
