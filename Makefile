@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test,experiments,docs]"
+	$(PY) -m pip install --quiet -e ".[zoo,test,experiments,docs]"
 	touch $(STAMP)
 
 install: $(STAMP)

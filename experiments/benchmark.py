@@ -49,7 +49,7 @@ from jax import lax
 
 import common
 from purenet import losses, optim
-from purenet.core import serial
+from purenet.combinators import serial
 from purenet.layers import GRU, Dense, Embedding
 from purenet.models import CharLMConfig, GPTConfig, LeNetConfig, char_lm, gpt, lenet5, mlp
 from purenet.models.lenet import CLASSIC

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 
 import common
-from purenet.core import serial
+from purenet.combinators import serial
 from purenet.data import load_mnist, to_float_images
 from purenet.layers import Conv2D, Dense, Flatten, MaxPool2D, Relu
 from purenet.losses import softmax_cross_entropy

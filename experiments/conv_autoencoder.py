@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import common
-from purenet.core import serial
+from purenet.combinators import serial
 from purenet.data import load_mnist_or_sample, to_float_images
 from purenet.layers import Conv2D, ConvTranspose2D, Dense, Flatten, Relu, Reshape
 from purenet.losses import sigmoid_binary_cross_entropy

@@ -16,7 +16,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 
 import common
-from purenet.core import serial
+from purenet.combinators import serial
 from purenet.data import load_mnist1d
 from purenet.layers import GRU, Conv1D, Dense, Dropout, Flatten, Relu, Reshape
 from purenet.losses import softmax_cross_entropy

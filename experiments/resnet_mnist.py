@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 
 import common
-from purenet.core import serial
+from purenet.combinators import serial
 from purenet.data import num_batches
 from purenet.layers.augment import RandomShift
 from purenet.losses import softmax_cross_entropy

@@ -114,12 +114,6 @@ def check_padding(owner: str, padding: Any, n: int) -> str | tuple[tuple[int, in
     return tuple((int(lo), int(hi)) for lo, hi in padding)
 
 
-def check_trailing(owner: str, expected: Sequence[int], x: Any) -> None:
-    """At `apply`: fail unless `x.shape[1:]` equals the `expected` non-batch shape given to `init`."""
-    if tuple(x.shape[1:]) != tuple(expected):
-        fail(owner, f"expected input shape (N, {', '.join(map(str, expected))}), got {tuple(x.shape)}")
-
-
 def as_float(x: Any, like: Any = jnp.float32) -> jax.Array:
     """`x` unchanged if it is floating-point, else (integers, booleans) cast to the dtype JAX promotes it
     to with `like` (a dtype or an array: int32 with float32 -> float32). Layers compute on features in

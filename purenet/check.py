@@ -33,8 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from purenet._checks import fail
-from purenet.core import (Layer, as_shape_tree, can_decode, checked_apply, checked_vjp, init_model,
-                          is_differentiable, is_shape)
+from purenet.combinators import checked_apply, checked_vjp
+from purenet.core import Layer, as_shape_tree, can_decode, init_model, is_differentiable, is_shape
 
 TOLERANCES = {jnp.dtype("float64"): 1e-10, jnp.dtype("float32"): 1e-4}
 ZERO_ULPS = 16

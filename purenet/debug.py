@@ -1,10 +1,13 @@
 """Non-finite values: the error `fit`'s guard raises, and an opt-in debug mode that names the first layer
 whose output or gradient holds a NaN or an infinity.
 
-Inside `with debug_nonfinite():`, the combinators (`serial`, `parallel`, `residual`, `Bidirectional`)
-check every child's output as the forward pass runs and every child's (dparams, dx) as the pullbacks run,
-and raise `NonFiniteLayerError` at the first non-finite one, with the path of children down to it. Only
-concrete values can be checked: run the model eagerly (not under `jax.jit`; traced values are skipped).
+Inside `with debug_nonfinite():`, the combinators (`serial`, `parallel`, `residual`, `at`) and the
+`Tape` that models run their children on check every child's output as the forward pass runs and every
+child's (dparams, dx) as the pullbacks run, and raise `NonFiniteLayerError` at the first non-finite one,
+with the path of children down to it (a NaN in a GPT's attention: `child 'body' (Serial) > child
+'blocks' (Serial) > child 0 (EncoderBlock) > ... > child 'attn' (MultiHeadAttention): non-finite
+output`). Only concrete values can be checked: run the model eagerly (not under `jax.jit`; traced
+values are skipped).
 `purenet.training.locate_nonfinite` does that for one training step; `fit(..., debug_nonfinite=True)`
 calls it on the step where the loss or the parameters first become non-finite.
 """
@@ -59,11 +62,6 @@ def inside(child: str) -> Iterator[None]:
     except NonFiniteLayerError as error:
         error.path.insert(0, child)
         raise
-
-
-def debugging() -> bool:
-    """True inside `debug_nonfinite()`: layers then check each value they compute (eager code only)."""
-    return _ACTIVE.get()
 
 
 def nonfinite_leaf(tree: Any) -> str | None:

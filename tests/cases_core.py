@@ -1,10 +1,12 @@
 """Registry rows: the combinators, over plain and structured inputs (tuples and dicts of arrays, with
-integer leaves that get no cotangent), with positional and named children."""
+integer leaves that get no cotangent), with positional and named children; `at`, `residual(at=...)`
+and a routed `parallel` on structured inputs."""
 
 import jax
 import jax.numpy as jnp
 
-from purenet.core import identity, parallel, residual, select, serial
+from purenet.combinators import at, identity, parallel, residual, select, serial
+from purenet.core import stateless
 from purenet.layers import Dense, Embedding, Tanh
 from tests.registry import Case
 
@@ -31,6 +33,22 @@ def _image_and_text_towers():  # {"image": (N, 4), "text": (N, T) ids} -> {"imag
                     merge=None)
 
 
+def _features_read_with_ids():  # (features (N, T, 3), ids (N, T)) -> (N, T, 3): reads both parts
+    return serial(parallel(select(0), serial(select(1), Embedding(6, 3)), merge="sum"), Dense(3))
+
+
+def _swap_router():  # (a, b) -> {"first": b, "second": a}; dx = (d second, d first)
+    def init(key, in_shape):
+        del key
+        return {"first": in_shape[1], "second": in_shape[0]}, {}
+
+    def vjp(params, x):
+        del params
+        return {"first": x[1], "second": x[0]}, lambda dy: ({}, (dy["second"], dy["first"]))
+
+    return stateless("Swap", init, lambda params, x: vjp(params, x)[0], vjp)
+
+
 CASES = [
     Case("identity", identity, {}, (2, 3)),
     Case("serial", lambda: serial(Dense(7), Dense(3)), {}, (3, 5)),
@@ -45,4 +63,13 @@ CASES = [
     Case("select-dict-two-towers", _image_and_text_towers, {}, {"image": (2, 4), "text": (2, 3)},
          make_x=_with_ids(7, "text")),
     Case("select-nested-float", lambda: serial(select(1, "b"), Dense(2)), {}, ((2, 3), {"a": (2, 1), "b": (2, 4)})),
+    Case("parallel-mean", lambda: parallel(Dense(3), Tanh(), merge="mean"), {}, (2, 3)),
+    Case("parallel-mul", lambda: parallel(Dense(3), Tanh(), Dense(3), merge="mul"), {}, (2, 3)),
+    Case("parallel-routed", lambda: parallel(first=Dense(2), second=Dense(3), route=_swap_router()), {},
+         ((2, 4), (2, 5))),
+    Case("at-tuple-with-ids", lambda: serial(at(0, Dense(3)), _features_read_with_ids()), {}, ((2, 5, 3), (2, 5)),
+         make_x=_with_ids(6, 1)),
+    Case("at-nested-dict", lambda: at((1, "b"), Tanh()), {}, ((2, 3), {"a": (2, 1), "b": (2, 4)})),
+    Case("residual-at-reads-the-whole-input", lambda: residual(_features_read_with_ids(), at=0), {},
+         ((2, 5, 3), (2, 5)), make_x=_with_ids(6, 1)),
 ]

@@ -10,7 +10,8 @@ import pytest
 
 import purenet
 import purenet.layers as L
-from purenet.core import init_model, parallel, residual, select, serial
+from purenet.combinators import parallel, residual, select, serial
+from purenet.core import init_model
 from purenet.losses import softmax_cross_entropy
 from purenet.optim import adam
 from purenet.training import make_train_step

@@ -8,7 +8,8 @@ import pytest
 
 from purenet.check import (LOW_PRECISION_FACTOR, GradientMismatch, as_jax_function, check_dot_product,
                            check_layer, check_model, compare, tolerance)
-from purenet.core import Layer, Loss, serial
+from purenet.combinators import serial
+from purenet.core import Layer, Loss
 from purenet.layers.dense import Dense
 
 

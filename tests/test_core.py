@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from purenet.check import check_decode, check_layer
-from purenet.core import (Decode, Layer, can_decode, identity, init_model, parallel, residual, select, serial,
-                          tree_add, zero_cotangent)
+from purenet.combinators import identity, parallel, residual, select, serial
+from purenet.core import Decode, Layer, can_decode, init_model, tree_add, zero_cotangent
 from purenet.layers import LSTM, Conv1D, Dense, Dropout, Embedding, GRU, LayerNorm, Relu, SequenceInput, Tanh
 from purenet.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 
@@ -70,8 +70,9 @@ def test_children_are_all_positional_or_all_named():
 
 
 def test_parallel_rejects_unknown_merge():
-    with pytest.raises(ValueError, match=r"Parallel: merge must be 'concat', 'sum' or None, got merge='mean'"):
-        parallel(Dense(2), merge="mean")
+    with pytest.raises(ValueError, match=r"Parallel: merge must be one of \('concat', 'sum', 'mean', 'mul', None\), "
+                                         r"got merge='max'"):
+        parallel(Dense(2), merge="max")
     with pytest.raises(ValueError, match=r"Parallel: expects one or more Layer arguments, got 'merj': 'sum'"):
         parallel(a=Dense(2), merj="sum")  # a misspelt option is not swallowed
 
@@ -318,3 +319,15 @@ def test_debug_mode_names_the_first_layer_with_a_non_finite_output_or_gradient(k
     with debug_nonfinite(), pytest.raises(NonFiniteLayerError) as error:
         model.vjp(params_nan, state, jnp.ones((2, 4)))
     assert str(error.value).startswith("child 'features' (Serial) > child 0 (Dense): non-finite output")
+
+
+def test_names_moved_out_of_core_still_import_with_a_warning():
+    import purenet.core as core
+    from purenet import _sharding, combinators
+
+    with pytest.warns(DeprecationWarning, match=r"purenet\.core\.serial moved to purenet\.combinators\.serial"):
+        assert core.serial is combinators.serial
+    with pytest.warns(DeprecationWarning, match=r"purenet\.core\.vary_like moved to purenet\._sharding\.vary_like"):
+        assert core.vary_like is _sharding.vary_like
+    with pytest.raises(AttributeError, match=r"module 'purenet.core' has no attribute 'nothing'"):
+        core.nothing  # noqa: B018

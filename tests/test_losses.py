@@ -12,7 +12,8 @@ import optax
 import pytest
 
 from purenet.check import GradientMismatch, compare, needs_truth, tolerance, upcast
-from purenet.core import Loss, init_model, serial
+from purenet.combinators import serial
+from purenet.core import Loss, init_model
 from purenet.layers.dense import Dense
 from purenet.losses import (
     TokenTargets,

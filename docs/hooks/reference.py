@@ -24,9 +24,10 @@ log = logging.getLogger("mkdocs.hooks.reference")
 # page -> (title, one-line introduction, modules whose public names the page documents)
 ROLES = {
     "reference/core.md": ("Core: the contract and combinators",
-                          "The layer contract (`Layer`, `Decode`, `Loss`), the combinators that are layers "
-                          "themselves, the pytree rules of cotangents, and the weight initializers.",
-                          ["purenet.core", "purenet.initializers"]),
+                          "The layer contract (`Layer`, `Decode`, `Loss`), the pytree rules of cotangents, the "
+                          "combinators that are layers themselves, the `Tape` that runs a model's named "
+                          "children, and the weight initializers.",
+                          ["purenet.core", "purenet.combinators", "purenet.initializers"]),
     "reference/ops.md": ("Paired primitives (ops)",
                          "The math several layers share, each forward beside its pullback.",
                          ["purenet.ops"]),

@@ -23,7 +23,8 @@ from jax import lax
 
 from purenet import initializers
 from purenet._checks import check_bool, check_choice, check_positive, check_range, fail, is_int
-from purenet.core import Decode, Layer, is_shape, no_decode, vary_like
+from purenet._sharding import vary_like
+from purenet.core import Decode, Layer, is_shape, no_decode
 from purenet.layers.positional import rotary as rotary_embedding
 from purenet.layers.positional import rotary_pullback
 from purenet.ops import affine, affine_pullback

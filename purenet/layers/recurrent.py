@@ -27,8 +27,9 @@ from jax import lax
 
 from purenet import initializers
 from purenet._checks import as_float, check_bool, check_choice, check_params, check_positive, check_rank, fail
-from purenet.core import (Decode, Layer, as_shape_tree, checked_apply, checked_init, checked_vjp, is_shape, no_decode,
-                          stateless, vary_like)
+from purenet._sharding import vary_like
+from purenet.combinators import parallel
+from purenet.core import Decode, Layer, is_shape, no_decode, stateless, tree_add
 from purenet.ops import bias_add, linear, linear_dw, linear_dx
 
 
@@ -447,86 +448,49 @@ def GRU(hidden_size: int, *, return_sequences: bool = True, reverse: bool = Fals
 
 # --------------------------------------------------------------------------------- bidirectional
 
-_MERGES = ("concat", "sum", "mean", "mul")
-
 
 def Bidirectional(forward_layer: Layer, backward_layer: Layer, *, merge: str = "concat") -> Layer:
     """Run both layers over the same input and merge their outputs; build `backward_layer` with
     reverse=True (this wrapper flips nothing). merge: "concat" (last axis), "sum", "mean" or "mul".
 
     Shapes: x (N, T, F) or SequenceInput(x, (forward_initial, backward_initial)) -> merged outputs, e.g.
-    (N, T, H_f + H_b) for concat. Params and state {"forward": ..., "backward": ...}; dx sums both dx."""
-    check_choice("Bidirectional", "merge", merge, _MERGES)
+    (N, T, H_f + H_b) for concat. Params and state {"forward": ..., "backward": ...}; dx sums both dx.
+    A `parallel` of the two, with an input router that gives each direction its own initial state."""
+    check_choice("Bidirectional", "merge", merge, ("concat", "sum", "mean", "mul"))
     if not isinstance(forward_layer, Layer) or not isinstance(backward_layer, Layer):
         fail("Bidirectional", f"expects two Layers, got {type(forward_layer)} and {type(backward_layer)}")
-    layers = {"forward": forward_layer, "backward": backward_layer}
+    return parallel(forward=forward_layer, backward=backward_layer, merge=merge, route=_directions())
 
-    def init(key, in_shape):
-        keys, shapes = dict(zip(layers, jax.random.split(key))), inputs(as_shape_tree(in_shape))
-        outs = {d: checked_init("Bidirectional", f"{d} ({lyr.name})", lyr, keys[d], shapes[d])
-                for d, lyr in layers.items()}
-        shape_f, shape_b = outs["forward"][0], outs["backward"][0]
-        if merge == "concat":
-            if tuple(shape_f[:-1]) != tuple(shape_b[:-1]):
-                fail("Bidirectional", f"merge='concat' needs equal shapes but the last axis, got {shape_f} "
-                     f"and {shape_b}")
-            out_shape = (*shape_f[:-1], shape_f[-1] + shape_b[-1])
-        elif tuple(shape_f) != tuple(shape_b):
-            fail("Bidirectional", f"merge={merge!r} needs equal output shapes, got {shape_f} and {shape_b}")
-        else:
-            out_shape = tuple(shape_f)
-        return out_shape, {d: o[1] for d, o in outs.items()}, {d: o[2] for d, o in outs.items()}
 
-    def inputs(x):  # the input each direction sees
+def _directions() -> Layer:
+    """The input router of `Bidirectional`: x -> {"forward": x, "backward": x}, with SequenceInput(x,
+    (initial_f, initial_b)) split into each direction's SequenceInput. dx: the sequence's cotangents
+    summed, each initial state's its own direction's."""
+
+    def route(x):
         if isinstance(x, SequenceInput) and x.initial is not None:
             if not isinstance(x.initial, (tuple, list)) or len(x.initial) != 2:
                 fail("Bidirectional", "initial state must be a pair (forward_initial, backward_initial)")
             return {"forward": SequenceInput(x.x, x.initial[0]), "backward": SequenceInput(x.x, x.initial[1])}
         return {"forward": x, "backward": x}
 
-    def split_key(key):
-        return dict(zip(layers, (None, None) if key is None else jax.random.split(key)))
+    def init(key, in_shape):
+        del key
+        return route(in_shape), {}
 
-    def join(y_f, y_b):
-        if merge == "concat":
-            return jnp.concatenate([y_f, y_b], axis=-1)
-        if merge == "mul":
-            return y_f * y_b
-        return y_f + y_b if merge == "sum" else (y_f + y_b) / 2
+    def apply(params, x):
+        del params
+        return route(x)
 
-    def apply(params, state, x, *, key=None, train=False):
-        xs = inputs(x)
-        keys = split_key(key)
-        outs = {d: checked_apply("Bidirectional", f"{d} ({lyr.name})", lyr, params[d], state[d], xs[d],
-                                 key=keys[d], train=train) for d, lyr in layers.items()}
-        return join(outs["forward"][0], outs["backward"][0]), {d: o[1] for d, o in outs.items()}
+    def vjp(params, x):
+        del params
 
-    # concat: each direction gets its slice of dy; sum: dy; mean: dy / 2; mul: dy times the other output.
-    # dx = dx_f + dx_b on the sequence; each direction's initial state gets its own cotangent.
-    def vjp(params, state, x, *, key=None, train=False):
-        xs = inputs(x)
-        keys = split_key(key)
-        outs = {d: checked_vjp("Bidirectional", f"{d} ({lyr.name})", lyr, params[d], state[d], xs[d],
-                               key=keys[d], train=train) for d, lyr in layers.items()}
-        (y_f, _, pullback_f), (y_b, _, pullback_b) = outs["forward"], outs["backward"]
-
-        def pullback(dy):
-            if merge == "concat":
-                dy_f, dy_b = jnp.split(dy, [y_f.shape[-1]], axis=-1)
-            elif merge == "mul":
-                dy_f, dy_b = dy * y_b, dy * y_f
-            else:
-                dy_f = dy_b = dy if merge == "sum" else dy / 2
-            dparams_f, dx_f = pullback_f(dy_f)
-            dparams_b, dx_b = pullback_b(dy_b)
+        def pullback(dxs):
+            d_f, d_b = dxs["forward"], dxs["backward"]
             if isinstance(x, SequenceInput) and x.initial is not None:
-                leaves = [dx_f.x + dx_b.x, *jax.tree_util.tree_leaves(dx_f.initial),
-                          *jax.tree_util.tree_leaves(dx_b.initial)]
-                dx = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(x), leaves)
-            else:
-                dx = jax.tree_util.tree_map(jnp.add, dx_f, dx_b)
-            return {"forward": dparams_f, "backward": dparams_b}, dx
+                return {}, SequenceInput(d_f.x + d_b.x, type(x.initial)((d_f.initial, d_b.initial)))
+            return {}, tree_add(d_f, d_b)
 
-        return join(y_f, y_b), {d: o[1] for d, o in outs.items()}, pullback
+        return route(x), pullback
 
-    return Layer(init, apply, vjp, "Bidirectional")
+    return stateless("Bidirectional", init, apply, vjp)

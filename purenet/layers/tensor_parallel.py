@@ -21,7 +21,8 @@ from jax import lax
 from jax.sharding import PartitionSpec
 
 from purenet._checks import check_positive, fail
-from purenet.core import Layer, PyTree, leaf_path, no_decode, serial, stateless
+from purenet.combinators import serial
+from purenet.core import Layer, PyTree, leaf_path, no_decode, stateless
 from purenet.layers.activations import Activation
 from purenet.layers.attention import MultiHeadAttention
 from purenet.layers.dense import Dense

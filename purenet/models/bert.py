@@ -21,7 +21,8 @@ import jax.numpy as jnp
 
 from purenet import initializers
 from purenet._checks import check_positive, check_range, fail, is_int
-from purenet.core import Layer, select, serial
+from purenet.combinators import select, serial, taped
+from purenet.core import Layer
 from purenet.layers import Dense, Dropout, EncoderBlock, Gelu, LayerNorm, LearnedPositions
 from purenet.losses import TokenTargets
 from purenet.ops import bias_add, bias_grad, linear, linear_dw, lookup, lookup_dw, matmul_t
@@ -78,45 +79,28 @@ def bert(config: BertConfig) -> Layer:
         if ids.ndim != 2 or not jnp.issubdtype(ids.dtype, jnp.integer):
             fail(name, f"expected integer ids of shape (N, T), got {ids.dtype} {tuple(ids.shape)}")
 
-    def forward(params, state, ids, key, train, keep):
-        """-> (logits (N, T, V), z (N, T, F): the head's input, pullbacks {part: pullback} if `keep`)."""
+    def forward(tape, ids):
+        """-> (logits (N, T, V), (ids, z (N, T, F): the head's input))."""
         check(ids)
         N, T = ids.shape
         valid = jnp.ones((N, T), bool) if pad is None else ids != pad  # (N, T)
         mask = jnp.broadcast_to(valid[:, None, None, :], (N, 1, T, T))  # keys must be tokens
-        pullbacks, keys = {}, (None,) * 3 if key is None else jax.random.split(key, 3)
-
-        def run(part, x, k):
-            if not keep:
-                return parts[part].apply(params[part], state[part], x, key=k, train=train)[0]
-            y, _, pullbacks[part] = parts[part].vjp(params[part], state[part], x, key=k, train=train)
-            return y
-
-        x = run("pos", lookup(params["embed"]["w"], ids), keys[0])
-        z = run("mlm", run("encoder", (x, mask), keys[1]), keys[2])
-        logits = bias_add(matmul_t(z, params["embed"]["w"]), params["head"]["b"])  # z @ w.T + b: (N, T, V)
-        return logits, z, pullbacks
-
-    def apply(params, state, ids, *, key=None, train=False):
-        return forward(params, state, ids, key, train, keep=False)[0], state
+        w = tape.params["embed"]["w"]
+        x = tape("pos", parts["pos"], lookup(w, ids))
+        z = tape("mlm", parts["mlm"], tape("encoder", parts["encoder"], (x, mask)))
+        return bias_add(matmul_t(z, w), tape.params["head"]["b"]), (ids, z)  # z @ w.T + b: (N, T, V)
 
     # dz = dlogits @ w; dw = dlogits.T @ z (the head) + the lookup's scatter of the embedding's cotangent
     # to the rows of ids; db = sum(dlogits). Residuals: ids, z and the sub-layers' own.
-    def vjp(params, state, ids, *, key=None, train=False):
-        logits, z, pullbacks = forward(params, state, ids, key, train, keep=True)
-        w = params["embed"]["w"]
+    def backward(back, saved, dlogits):
+        (ids, z), w = saved, back.params["embed"]["w"]
+        dh = back("mlm", linear(dlogits, w))  # (N, T, F)
+        dx, _ = back("encoder", dh)
+        de = back("pos", dx)
+        return None, {"embed": {"w": lookup_dw(ids, de, V) + linear_dw(dlogits, z)},  # (V, F): both uses of w
+                      "head": {"b": bias_grad(dlogits)}}  # (V,)
 
-        def pullback(dlogits):
-            dparams = {"head": {"b": bias_grad(dlogits)}}  # (V,)
-            dparams["mlm"], dh = pullbacks["mlm"](linear(dlogits, w))  # (N, T, F)
-            dparams["encoder"], (dx, _) = pullbacks["encoder"](dh)
-            dparams["pos"], de = pullbacks["pos"](dx)
-            dparams["embed"] = {"w": lookup_dw(ids, de, V) + linear_dw(dlogits, z)}  # (V, F): both uses of w
-            return dparams, None
-
-        return logits, state, pullback
-
-    return Layer(init, apply, vjp, name)
+    return taped(name, init, forward, backward)
 
 
 # One in `rate` positions is chosen; of those, `mask_fraction` become [MASK], `random_fraction` a

@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from purenet._checks import check_bool, check_choice, check_positive, fail
-from purenet.core import Layer, serial
+from purenet.combinators import serial
+from purenet.core import Layer
 from purenet.layers import GRU, LSTM, Dense, Embedding, SimpleRNN
 from purenet.models.tied import tied_lm
 

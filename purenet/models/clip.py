@@ -26,7 +26,8 @@ import jax.numpy as jnp
 
 from purenet import initializers
 from purenet._checks import check_positive, check_range, fail, is_int
-from purenet.core import Layer, Loss, serial
+from purenet.combinators import serial, taped
+from purenet.core import Layer, Loss
 from purenet.layers import (Conv2D, Dense, EncoderBlock, Flatten, L2Normalize, LayerNorm, LearnedPositions,
                             MaxPool2D, Relu)
 from purenet.losses import softmax_cross_entropy_with_targets
@@ -95,32 +96,19 @@ def _text_tower(config: CLIPConfig) -> Layer:
         if ids.ndim != 2 or not jnp.issubdtype(ids.dtype, jnp.integer):
             fail(name, f"expected integer text ids of shape (M, L), got {ids.dtype} {tuple(ids.shape)}")
 
-    def apply(params, state, ids, *, key=None, train=False):
+    def forward(tape, ids):  # -> (v (M, E), ids)
         check(ids)
-        h, s_body = body.apply(params["body"], state["body"], lookup(params["embed"]["w"], ids), key=key,
-                               train=train)
-        g = jnp.sum(jnp.where(last_token(ids), h, 0), axis=1)  # (M, F)
-        v, s_head = head.apply(params["head"], state["head"], g, train=train)
-        return v, {"body": s_body, "head": s_head}
+        h = tape("body", body, lookup(tape.params["embed"]["w"], ids))  # (M, L, F)
+        return tape("head", head, jnp.sum(jnp.where(last_token(ids), h, 0), axis=1)), ids  # g: (M, F)
 
     # dh = dg at each text's last token, 0 elsewhere; dw = the lookup's scatter of the body's input
     # cotangent to the rows of ids. Residuals: ids and the sub-layers' own.
-    def vjp(params, state, ids, *, key=None, train=False):
-        check(ids)
-        at_last = last_token(ids)
-        h, s_body, body_pullback = body.vjp(params["body"], state["body"], lookup(params["embed"]["w"], ids),
-                                            key=key, train=train)
-        v, s_head, head_pullback = head.vjp(params["head"], state["head"], jnp.sum(jnp.where(at_last, h, 0), axis=1),
-                                            train=train)
+    def backward(back, ids, dv):
+        dg = back("head", dv)  # (M, F)
+        de = back("body", jnp.where(last_token(ids), dg[:, None, :], 0))  # (M, L, F)
+        return None, {"embed": {"w": lookup_dw(ids, de, V)}}
 
-        def pullback(dv):
-            dhead, dg = head_pullback(dv)  # (M, F)
-            dbody, de = body_pullback(jnp.where(at_last, dg[:, None, :], 0))  # (M, L, F)
-            return {"embed": {"w": lookup_dw(ids, de, V)}, "body": dbody, "head": dhead}, None
-
-        return v, {"body": s_body, "head": s_head}, pullback
-
-    return Layer(init, apply, vjp, name)
+    return taped(name, init, forward, backward)
 
 
 def clip(config: CLIPConfig, *, image_encoder: Layer | None = None) -> Layer:
@@ -166,36 +154,24 @@ def clip(config: CLIPConfig, *, image_encoder: Layer | None = None) -> Layer:
         t = params["log_scale"]
         return jnp.exp(jnp.clip(t, 0, upper)), (t >= 0) & (t <= upper)
 
-    def apply(params, state, x, *, key=None, train=False):
-        keys, inputs, out, new_state = _split(key), parts(x), {}, {}
-        for k, (part, tower) in zip(keys, towers.items()):
-            out[part], new_state[part] = tower.apply(params[part], state[part], inputs[part], key=k, train=train)
-        return scale(params)[0] * matmul_t(out["image"], out["text"]), new_state  # s u v^T: (N, M)
+    def forward(tape, x):
+        inputs = parts(x)
+        u, v = tape("image", towers["image"], inputs["image"]), tape("text", towers["text"], inputs["text"])
+        s, inside = scale(tape.params)
+        sim = matmul_t(u, v)  # u v^T: (N, M)
+        return s * sim, (x, u, v, s, inside, sim)
 
     # d sim = s dlogits; du = d sim v; dv = d sim^T u; dt = sum(dlogits * sim) s [0 <= t <= log max_scale].
     # Residuals: u, v, s and the towers' own.
-    def vjp(params, state, x, *, key=None, train=False):
-        keys, inputs, out, new_state, pullbacks = _split(key), parts(x), {}, {}, {}
-        for k, (part, tower) in zip(keys, towers.items()):
-            out[part], new_state[part], pullbacks[part] = tower.vjp(params[part], state[part], inputs[part], key=k,
-                                                                    train=train)
-        s, inside = scale(params)
-        sim = matmul_t(out["image"], out["text"])  # u v^T: (N, M)
+    def backward(back, saved, dlogits):
+        x, u, v, s, inside, sim = saved
+        dsim = s * dlogits  # (N, M)
+        dimage = back("image", linear(dsim, v))  # (N, E) in
+        back("text", linear_dw(dsim, u))  # (M, E) in
+        dx = type(x)(dimage, None) if hasattr(x, "_fields") else type(x)((dimage, None))
+        return dx, {"log_scale": jnp.where(inside, jnp.sum(dlogits * sim) * s, 0).astype(s.dtype)}
 
-        def pullback(dlogits):
-            dsim = s * dlogits  # (N, M)
-            dparams = {"log_scale": jnp.where(inside, jnp.sum(dlogits * sim) * s, 0).astype(s.dtype)}
-            dparams["image"], dimage = pullbacks["image"](linear(dsim, out["text"]))  # (N, E) in
-            dparams["text"], _ = pullbacks["text"](linear_dw(dsim, out["image"]))  # (M, E) in
-            return dparams, type(x)(dimage, None) if hasattr(x, "_fields") else type(x)((dimage, None))
-
-        return s * sim, new_state, pullback
-
-    return Layer(init, apply, vjp, name)
-
-
-def _split(key):
-    return (None, None) if key is None else tuple(jax.random.split(key))
+    return taped(name, init, forward, backward)
 
 
 def clip_loss() -> Loss:

@@ -18,10 +18,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from purenet._checks import check_range, fail
-from purenet.core import Layer, Loss, serial
+from purenet.combinators import serial, taped
+from purenet.core import Layer, Loss
 from purenet.layers import Dense, Relu, Sigmoid
 from purenet.losses import TokenTargets, masked_softmax_cross_entropy
-from purenet.models.set_prediction import (Parts, backbone_and_decoder, check_images, class_cost, class_targets,
+from purenet.models.set_prediction import (backbone_and_decoder, check_images, class_cost, class_targets,
                                            layer_weights, matched)
 
 EPS = 1e-7  # added to the union and the enclosing area: degenerate boxes give finite values
@@ -78,12 +79,10 @@ def mini_detr(config: DETRConfig) -> Layer:
     backbone, transformer = backbone_and_decoder(name, config)
     class_head = Dense(config.num_classes + 1)
     box_head = serial(fc1=Dense(config.d_model), act=Relu(), fc2=Dense(4), out=Sigmoid())
-    parts = (("backbone", backbone), ("transformer", transformer), ("class_head", class_head),
-             ("box_head", box_head))
 
     def init(key, in_shape):
         check_images(name, config, in_shape)
-        keys = jax.random.split(key, len(parts))
+        keys = jax.random.split(key, 4)
         params, state = {}, {}
         features, params["backbone"], state["backbone"] = backbone.init(keys[0], tuple(in_shape))
         h, params["transformer"], state["transformer"] = transformer.init(keys[1], features[-1])
@@ -91,34 +90,20 @@ def mini_detr(config: DETRConfig) -> Layer:
         boxes, params["box_head"], state["box_head"] = box_head.init(keys[3], h)
         return DetrOutput(logits, boxes), params, state
 
-    def forward(params, state, x, key, train, keep):
-        run = Parts(params, state, key, len(parts), train, keep)
-        features = run("backbone", backbone, x)
-        h = run("transformer", transformer, features[-1])  # (N, L, Q, F)
-        return DetrOutput(run("class_head", class_head, h), run("box_head", box_head, h)), run
-
-    def apply(params, state, x, *, key=None, train=False):
-        y, run = forward(params, state, x, key, train, keep=False)
-        return y, run.state
+    def forward(tape, x):
+        features = tape("backbone", backbone, x)
+        h = tape("transformer", transformer, features[-1])  # (N, L, Q, F)
+        return DetrOutput(tape("class_head", class_head, h), tape("box_head", box_head, h)), None
 
     # dh = the class head's dx + the box head's dx; the query decoder's dx is the cotangent of the
     # backbone's last stage (None at the others). Residuals: the parts' own.
-    def vjp(params, state, x, *, key=None, train=False):
-        y, run = forward(params, state, x, key, train, keep=True)
-        pullbacks = run.pullbacks
+    def backward(back, _, dy):
+        dh = back("class_head", dy.logits) + back("box_head", dy.boxes)
+        dfeature = back("transformer", dh)
+        unused = (None,) * (len(config.channels) - 1)
+        return back("backbone", (*unused, dfeature)), {}
 
-        def pullback(dy):
-            dparams = {}
-            dparams["class_head"], dh = pullbacks["class_head"](dy.logits)
-            dparams["box_head"], dh_box = pullbacks["box_head"](dy.boxes)
-            dparams["transformer"], dfeature = pullbacks["transformer"](dh + dh_box)
-            unused = (None,) * (len(config.channels) - 1)
-            dparams["backbone"], dx = pullbacks["backbone"]((*unused, dfeature))
-            return dparams, dx
-
-        return y, run.state, pullback
-
-    return Layer(init, apply, vjp, name)
+    return taped(name, init, forward, backward)
 
 
 # -------------------------------------------------------------------------------------- boxes

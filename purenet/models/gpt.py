@@ -13,7 +13,8 @@ from typing import NamedTuple
 
 from purenet import initializers
 from purenet._checks import check_bool, check_positive, fail
-from purenet.core import Layer, serial
+from purenet.combinators import serial
+from purenet.core import Layer
 from purenet.layers import Dense, Dropout, Embedding, EncoderBlock, LayerNorm, LearnedPositions
 from purenet.models.tied import tied_lm
 

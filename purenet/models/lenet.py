@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from purenet.core import Layer, serial
+from purenet.combinators import serial
+from purenet.core import Layer
 from purenet.layers import Activation, Conv2D, Dense, Flatten, MaxPool2D
 
 

@@ -20,10 +20,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from purenet._checks import check_positive, check_range, fail
-from purenet.core import Layer, Loss, parallel, select, serial
+from purenet.combinators import parallel, select, serial, taped
+from purenet.core import Layer, Loss
 from purenet.layers import Conv2D, ConvTranspose2D, Dense, Relu
 from purenet.losses import TokenTargets, masked_softmax_cross_entropy
-from purenet.models.set_prediction import (Parts, backbone_and_decoder, check_images, class_cost, class_targets,
+from purenet.models.set_prediction import (backbone_and_decoder, check_images, class_cost, class_targets,
                                            layer_weights, matched)
 
 
@@ -113,41 +114,25 @@ def mini_maskformer(config: MaskFormerConfig) -> Layer:
         part("mask_head", h)
         return MaskFormerOutput(logits, (n, config.decoder_layers, config.queries, h_, w_)), params, state
 
-    def forward(params, state, x, key, train, keep):
-        run = Parts(params, state, key, len(parts), train, keep)
-        features = run("backbone", backbone, x)
-        h = run("transformer", transformer, features[-1])  # (N, L, Q, F)
-        pixel = run("pixel_decoder", pixels, features)  # (N, h, w, E)
-        embed = run("mask_head", mask_head, h)  # (N, L, Q, E)
+    def forward(tape, x):  # -> (the output, embed and pixel)
+        features = tape("backbone", backbone, x)
+        h = tape("transformer", transformer, features[-1])  # (N, L, Q, F)
+        pixel = tape("pixel_decoder", pixels, features)  # (N, h, w, E)
+        embed = tape("mask_head", mask_head, h)  # (N, L, Q, E)
         masks = jnp.einsum("nlqe,nhwe->nlqhw", embed, pixel)
-        return MaskFormerOutput(run("class_head", class_head, h), masks), run, (embed, pixel)
-
-    def apply(params, state, x, *, key=None, train=False):
-        y, run, _ = forward(params, state, x, key, train, keep=False)
-        return y, run.state
+        return MaskFormerOutput(tape("class_head", class_head, h), masks), (embed, pixel)
 
     # masks = embed . pixel: d embed = sum_hw dmasks pixel, d pixel = sum_lq dmasks embed. The backbone's
     # last stage gets the pixel decoder's and the query decoder's cotangents, the others the pixel
     # decoder's. Residuals: the parts' own, embed and pixel.
-    def vjp(params, state, x, *, key=None, train=False):
-        y, run, (embed, pixel) = forward(params, state, x, key, train, keep=True)
-        pullbacks = run.pullbacks
+    def backward(back, saved, dy):
+        embed, pixel = saved
+        dfeatures = back("pixel_decoder", jnp.einsum("nlqhw,nlqe->nhwe", dy.masks, embed))
+        dh = back("mask_head", jnp.einsum("nlqhw,nhwe->nlqe", dy.masks, pixel)) + back("class_head", dy.logits)
+        dlast = back("transformer", dh)
+        return back("backbone", (*dfeatures[:-1], dfeatures[-1] + dlast)), {}
 
-        def pullback(dy):
-            dparams = {}
-            d_embed = jnp.einsum("nlqhw,nhwe->nlqe", dy.masks, pixel)
-            d_pixel = jnp.einsum("nlqhw,nlqe->nhwe", dy.masks, embed)
-            dparams["pixel_decoder"], dfeatures = pullbacks["pixel_decoder"](d_pixel)
-            dparams["mask_head"], dh = pullbacks["mask_head"](d_embed)
-            dparams["class_head"], dh_class = pullbacks["class_head"](dy.logits)
-            dparams["transformer"], dlast = pullbacks["transformer"](dh + dh_class)
-            dfeatures = (*dfeatures[:-1], dfeatures[-1] + dlast)
-            dparams["backbone"], dx = pullbacks["backbone"](dfeatures)
-            return dparams, dx
-
-        return y, run.state, pullback
-
-    return Layer(init, apply, vjp, name)
+    return taped(name, init, forward, backward)
 
 
 # ------------------------------------------------------------------------------------ mask losses

@@ -6,7 +6,8 @@ Shapes: x (N, ..., F) -> y (N, ..., out_features). Named children: dense0, act0,
 from __future__ import annotations
 
 from purenet._checks import check_positive
-from purenet.core import Layer, serial
+from purenet.combinators import serial
+from purenet.core import Layer
 from purenet.layers import Activation, Dense
 
 

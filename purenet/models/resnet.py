@@ -15,7 +15,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from purenet._checks import check_bool, check_positive, fail
-from purenet.core import Layer, identity, parallel, serial
+from purenet.combinators import identity, parallel, serial
+from purenet.core import Layer
 from purenet.layers import BatchNorm, Conv2D, Dense, GlobalAvgPool, Relu
 
 

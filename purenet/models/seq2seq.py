@@ -27,7 +27,8 @@ import jax.numpy as jnp
 
 from purenet import initializers
 from purenet._checks import check_bool, check_choice, check_positive, check_range, fail
-from purenet.core import Layer, select, serial
+from purenet.combinators import Tape, select, serial, taped
+from purenet.core import Layer
 from purenet.layers import (LSTM, DecoderBlock, Dense, Dropout, Embedding, EncoderBlock, LayerNorm,
                             LearnedPositions, LSTMState, SequenceInput, SinusoidalPositions)
 from purenet.layers.attention import project_context
@@ -52,10 +53,6 @@ class Seq2Seq(NamedTuple):
     pad_id: int
 
 
-def _split(key, n):
-    return (None,) * n if key is None else tuple(jax.random.split(key, n))
-
-
 def _check_ids(owner: str, x) -> tuple:
     """-> (src (N, S), tgt (N, T)) of a Seq2SeqInput (or a pair), failing on anything else."""
     if not isinstance(x, (tuple, list)) or len(x) != 2:
@@ -78,20 +75,6 @@ def _check_shapes(owner: str, in_shape) -> tuple:
     if not isinstance(in_shape, (tuple, list)) or len(in_shape) != 2 or any(len(s) != 2 for s in in_shape):
         fail(owner, f"expects in_shape Seq2SeqInput((N, S), (N, T)), got {in_shape}")
     return tuple(in_shape[0]), tuple(in_shape[1])
-
-
-class _Runner:
-    """Runs named sub-layers (stateless: `states` holds their empty state trees) through `apply`, or
-    through `vjp` keeping each pullback under its name."""
-
-    def __init__(self, states, train, keep):
-        self.states, self.train, self.keep, self.pullbacks = states, train, keep, {}
-
-    def __call__(self, name, layer, params, x, key):
-        if not self.keep:
-            return layer.apply(params, self.states[name], x, key=key, train=self.train)[0]
-        y, _, self.pullbacks[name] = layer.vjp(params, self.states[name], x, key=key, train=self.train)
-        return y
 
 
 # ------------------------------------------------------------------------------------ Transformer
@@ -143,16 +126,16 @@ def transformer_seq2seq(config: TransformerConfig) -> Seq2Seq:
     block = dict(pre_ln=config.pre_ln, dropout=rate, activation=config.activation)
     enc_blocks = [EncoderBlock(config.heads, hidden, **block) for _ in range(config.layers)]
     dec_blocks = [DecoderBlock(config.heads, hidden, **block) for _ in range(config.layers)]
-    final_norm = dict(norm=LayerNorm()) if config.pre_ln else {}
-    encoder = serial(blocks=serial(*enc_blocks), out=select(0), **final_norm)  # (x, mask) -> (N, S, F)
-    decoder = serial(blocks=serial(*dec_blocks), out=select(0), **final_norm,
-                     head=Dense(config.tgt_vocab))  # (x, memory, cross_mask) -> (N, T, V)
+    final_norm, head = LayerNorm(), Dense(config.tgt_vocab)
+    tail = dict(norm=final_norm) if config.pre_ln else {}
+    encoder = serial(blocks=serial(*enc_blocks), out=select(0), **tail)  # (x, mask) -> (N, S, F)
+    decoder = serial(blocks=serial(*dec_blocks), out=select(0), **tail,
+                     head=head)  # (x, memory, cross_mask) -> (N, T, V)
     pos_layer = SinusoidalPositions() if config.positions == "sinusoidal" else LearnedPositions(config.max_len)
     src_pos, tgt_pos = serial(pos=pos_layer, drop=Dropout(rate)), serial(pos=pos_layer, drop=Dropout(rate))
     parts = {"src_pos": (src_pos, lambda n, S, T: (n, S, d)), "tgt_pos": (tgt_pos, lambda n, S, T: (n, T, d)),
              "encoder": (encoder, lambda n, S, T: ((n, S, d), (n, 1, S, S))),
              "decoder": (decoder, lambda n, S, T: ((n, T, d), (n, S, d), (n, 1, T, S)))}
-    states = _empty_states(name, {part: (layer, shape(1, 1, 1)) for part, (layer, shape) in parts.items()})
     scale = math.sqrt(d)
 
     def init(key, in_shape):
@@ -168,58 +151,45 @@ def transformer_seq2seq(config: TransformerConfig) -> Seq2Seq:
     def embed(params, part, ids):  # w[ids] sqrt(F): (N, L) -> (N, L, F)
         return lookup(params[part]["w"], ids) * jnp.asarray(scale, params[part]["w"].dtype)
 
-    def run_encoder(run, params, src, keys) -> Memory:
+    def run_encoder(tape: Tape, src) -> Memory:
         valid = src != pad  # (N, S)
         S = src.shape[1]
-        x = run("src_pos", src_pos, params["src_pos"], embed(params, "src_embed", src), keys[0])
+        x = tape("src_pos", src_pos, embed(tape.params, "src_embed", src))
         mask = jnp.broadcast_to(valid[:, None, None, :], (src.shape[0], 1, S, S))  # keys must be tokens
-        return Memory(run("encoder", encoder, params["encoder"], (x, mask), keys[1]), valid)
+        return Memory(tape("encoder", encoder, (x, mask)), valid)
 
-    def run_decoder(run, params, memory: Memory, tgt, keys):  # -> logits (N, T, V)
-        y = run("tgt_pos", tgt_pos, params["tgt_pos"], embed(params, "tgt_embed", tgt), keys[0])
+    def run_decoder(tape: Tape, memory: Memory, tgt):  # -> logits (N, T, V)
+        y = tape("tgt_pos", tgt_pos, embed(tape.params, "tgt_embed", tgt))
         cross_mask = jnp.broadcast_to(memory.valid[:, None, :], (*tgt.shape, memory.x.shape[1]))[:, None]
-        return run("decoder", decoder, params["decoder"], (y, memory.x, cross_mask), keys[1])
+        return tape("decoder", decoder, (y, memory.x, cross_mask))
 
-    def forward(params, x, key, train, keep):
+    def forward(tape: Tape, x):
         src, tgt = _check_ids(name, x)
-        run = _Runner(states(), train, keep)
-        keys = _split(key, 4)
-        logits = run_decoder(run, params, run_encoder(run, params, src, keys[:2]), tgt, keys[2:])
-        return logits, run.pullbacks
+        return run_decoder(tape, run_encoder(tape, src), tgt), x
 
-    def apply(params, state, x, *, key=None, train=False):
-        return forward(params, x, key, train, keep=False)[0], state
+    def embed_back(params, part, ids, de):
+        w = params[part]["w"]
+        return {"w": lookup_dw(ids, de * jnp.asarray(scale, de.dtype), w.shape[0]).astype(w.dtype)}
 
     # The decoder's pullback gives (dy, dmemory, None): dmemory is the sum over the decoder blocks that
     # read the memory (DecoderBlock adds its own). Then the encoder's pullback, and each embedding's:
     # e = w[ids] sqrt(F), so dw = lookup_dw(ids, de sqrt(F)). Residuals: the sub-layers' own and the ids.
-    def vjp(params, state, x, *, key=None, train=False):
-        logits, pullbacks = forward(params, x, key, train, keep=True)
+    def backward(back, x, dlogits):
         src, tgt = x
-
-        def embed_back(part, ids, de):
-            w = params[part]["w"]
-            return {"w": lookup_dw(ids, de * jnp.asarray(scale, de.dtype), w.shape[0]).astype(w.dtype)}
-
-        def pullback(dlogits):
-            dparams = {}
-            dparams["decoder"], (dy, dmemory, _) = pullbacks["decoder"](dlogits)
-            dparams["tgt_pos"], dy = pullbacks["tgt_pos"](dy)
-            dparams["tgt_embed"] = embed_back("tgt_embed", tgt, dy)
-            dparams["encoder"], (dx, _) = pullbacks["encoder"](dmemory)
-            dparams["src_pos"], dx = pullbacks["src_pos"](dx)
-            dparams["src_embed"] = embed_back("src_embed", src, dx)
-            return dparams, _no_cotangent(x)
-
-        return logits, state, pullback
+        dy, dmemory, _ = back("decoder", dlogits)
+        dtgt = back("tgt_pos", dy)
+        dx, _ = back("encoder", dmemory)
+        dsrc = back("src_pos", dx)
+        return _no_cotangent(x), {"tgt_embed": embed_back(back.params, "tgt_embed", tgt, dtgt),
+                                  "src_embed": embed_back(back.params, "src_embed", src, dsrc)}
 
     def encode(params, src) -> Memory:
         """src (N, S) -> Memory(x (N, S, F), valid (N, S)), in eval mode."""
-        return run_encoder(_Runner(states(), False, False), params, src, (None, None))
+        return run_encoder(Tape(name, params, {}, keep=False), src)
 
     def decode(params, memory: Memory, tgt):
         """The whole decoder at once, no cache: tgt (N, T) -> logits (N, T, V), in eval mode."""
-        return run_decoder(_Runner(states(), False, False), params, memory, tgt, (None, None))
+        return run_decoder(Tape(name, params, {}, keep=False), memory, tgt)
 
     def start(params, memory: Memory, max_len: int, *, cache_cross: bool = True):
         """-> (context, cache): context {"sources": the memory (N, S, F), or with `cache_cross` a tuple
@@ -240,32 +210,12 @@ def transformer_seq2seq(config: TransformerConfig) -> Seq2Seq:
             source = sources[i] if isinstance(sources, tuple) else sources
             (y, *_), c = block.decode.step(p, cache[i], (y, source, context["valid"]), pos=pos)
             new_cache.append(c)
-        tail = params["decoder"]
+        p = params["decoder"]
         if config.pre_ln:
-            y = decoder_norm.apply(tail["norm"], {}, y)[0]
-        return decoder_head.apply(tail["head"], {}, y)[0], tuple(new_cache)  # (N, V)
+            y = final_norm.apply(p["norm"], {}, y)[0]
+        return head.apply(p["head"], {}, y)[0], tuple(new_cache)  # (N, V)
 
-    decoder_norm, decoder_head = LayerNorm(), Dense(config.tgt_vocab)
-    return Seq2Seq(Layer(init, apply, vjp, name), encode, decode, start, step, pad)
-
-
-def _empty_states(owner: str, parts: dict) -> Callable[[], dict]:
-    """parts {name: (layer, in_shape)} -> a function giving each part's state tree, found once by
-    tracing its `init` (`jax.eval_shape`, nothing computed). Every part must be stateless (no leaves):
-    the model's own state is {}."""
-    cache = {}
-
-    def states():
-        if not cache:
-            for part, (layer, shape) in parts.items():
-                tree = jax.eval_shape(lambda k, layer=layer, shape=shape: layer.init(k, shape)[2],
-                                      jax.random.PRNGKey(0))
-                if jax.tree_util.tree_leaves(tree):
-                    fail(owner, f"part {part!r} ({layer.name}) has state; this model supports stateless parts only")
-                cache[part] = tree
-        return cache
-
-    return states
+    return Seq2Seq(taped(name, init, forward, backward), encode, decode, start, step, pad)
 
 
 # ----------------------------------------------------------------------------------------- LSTM
@@ -314,70 +264,48 @@ def lstm_seq2seq(config: LSTMSeq2SeqConfig) -> Seq2Seq:
     def last_token(src):  # the index of each source's last token (its EOS): (N,)
         return jnp.maximum(jnp.sum(src != pad, axis=1) - 1, 0)
 
-    def run(layer, params, x, pullbacks):
-        if pullbacks is None:
-            return layer.apply(params, {}, x)[0]
-        y, _, pullback = layer.vjp(params, {}, x)
-        pullbacks.append(pullback)
-        return y
-
-    def run_encoder(params, src, pullbacks=None):
+    def run_encoder(tape: Tape, src):
         """-> the memory: each layer's hidden state at the last token, a tuple of (N, H)."""
-        last, x, states = last_token(src), run(src_embed, params["src_embed"], src, pullbacks), []
-        for lstm, p in zip(encoder, params["encoder"]):
-            x = run(lstm, p, x, pullbacks)  # (N, S, H)
+        last, x, states = last_token(src), tape("src_embed", src_embed, src), []
+        for i, lstm in enumerate(encoder):
+            x = tape(("encoder", i), lstm, x)  # (N, S, H)
             states.append(jnp.take_along_axis(x, last[:, None, None], axis=1)[:, 0])  # (N, H)
         return tuple(states)
 
-    def run_decoder(params, memory, tgt, pullbacks=None):  # -> logits (N, T, V)
-        y = run(tgt_embed, params["tgt_embed"], tgt, pullbacks)
-        for lstm, p, h0 in zip(decoder, params["decoder"], memory):
-            y = run(lstm, p, SequenceInput(y, LSTMState(h0, jnp.zeros_like(h0))), pullbacks)
-        return run(head, params["head"], y, pullbacks)
+    def run_decoder(tape: Tape, memory, tgt):  # -> logits (N, T, V)
+        y = tape("tgt_embed", tgt_embed, tgt)
+        for i, (lstm, h0) in enumerate(zip(decoder, memory)):
+            y = tape(("decoder", i), lstm, SequenceInput(y, LSTMState(h0, jnp.zeros_like(h0))))
+        return tape("head", head, y)
 
-    def apply(params, state, x, *, key=None, train=False):
-        del key, train
+    def forward(tape: Tape, x):
         src, tgt = _check_ids(name, x)
-        return run_decoder(params, run_encoder(params, src), tgt), state
+        return run_decoder(tape, run_encoder(tape, src), tgt), x
 
     # Decoder layers in reverse: each gives (dy, d(h0, c0)); dh0 is the cotangent of the encoder
     # layer's state at the last token, so that layer's dy is dh0 at that position (0 elsewhere) plus
-    # what the layer above passed down. Residuals: the sub-layers' own and the last-token indices.
-    def vjp(params, state, x, *, key=None, train=False):
-        del key, train
-        src, tgt = _check_ids(name, x)
-        enc_pullbacks, dec_pullbacks = [], []
-        logits = run_decoder(params, run_encoder(params, src, enc_pullbacks), tgt, dec_pullbacks)
-        last = last_token(src)
-
-        def pullback(dlogits):
-            dparams = {}
-            dparams["head"], dy = dec_pullbacks[-1](dlogits)
-            ddec, dstates = [], []
-            for pb in reversed(dec_pullbacks[1:-1]):
-                dp, (dy, (dh0, _)) = pb(dy)
-                ddec.append(dp)
-                dstates.append(dh0)
-            dparams["decoder"] = tuple(reversed(ddec))
-            dparams["tgt_embed"], _ = dec_pullbacks[0](dy)
-            at_last = jax.nn.one_hot(last, src.shape[1], dtype=dlogits.dtype)[:, :, None]  # (N, S, 1)
-            denc, dx = [], jnp.zeros((*src.shape, H), dlogits.dtype)
-            for pb, dh in zip(reversed(enc_pullbacks[1:]), dstates):  # top layer first
-                dp, dx = pb(dx + at_last * dh[:, None, :])
-                denc.append(dp)
-            dparams["encoder"] = tuple(reversed(denc))
-            dparams["src_embed"], _ = enc_pullbacks[0](dx)
-            return dparams, _no_cotangent(x)
-
-        return logits, state, pullback
+    # what the layer above passed down. Residuals: the sub-layers' own and the ids.
+    def backward(back, x, dlogits):
+        src = x[0]
+        dy, dstates = back("head", dlogits), []
+        for i in reversed(range(config.layers)):
+            dy, (dh0, _) = back(("decoder", i), dy)
+            dstates.append(dh0)  # top layer first
+        back("tgt_embed", dy)
+        at_last = jax.nn.one_hot(last_token(src), src.shape[1], dtype=dlogits.dtype)[:, :, None]  # (N, S, 1)
+        dx = jnp.zeros((*src.shape, H), dlogits.dtype)
+        for i, dh in zip(reversed(range(config.layers)), dstates):
+            dx = back(("encoder", i), dx + at_last * dh[:, None, :])
+        back("src_embed", dx)
+        return _no_cotangent(x), {}
 
     def encode(params, src):
         """src (N, S) -> the memory, a tuple of each layer's last state (N, H)."""
-        return run_encoder(params, src)
+        return run_encoder(Tape(name, params, {}, keep=False), src)
 
     def decode(params, memory, tgt):
         """The whole decoder at once, no cache: tgt (N, T) -> logits (N, T, V)."""
-        return run_decoder(params, memory, tgt)
+        return run_decoder(Tape(name, params, {}, keep=False), memory, tgt)
 
     def start(params, memory, max_len: int, *, cache_cross: bool = True):
         """-> (context {}, cache): each decoder layer's (h, c), from (the encoder's state, 0)."""
@@ -393,4 +321,4 @@ def lstm_seq2seq(config: LSTMSeq2SeqConfig) -> Seq2Seq:
             new_cache.append(c)
         return head.apply(params["head"], {}, y)[0], tuple(new_cache)  # (N, V)
 
-    return Seq2Seq(Layer(init, apply, vjp, name), encode, decode, start, step, pad)
+    return Seq2Seq(taped(name, init, forward, backward), encode, decode, start, step, pad)

@@ -18,31 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from purenet._checks import check_int, check_positive, check_range, fail
-from purenet.core import Layer, tree_add, serial
+from purenet.combinators import serial, taped
+from purenet.core import Layer, tree_add
 from purenet.layers import (Conv2D, DecoderBlock, Dense, Dropout, EncoderBlock, LayerNorm, LearnedPositions,
                             MaxPool2D, Relu, Reshape)
-
-
-def _split(key, n):
-    return (None,) * n if key is None else tuple(jax.random.split(key, n))
-
-
-class Parts:
-    """Runs a model's named parts, each a Layer with params[name] and state[name], through `apply`, or
-    through `vjp` keeping each pullback under its name (`keep`); a key per call, split from `key` for
-    `calls` calls. The parts' new states gather in `state`."""
-
-    def __init__(self, params, state, key, calls: int, train: bool, keep: bool):
-        self.params, self.old, self.keys, self.train, self.keep = params, state, iter(_split(key, calls)), train, keep
-        self.state, self.pullbacks = {}, {}
-
-    def __call__(self, name: str, layer: Layer, x):
-        args = (self.params[name], self.old[name], x)
-        if self.keep:
-            y, self.state[name], self.pullbacks[name] = layer.vjp(*args, key=next(self.keys), train=self.train)
-        else:
-            y, self.state[name] = layer.apply(*args, key=next(self.keys), train=self.train)
-        return y
 
 
 def cnn_backbone(channels, *, convs: int = 1) -> Layer:
@@ -73,37 +52,22 @@ def cnn_backbone(channels, *, convs: int = 1) -> Layer:
             states.append(s)
         return tuple(shapes), tuple(params), tuple(states)
 
-    def apply(params, state, x, *, key=None, train=False):
-        del key, train  # convolutions, ReLU and pooling: no randomness, no mode
-        features = []
-        for stage, p, s in zip(stages, params, state):
-            x = stage.apply(p, s, x)[0]
-            features.append(x)
-        return tuple(features), state
+    def forward(tape, x):  # -> (every stage's output, x)
+        features, h = [], x
+        for i, stage in enumerate(stages):
+            h = tape(i, stage, h)
+            features.append(h)
+        return tuple(features), x
 
     # From the last stage down: each stage's dy is the cotangent arriving at its output plus what the
-    # stage above passed down. Residuals: the stages' own.
-    def vjp(params, state, x, *, key=None, train=False):
-        del key, train
-        features, pullbacks, h = [], [], x
-        for stage, p, s in zip(stages, params, state):
-            h, _, pullback = stage.vjp(p, s, h)
-            features.append(h)
-            pullbacks.append(pullback)
+    # stage above passed down; a stage nothing above uses gets zero dparams. Residuals: the stages' own.
+    def backward(back, x, dfeatures):
+        d = None
+        for i in reversed(range(len(stages))):
+            d = back(i, tree_add(d, dfeatures[i]))  # None: nothing above uses this stage
+        return (jnp.zeros_like(x) if d is None else d), {}
 
-        def pullback(dfeatures):
-            dparams, d = [None] * len(stages), None
-            for i in reversed(range(len(stages))):
-                d = tree_add(d, dfeatures[i])
-                if d is None:  # nothing above uses this stage
-                    dparams[i] = jax.tree_util.tree_map(jnp.zeros_like, params[i])
-                else:
-                    dparams[i], d = pullbacks[i](d)
-            return tuple(dparams), jnp.zeros_like(x) if d is None else d
-
-        return tuple(features), state, pullback
-
-    return Layer(init, apply, vjp, "CNNBackbone")
+    return taped("CNNBackbone", init, forward, backward)
 
 
 def grid_positions(side: int, features: int) -> np.ndarray:
@@ -164,49 +128,27 @@ def query_decoder(*, queries: int, memory_side: int, d_model: int, heads: int, h
                   "norm": norm.init(key, q_shape)[1]}
         return (n, decoder_layers, queries, d_model), params, {"memory": s_memory}
 
-    def forward(params, state, x, key, train, keep):
-        """-> (y (N, L, Q, F), pullbacks: memory's, each block's, each norm's), or None pullbacks."""
-        def run(layer, p, v, k, s=None):
-            if not keep:
-                return layer.apply(p, {} if s is None else s, v, key=k, train=train)[0], None
-            y, _, pullback = layer.vjp(p, {} if s is None else s, v, key=k, train=train)
-            return y, pullback
-
-        keys = _split(key, 1 + decoder_layers)
-        memory, memory_back = run(memory_layer, params["memory"], x, keys[0], state["memory"])
-        w = params["queries"]["w"]
-        h = jnp.broadcast_to(w[None], (x.shape[0], *w.shape))  # (N, Q, F)
-        outs, block_backs, norm_backs = [], [], []
-        for block, p, k in zip(blocks, params["decoder"], keys[1:]):
-            (h, _), back = run(block, p, (h, memory), k)
-            y, norm_back = run(norm, params["norm"], h, None)
-            outs.append(y)
-            block_backs.append(back)
-            norm_backs.append(norm_back)
-        return jnp.stack(outs, axis=1), (memory_back, block_backs, norm_backs)
-
-    def apply(params, state, x, *, key=None, train=False):
-        return forward(params, state, x, key, train, keep=False)[0], state
+    def forward(tape, x):  # -> every block's normalized output, stacked: (N, L, Q, F)
+        memory = tape("memory", memory_layer, x)
+        w = tape.params["queries"]["w"]
+        h, outs = jnp.broadcast_to(w[None], (x.shape[0], *w.shape)), []  # (N, Q, F)
+        for i, block in enumerate(blocks):
+            h, _ = tape(("decoder", i), block, (h, memory))
+            outs.append(tape("norm", norm, h))  # one LayerNorm shared by every block
+        return jnp.stack(outs, axis=1), None
 
     # Blocks in reverse: a block's dy is its norm's dx (from dy[:, l]) plus the block above's dx; the
     # memory's cotangent accumulates through every block (DecoderBlock adds its own to the one given);
-    # dqueries = the first block's dx summed over N. Residuals: the sub-layers' own.
-    def vjp(params, state, x, *, key=None, train=False):
-        y, (memory_back, block_backs, norm_backs) = forward(params, state, x, key, train, keep=True)
+    # dnorm sums over the blocks; dqueries = the first block's dx summed over N. Residuals: the
+    # sub-layers' own.
+    def backward(back, _, dy):
+        dh, dmemory = None, None
+        for i in reversed(range(decoder_layers)):
+            dh = tree_add(dh, back("norm", dy[:, i]))
+            dh, dmemory = back(("decoder", i), (dh, dmemory))
+        return back("memory", dmemory), {"queries": {"w": jnp.sum(dh, axis=0)}}
 
-        def pullback(dy):
-            dblocks, dnorm, dh, dmemory = [None] * decoder_layers, None, None, None
-            for i in reversed(range(decoder_layers)):
-                dp, dn = norm_backs[i](dy[:, i])
-                dnorm, dh = tree_add(dnorm, dp), tree_add(dh, dn)
-                dblocks[i], (dh, dmemory) = block_backs[i]((dh, dmemory))
-            dparams = {"queries": {"w": jnp.sum(dh, axis=0)}, "decoder": tuple(dblocks), "norm": dnorm}
-            dparams["memory"], dx = memory_back(dmemory)
-            return dparams, dx
-
-        return y, state, pullback
-
-    return Layer(init, apply, vjp, name)
+    return taped(name, init, forward, backward)
 
 
 def check_config(name: str, config) -> int:
@@ -249,10 +191,14 @@ def backbone_and_decoder(name: str, config) -> tuple[Layer, Layer]:
 
 def hungarian_match(cost: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """The assignment of ground-truth objects to queries of least total cost, per set (scipy's
-    `linear_sum_assignment`, on the host: call it outside jit). cost (..., Q, M) with the first
+    `linear_sum_assignment`, from the `zoo` extra, on the host: call it outside jit). cost (..., Q, M) with the first
     counts[...] columns real, counts (...) ints <= Q -> (..., Q) int32: the object each query is matched
     to, -1 for a query left to "no object"."""
-    from scipy.optimize import linear_sum_assignment  # noqa: PLC0415 (scipy is needed here only)
+    try:
+        from scipy.optimize import linear_sum_assignment  # noqa: PLC0415 (the zoo extra: needed here only)
+    except ImportError:
+        fail("hungarian_match", "Hungarian matching needs scipy, which the set-prediction models' extra "
+                                "installs: pip install purenet[zoo]", ImportError)
 
     cost, counts = np.asarray(cost, np.float64), np.asarray(counts)
     if cost.ndim < 2 or counts.shape != cost.shape[:-2]:

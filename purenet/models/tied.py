@@ -13,6 +13,7 @@ import jax.numpy as jnp
 
 from purenet import initializers
 from purenet._checks import check_bool, check_positive, fail
+from purenet.combinators import taped
 from purenet.core import Decode, Layer, can_decode, no_decode
 from purenet.ops import bias_add, bias_grad, linear, linear_dw, lookup, lookup_dw, matmul_t
 
@@ -47,28 +48,20 @@ def tied_lm(vocab_size: int, features: int, body: Layer, *, use_bias: bool = Tru
         logits = matmul_t(h, params["embed"]["w"])
         return bias_add(logits, params["head"]["b"]) if use_bias else logits
 
-    def apply(params, state, ids, *, key=None, train=False):
-        h, body_state = body.apply(params["body"], state["body"], lookup(params["embed"]["w"], ids),
-                                   key=key, train=train)
-        return head(params, h), {"body": body_state}
+    def forward(tape, ids):
+        h = tape("body", body, lookup(tape.params["embed"]["w"], ids))
+        return head(tape.params, h), (ids, h)
 
     # dh = dlogits @ w;  dw = dw_lookup + dw_head, where dw_head = dlogits.T @ h (summed over N, T) and
     # dw_lookup scatters the body's input cotangent back to the rows of ids;  db = sum(dlogits).
     # Residuals: ids, h and the body's own.
-    def vjp(params, state, ids, *, key=None, train=False):
-        w = params["embed"]["w"]
-        h, body_state, body_pullback = body.vjp(params["body"], state["body"], lookup(w, ids), key=key,
-                                                train=train)
-
-        def pullback(dlogits):
-            dbody, de = body_pullback(linear(dlogits, w))  # de (N, T, F)
-            dw = lookup_dw(ids, de, vocab_size) + linear_dw(dlogits, h)  # (V, F): both uses of w
-            dparams = {"embed": {"w": dw}, "body": dbody}
-            if use_bias:
-                dparams["head"] = {"b": bias_grad(dlogits)}  # (V,)
-            return dparams, None
-
-        return head(params, h), {"body": body_state}, pullback
+    def backward(back, saved, dlogits):
+        (ids, h), w = saved, back.params["embed"]["w"]
+        de = back("body", linear(dlogits, w))  # (N, T, F)
+        own = {"embed": {"w": lookup_dw(ids, de, vocab_size) + linear_dw(dlogits, h)}}  # (V, F): both uses of w
+        if use_bias:
+            own["head"] = {"b": bias_grad(dlogits)}  # (V,)
+        return None, own
 
     def init_cache(params, batch, max_len):
         return body.decode.init_cache(params["body"], batch, max_len)
@@ -79,4 +72,4 @@ def tied_lm(vocab_size: int, features: int, body: Layer, *, use_bias: bool = Tru
 
     decode = (Decode(init_cache, step) if can_decode(body)
               else no_decode("TiedLM", f"its body {body.name} has no decode step"))
-    return Layer(init, apply, vjp, "TiedLM", decode)
+    return taped("TiedLM", init, forward, backward, decode=decode)

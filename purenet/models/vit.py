@@ -13,7 +13,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from purenet._checks import check_positive, fail
-from purenet.core import Layer, serial
+from purenet.combinators import serial
+from purenet.core import Layer
 from purenet.layers import Conv2D, Dense, Dropout, EncoderBlock, LayerNorm, LearnedPositions, Reshape
 from purenet.layers.tokens import ClassToken, TokenAt
 

@@ -33,7 +33,8 @@ from jax import lax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from purenet._checks import fail
-from purenet.core import PyTree, varying_axes
+from purenet._sharding import varying_axes
+from purenet.core import PyTree
 
 
 def check_mesh(owner: str, mesh: Any, axis_name: str) -> int:

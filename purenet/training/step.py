@@ -18,7 +18,8 @@ from jax.sharding import Mesh
 
 from purenet import debug
 from purenet._checks import describe, fail
-from purenet.core import Layer, Loss, PyTree, checked_vjp
+from purenet.combinators import checked_vjp
+from purenet.core import Layer, Loss, PyTree
 from purenet.debug import NonFiniteLayerError
 from purenet.optim.transforms import apply_updates
 from purenet.training import parallel

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from purenet.core import serial
+from purenet.combinators import serial
 from purenet.layers.dense import Dense
 from purenet.layers.dropout import Dropout
 

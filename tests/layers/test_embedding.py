@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from purenet.check import check_layer
-from purenet.core import serial
+from purenet.combinators import serial
 from purenet.layers.dense import Dense
 from purenet.layers.embedding import Embedding
 

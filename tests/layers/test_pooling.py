@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from purenet.check import check_layer
-from purenet.core import serial
+from purenet.combinators import serial
 from purenet.layers import pooling
 from purenet.layers.pooling import AvgPool1D, AvgPool2D, AvgPool3D, GlobalAvgPool, MaxPool1D, MaxPool2D, MaxPool3D
 from purenet.layers.reshape import Flatten, Reshape

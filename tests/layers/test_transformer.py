@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from purenet.check import check_layer, compare
-from purenet.core import init_model, select, serial
+from purenet.combinators import select, serial
+from purenet.core import init_model
 from purenet.layers.transformer import DecoderBlock, EncoderBlock
 
 

@@ -2,6 +2,8 @@
 float64 and float32, the GIoU loss's pullback (degenerate boxes included), Hungarian matching and the
 targets it gives on hand-made cases, and mean average precision on a hand-made case."""
 
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -76,6 +78,12 @@ def test_generalized_iou_loss_pullback_equals_jax_with_degenerate_boxes(dtype):
     loss = np.asarray(loss)
     assert abs(loss[3]) < 1e-5 and loss[4] > 1 and np.all(np.isfinite(np.asarray(dpred)))
     np.testing.assert_allclose(loss[7], 1.0, atol=1e-5)  # two equal points: I = 0, U = C = 0 (+ EPS)
+
+
+def test_hungarian_matching_without_scipy_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "scipy.optimize", None)  # as if scipy were not installed
+    with pytest.raises(ImportError, match=r"hungarian_match: .* needs scipy, .*: pip install purenet\[zoo\]"):
+        hungarian_match(np.zeros((1, 2, 2)), np.array([1]))
 
 
 def test_hungarian_matching_and_targets_on_a_hand_made_case():

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from purenet.check import check_layer, check_model
-from purenet.core import init_model, serial
+from purenet.combinators import serial
+from purenet.core import init_model
 from purenet.layers import Conv1D, Dense, LayerNorm, Tanh
 from purenet.losses import softmax_cross_entropy
 from purenet.models import tied_lm

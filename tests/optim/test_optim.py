@@ -22,6 +22,7 @@ from jax import lax
 
 from purenet import optim
 from purenet.check import compare, failures, upcast
+from purenet.core import leaf_path
 from purenet.optim.schedules import cosine_decay_schedule, warmup_cosine_decay_schedule
 
 STEPS = 100
@@ -241,7 +242,7 @@ def test_adamw_default_mask_skips_vectors_and_scalars():
 def test_masks_by_name():
     params = {"embed": {"w": jnp.ones((5, 3))}, "pos": {"w": jnp.ones((8, 3))},
               "blocks": [{"ff": {"w": jnp.ones((3, 3)), "b": jnp.ones(3)}}, {"ff": {"w": jnp.ones((3, 3))}}]}
-    paths = jax.tree_util.tree_map_with_path(lambda p, _: optim.leaf_path(p), params)
+    paths = jax.tree_util.tree_map_with_path(lambda p, _: leaf_path(p), params)
     assert paths["blocks"][1]["ff"]["w"] == "blocks/1/ff/w" and paths["pos"]["w"] == "pos/w"
     mask = optim.decay_mask_except("pos/*", "embed*")(params)
     assert mask == {"embed": {"w": False}, "pos": {"w": False},

@@ -16,7 +16,8 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 from purenet import models, optim
 from purenet.check import check_function, compare, upcast
-from purenet.core import init_model, serial
+from purenet.combinators import serial
+from purenet.core import init_model
 from purenet.layers import Activation, BatchNorm, Conv2D, Dense, Flatten, MaxPool2D, MultiHeadAttention
 from purenet.layers.tensor_parallel import (ColumnParallelDense, ParallelAttention, ParallelFeedForward,
                                             attention_rules, feedforward_rules, partition_specs)

@@ -25,7 +25,8 @@ if args.processes > 1:
 import numpy as np  # noqa: E402
 
 from purenet import optim  # noqa: E402
-from purenet.core import init_model, serial  # noqa: E402
+from purenet.combinators import serial  # noqa: E402
+from purenet.core import init_model  # noqa: E402
 from purenet.layers import Activation, BatchNorm, Dense  # noqa: E402
 from purenet.losses import softmax_cross_entropy  # noqa: E402
 from purenet.training import make_train_step, save_checkpoint  # noqa: E402

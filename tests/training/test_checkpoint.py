@@ -13,7 +13,8 @@ import pytest
 from purenet.training import checkpoint
 from purenet.training.checkpoint import Checkpoint, CorruptCheckpointError, load_checkpoint, save_checkpoint
 from purenet import optim
-from purenet.core import init_model, serial
+from purenet.combinators import serial
+from purenet.core import init_model
 from purenet.layers import Dense, Tanh
 from purenet.losses import mean_squared_error
 from purenet.training.step import make_train_step

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from purenet.check import compare, upcast
-from purenet.core import Layer, init_model, serial
+from purenet.combinators import serial
+from purenet.core import Layer, init_model
 from purenet.data.toy import four_clusters
 from purenet.layers.activations import Tanh
 from purenet.layers.dense import Dense

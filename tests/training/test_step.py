@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from purenet.check import check_function, check_model, compare, tolerance
-from purenet.core import init_model, serial
+from purenet.combinators import serial
+from purenet.core import init_model
 from purenet.layers.activations import Tanh
 from purenet.layers.dense import Dense
 from purenet.losses import mean_squared_error, softmax_cross_entropy
