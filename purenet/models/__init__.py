@@ -1,6 +1,7 @@
 """The model zoo: one file per model family, each a small config and a constructor returning a Layer."""
 
 from purenet.models.bert import BertConfig, bert, mask_tokens
+from purenet.models.bert_mlm import BertMLMConfig, bert_mlm
 from purenet.models.char_lm import CharLMConfig, char_lm
 from purenet.models.clip import CLIPConfig, CLIPInput, clip, clip_loss, cnn_encoder
 from purenet.models.detr import (BoxTruth, DETRConfig, DetrOutput, DetrTargets, average_precision, detections,
@@ -17,7 +18,7 @@ from purenet.models.set_prediction import (cnn_backbone, fit_matched, hungarian_
                                            make_predict, query_decoder)
 from purenet.models.seq2seq import (LSTMSeq2SeqConfig, Seq2Seq, Seq2SeqInput, TransformerConfig, lstm_seq2seq,
                                     transformer_seq2seq)
-from purenet.models.resnet import ResNetConfig, basic_block, resnet
+from purenet.models.resnet import TORCHVISION_RESNET18, ResNetConfig, basic_block, resnet
 from purenet.models.tied import tied_lm
 from purenet.models.vit import ViTConfig, vit
 
@@ -26,6 +27,7 @@ __all__ = ["CLASSIC", "CharLMConfig", "GPTConfig", "LeNetConfig", "char_lm", "ge
            "beam_search", "greedy_search", "lstm_seq2seq", "transformer_seq2seq",
            "BertConfig", "bert", "mask_tokens", "CLIPConfig", "CLIPInput", "clip", "clip_loss", "cnn_encoder",
            "ResNetConfig", "basic_block", "resnet", "ViTConfig", "vit",
+           "BertMLMConfig", "bert_mlm", "TORCHVISION_RESNET18",
            "BoxTruth", "DETRConfig", "DetrOutput", "DetrTargets", "average_precision", "detections", "detr_cost",
            "detr_loss", "detr_targets", "mini_detr", "MaskFormerConfig", "MaskFormerOutput", "MaskTargets",
            "SegmentTruth", "maskformer_cost", "maskformer_loss", "maskformer_targets", "mean_iou", "mini_maskformer",
