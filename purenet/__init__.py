@@ -1,12 +1,12 @@
 """purenet: a functional neural-network library on JAX where every gradient is written by hand.
 
 `import purenet as pn` gives every public name: layers and combinators, losses, the optimizers
-(`pn.optim`), training, checkpoints, data (`pn.data`), the model zoo (`pn.models`) and the checker
-(`pn.check`). The modules group them by role: core (the contract), ops (paired primitives), layers/,
-losses, models/, optim/, training/, data/, check.
+(`pn.optim`), training, checkpoints, data (`pn.data`), the model zoo (`pn.models`), reference weights in
+and out (`pn.interop`) and the checker (`pn.check`). The modules group them by role: core (the contract),
+ops (paired primitives), layers/, losses, models/, interop/, optim/, training/, data/, check.
 """
 
-from purenet import check, data, debug, initializers, models, ops, optim
+from purenet import check, data, debug, initializers, interop, models, ops, optim
 from purenet.core import (Decode, Layer, Loss, can_decode, elementwise, identity, init_model, is_differentiable,
                           no_decode, parallel, positionwise, residual, select, serial, stateless, tree_add,
                           zero_cotangent)
