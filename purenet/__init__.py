@@ -2,12 +2,12 @@
 
 `import purenet as pn` gives every public name: the contract and the combinators, every layer, losses,
 training and checkpoints, and as modules the optimizers (`pn.optim`), data (`pn.data`), the model zoo
-(`pn.models`) and the checker (`pn.check`). The modules group them by role: core (the contract),
+(`pn.models`), reference weights in and out (`pn.interop`) and the checker (`pn.check`). The modules group them by role: core (the contract),
 combinators (serial, parallel, residual, the tape), ops (paired primitives), layers/, losses, models/,
-optim/, training/, data/, check.
+interop/, optim/, training/, data/, check.
 """
 
-from purenet import check, data, debug, initializers, models, ops, optim
+from purenet import check, data, debug, initializers, interop, models, ops, optim
 from purenet.combinators import Tape, at, identity, parallel, residual, select, serial
 from purenet.core import (Decode, Layer, Loss, can_decode, elementwise, init_model, is_differentiable, no_decode,
                           positionwise, stateless, tree_add, zero_cotangent)

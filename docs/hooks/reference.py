@@ -56,6 +56,10 @@ ROLES = {
                             "The model zoo: each a small config and a constructor returning a `Layer`, or a "
                             "model function with its own pullback; decoding and search.",
                             ["purenet.models"]),
+    "reference/interop.md": ("Interop: reference weights in and out",
+                             "GPT-2, BERT, ViT and ResNet-18 from and to their reference implementations' "
+                             "safetensors files, under the reference's own tensor names.",
+                             ["purenet.interop"]),
     "reference/check.md": ("The checker and the bridge",
                            "Our pullbacks against JAX's autodiff (the only module allowed to call it), and "
                            "`as_jax_function`, which exposes a layer to `jax.grad`.",

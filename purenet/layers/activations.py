@@ -150,7 +150,8 @@ _BY_NAME = {
     "relu": Relu,
     "leaky_relu": LeakyRelu,
     "elu": Elu,
-    "gelu": Gelu,
+    "gelu": Gelu,  # the tanh approximation (GPT-2's "gelu_new")
+    "gelu_exact": lambda: Gelu(approximate=False),  # the erf form (BERT's and ViT's "gelu")
     "sigmoid": Sigmoid,
     "tanh": Tanh,
     "softplus": Softplus,

@@ -25,9 +25,9 @@ def FeedForward(hidden: int, *, out_features: int | None = None, activation: str
 
     Shapes: x (N..., F) -> y (N..., O), O = out_features or F; params "w_in" (F, H), "b_in" (H,),
     "w_gate" (F, H), "b_gate" (H,) (gated only), "w_out" (H, O), "b_out" (O,) (biases with use_bias).
-    `activation`: a name `Activation` knows ("gelu" is the tanh approximation). `dropout`: the probability
-    of dropping a hidden unit in training (needs a `key`); eval is the identity. Default init: LeCun normal
-    weights, zero biases. Decodes position by position (dropout off)."""
+    `activation`: a name `Activation` knows ("gelu" is the tanh approximation, "gelu_exact" the erf
+    form). `dropout`: the probability of dropping a hidden unit in training (needs a `key`); eval is the
+    identity. Default init: LeCun normal weights, zero biases. Decodes position by position (dropout off)."""
     owner = "FeedForward"
     (hidden,) = check_positive(owner, "hidden", hidden)
     if out_features is not None:

@@ -56,18 +56,20 @@ def _per_channel(v, ndim: int):
 
 
 def BatchNorm(*, momentum: float = 0.9, eps: float = 1e-5, axis_name=None, use_scale: bool = True,
-              use_bias: bool = True) -> Layer:
+              use_bias: bool = True, unbiased_running_var: bool = False) -> Layer:
     """y = gamma * (x - mean) / sqrt(var + eps) + beta per channel, over all axes but the last.
 
     Shapes: x (N, ..., C) -> y (N, ..., C); params {"gamma": (C,), "beta": (C,)}; state {"mean": (C,),
     "var": (C,)} (running statistics, init zeros / ones in float32, kept in their own dtype: `init_model`
     casts them with the params). `train=True` uses the batch statistics and returns new = momentum * old +
-    (1 - momentum) * batch, the batch variance biased (PyTorch's momentum is 1 - this one; README); it
+    (1 - momentum) * batch, the batch variance biased (PyTorch's momentum is 1 - this one; README), or
+    unbiased (times count / (count - 1)) in the running variance with `unbiased_running_var`, as PyTorch; it
     needs at least 2 values per channel (N times the spatial sizes), else fails while tracing. Eval uses
     the running statistics. With `axis_name`, the batch statistics (and the matching means in the backward
     pass) are `lax.pmean`-ed over that named axis (equal shard sizes assumed)."""
     momentum = check_range("BatchNorm", "momentum", momentum, lambda v: 0 <= v <= 1, "a number in [0, 1]")
     eps = _check_options("BatchNorm", eps, use_scale, use_bias)
+    check_bool("BatchNorm", "unbiased_running_var", unbiased_running_var)
 
     def init(key, in_shape):
         del key
@@ -97,7 +99,8 @@ def BatchNorm(*, momentum: float = 0.9, eps: float = 1e-5, axis_name=None, use_s
         def update(old, batch):
             return (momentum * old + (1 - momentum) * batch.reshape(-1)).astype(old.dtype)
 
-        new_state = {"mean": update(state["mean"], mean), "var": update(state["var"], var)}
+        running_var = var * (count / (count - 1)) if unbiased_running_var else var  # normalizing takes var
+        new_state = {"mean": update(state["mean"], mean), "var": update(state["var"], running_var)}
         return new_state, mean, lax.rsqrt(var + eps)
 
     def apply(params, state, x, *, key=None, train=False):

@@ -116,11 +116,13 @@ def _block(name: str, forms: dict, pick: Callable, check: Callable, decode: bool
 def EncoderBlock(num_heads: int, hidden: int, *, num_kv_heads: int | None = None, is_causal: bool = False,
                  pre_ln: bool = True, norm: str = "layer", activation: str = "gelu", gated: bool = False,
                  dropout: float = 0.0, attention_dropout: float = 0.0, rotary: bool = False,
-                 fused_qkv: bool = False, residuals: str = "probs", block_size: int | None = None) -> Layer:
+                 fused_qkv: bool = False, residuals: str = "probs", block_size: int | None = None,
+                 eps: float | None = None) -> Layer:
     """Self-attention + feed-forward with residuals (module docstring); causal, a GPT block.
 
     Shapes: x (N, T, F) or (x, mask (N, T, T) or (N, 1|H, T, T) bool) -> the same structure, y (N, T, F).
-    `hidden`: the feed-forward width (`activation`, `gated` as `FeedForward`); `norm` "layer" or "rms";
+    `hidden`: the feed-forward width (`activation`, `gated` as `FeedForward`); `norm` "layer" or "rms",
+    with epsilon `eps` (None: the norm's default; BERT and ViT take 1e-12);
     `dropout` on each sub-layer's output (and inside the feed-forward), `attention_dropout` on the
     attention probabilities; the other options go to `MultiHeadAttention`. Decodes step by step (a
     key/value cache) when causal."""
@@ -129,7 +131,8 @@ def EncoderBlock(num_heads: int, hidden: int, *, num_kv_heads: int | None = None
     attn = MultiHeadAttention(num_heads, num_kv_heads=num_kv_heads, is_causal=is_causal, dropout=attention_dropout,
                               rotary=rotary, fused_qkv=fused_qkv, residuals=residuals, block_size=block_size)
     ff = FeedForward(hidden, activation=activation, gated=gated, dropout=rate)
-    norm1, norm2 = _NORMS[norm](), _NORMS[norm]()
+    norm_options = {} if eps is None else {"eps": eps}
+    norm1, norm2 = _NORMS[norm](**norm_options), _NORMS[norm](**norm_options)
     forms = {masked: (_sublayer(1, "attn", attn, norm1, rate, pre_ln, "all" if masked else None)
                       + _sublayer(2, "ff", ff, norm2, rate, pre_ln, "x" if masked else None))
              for masked in (False, True)}

@@ -7,6 +7,7 @@ is training, not a model: it lives in `purenet.training` (`training/matched.py`)
 from types import ModuleType as _ModuleType
 
 from purenet.models.bert import BertConfig, bert, mask_tokens
+from purenet.models.bert_mlm import BertMLMConfig, bert_mlm
 from purenet.models.char_lm import CharLMConfig, char_lm
 from purenet.models.clip import CLIPConfig, CLIPInput, clip, clip_loss, cnn_encoder
 from purenet.models.detr import (BoxTruth, DETRConfig, DetrOutput, DetrTargets, average_precision, detections,
@@ -17,7 +18,7 @@ from purenet.models.maskformer import (MaskFormerConfig, MaskFormerOutput, MaskT
                                        maskformer_cost, maskformer_loss, maskformer_targets, mean_iou,
                                        mini_maskformer, segments, semantic_segmentation)
 from purenet.models.mlp import mlp
-from purenet.models.resnet import ResNetConfig, basic_block, resnet
+from purenet.models.resnet import TORCHVISION_RESNET18, ResNetConfig, basic_block, resnet
 from purenet.models.sampling import generate, sample_logits
 from purenet.models.search import beam_search, greedy_search
 from purenet.models.seq2seq import (LSTMSeq2SeqConfig, Seq2Seq, Seq2SeqInput, TransformerConfig, lstm_seq2seq,

@@ -3,7 +3,8 @@ encoder blocks, a final LayerNorm in the pre-LN form, a head tied to the token e
 
 Shapes: ids (N, T) with T <= context -> logits (N, T, vocab_size). Named children: tied,
 params["embed"]["w"] (V, F), params["body"]["pos"]["w"] (context, F), params["body"]["blocks"][i]
-["attn"]["w_q"], ..., params["body"]["norm"], params["head"]["b"]; untied, params["head"]["w"] too.
+["attn"]["w_q"], ..., params["body"]["norm"], params["head"]["b"] (none with head_bias=False); untied,
+params["head"]["w"] too. `purenet.interop.load_gpt2` reads Hugging Face's GPT-2 into this model.
 Decodes step by step with a key/value cache per block: ids (N,) -> logits (N, V).
 """
 
@@ -34,6 +35,7 @@ class GPTConfig(NamedTuple):
     activation: str = "gelu"  # the tanh approximation, as GPT-2
     residuals: str = "probs"  # attention's: "probs" or "logsumexp" (see dot_product_attention_vjp)
     fused_qkv: bool = True  # one (F, 3F) projection for q, k and v
+    head_bias: bool = True  # False: logits = h @ w.T without a bias (GPT-2's lm_head; tied heads only)
 
 
 def gpt(config: GPTConfig) -> Layer:
@@ -41,6 +43,7 @@ def gpt(config: GPTConfig) -> Layer:
     for name in ("vocab_size", "context", "layers", "d_model", "heads"):
         check_positive("gpt", name, getattr(config, name))
     check_bool("gpt", "tie_weights", config.tie_weights)
+    check_bool("gpt", "head_bias", config.head_bias)
     if config.d_model % config.heads:
         fail("gpt", f"d_model (={config.d_model}) must be divisible by heads (={config.heads})")
     hidden = config.hidden or 4 * config.d_model
@@ -50,6 +53,6 @@ def gpt(config: GPTConfig) -> Layer:
     parts = dict(pos=LearnedPositions(config.context), drop=Dropout(config.dropout), blocks=serial(*blocks))
     body = serial(**parts, norm=LayerNorm()) if config.pre_ln else serial(**parts)
     if config.tie_weights:
-        return tied_lm(config.vocab_size, config.d_model, body)
+        return tied_lm(config.vocab_size, config.d_model, body, use_bias=config.head_bias)
     return serial(embed=Embedding(config.vocab_size, config.d_model, w_init=initializers.normal(0.02)), body=body,
-                  head=Dense(config.vocab_size))
+                  head=Dense(config.vocab_size, use_bias=config.head_bias))

@@ -31,7 +31,8 @@ class ViTConfig(NamedTuple):
     hidden: int | None = None  # feed-forward width; None: 2 * d_model
     num_classes: int = 10
     dropout: float = 0.0  # after the positions, on each sub-layer's output and inside the feed-forward
-    activation: str = "gelu"
+    activation: str = "gelu"  # "gelu_exact" for Hugging Face's ViT (`purenet.interop.load_vit`)
+    eps: float = 1e-5  # the LayerNorms' epsilon (Hugging Face's ViT: 1e-12)
 
 
 def vit(config: ViTConfig = ViTConfig()) -> Layer:
@@ -44,8 +45,8 @@ def vit(config: ViTConfig = ViTConfig()) -> Layer:
         fail("vit", f"d_model (={config.d_model}) must be divisible by heads (={config.heads})")
     tokens = (config.image_size // config.patch_size) ** 2 + 1
     blocks = [EncoderBlock(config.heads, config.hidden or 2 * config.d_model, pre_ln=True, dropout=config.dropout,
-                           activation=config.activation) for _ in range(config.layers)]
+                           activation=config.activation, eps=config.eps) for _ in range(config.layers)]
     return serial(patches=Conv2D(config.d_model, config.patch_size, strides=config.patch_size),  # (N, h, w, F)
                   tokens=Reshape((-1, config.d_model)), cls=ClassToken(), pos=LearnedPositions(tokens),
-                  drop=Dropout(config.dropout), blocks=serial(*blocks), norm=LayerNorm(), take=TokenAt(0),
+                  drop=Dropout(config.dropout), blocks=serial(*blocks), norm=LayerNorm(eps=config.eps), take=TokenAt(0),
                   head=Dense(config.num_classes))

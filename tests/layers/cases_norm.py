@@ -11,6 +11,8 @@ CASES = [
     Case("batchnorm-train-rank2", BatchNorm, {"eps": 0.5}, (2, 3), train=True),
     Case("batchnorm-train-rank3", BatchNorm, {"momentum": 0.5}, (3, 5, 2), train=True),
     Case("batchnorm-train-rank4", BatchNorm, {}, (2, 3, 5, 4), train=True),
+    Case("batchnorm-train-unbiased-running-var", BatchNorm, {"unbiased_running_var": True}, (2, 3, 3, 4),
+         train=True),
     Case("batchnorm-eval-rank2", BatchNorm, {}, (2, 3)),
     Case("batchnorm-eval-rank4", BatchNorm, {}, (2, 3, 5, 4)),
     Case("batchnorm-train-no-affine", BatchNorm, {"use_scale": False, "use_bias": False}, (2, 3, 3), train=True),

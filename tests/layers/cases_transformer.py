@@ -13,6 +13,9 @@ CASES = [
     Case("encoder-block-post-ln-mask-rms-swiglu", EncoderBlock,
          {"num_heads": 2, "hidden": 6, "pre_ln": False, "norm": "rms", "activation": "silu", "gated": True},
          ((2, 4, 8), (2, 4, 4)), make_x=with_mask, adjoint=False),
+    Case("encoder-block-post-ln-bert", EncoderBlock,  # BERT's block: exact GELU, LayerNorm eps 1e-12
+         {"num_heads": 2, "hidden": 12, "pre_ln": False, "activation": "gelu_exact", "eps": 1e-12},
+         ((2, 4, 8), (2, 1, 4, 4)), make_x=with_mask, adjoint=False, eager=False),
     Case("decoder-block-post-ln-mask", DecoderBlock, {"num_heads": 2, "hidden": 6, "pre_ln": False},
          ((2, 3, 8), (2, 5, 6), (2, 3, 5)), make_x=with_mask, stepwise=False, adjoint=False, eager=False),
 ]

@@ -74,11 +74,19 @@ def test_softmax_of_huge_logits_is_finite():
 
 
 @pytest.mark.parametrize("name, expected", [("relu", "Relu"), ("leaky_relu", "LeakyRelu"), ("elu", "Elu"),
-                                            ("gelu", "Gelu"), ("sigmoid", "Sigmoid"), ("tanh", "Tanh"),
+                                            ("gelu", "Gelu"), ("gelu_exact", "Gelu"), ("sigmoid", "Sigmoid"),
+                                            ("tanh", "Tanh"),
                                             ("softplus", "Softplus"), ("silu", "Silu"),
                                             ("softmax", "Softmax"), ("log_softmax", "LogSoftmax")])
 def test_activation_by_name(name, expected):
     assert Activation(name).name == expected
+
+
+def test_gelu_names_pick_the_tanh_and_the_erf_forms():
+    x = jnp.linspace(-4.0, 4.0, 17, dtype=jnp.float64)
+    for name, approximate in (("gelu", True), ("gelu_exact", False)):
+        y, _ = Activation(name).apply({}, {}, x)
+        np.testing.assert_allclose(y, jax.nn.gelu(x, approximate=approximate), rtol=1e-14, atol=1e-15)
 
 
 # ------------------------------------------------------------------------------------------ errors

@@ -41,6 +41,18 @@ def test_batchnorm_running_statistics_update(momentum, key):
     np.testing.assert_array_equal(vjp_state["var"], new_state["var"])
 
 
+def test_batchnorm_unbiased_running_var_is_pytorchs(key):
+    x = _normal(key, (2, 3, 4), loc=jnp.array([[[1.0, -2.0, 0.5, 0.0]]]), scale=jnp.array([[[1.0, 3.0, 0.1, 2.0]]]))
+    biased, unbiased = BatchNorm(), BatchNorm(unbiased_running_var=True)
+    _, params, state = biased.init(key, x.shape)
+    y, new_state = unbiased.apply(params, state, x, train=True)
+    y_biased, _ = biased.apply(params, state, x, train=True)
+    np.testing.assert_array_equal(y, y_biased)  # only the running variance changes, not the normalization
+    flat = np.asarray(x).reshape(-1, 4)
+    np.testing.assert_allclose(new_state["var"], 0.9 + 0.1 * np.var(flat, axis=0, ddof=1), rtol=1e-6)
+    np.testing.assert_allclose(new_state["mean"], 0.1 * np.mean(flat, axis=0), rtol=1e-6)
+
+
 def test_batchnorm_eval_uses_running_statistics(key):
     layer = BatchNorm(eps=1e-3)
     _, params, _ = layer.init(key, (-1, 5, 2))

@@ -17,7 +17,8 @@ TINY = GPTConfig(vocab_size=11, context=8, layers=2, d_model=8, heads=2, hidden=
 
 @pytest.mark.parametrize("config, dtype", [(TINY, jnp.float64), (TINY, jnp.float32),
                                            (TINY._replace(tie_weights=False, pre_ln=False, residuals="logsumexp"),
-                                            jnp.float64)], ids=["tied-f64", "tied-f32", "untied-post-ln-lse-f64"])
+                                            jnp.float64), (TINY._replace(head_bias=False), jnp.float64)],
+                         ids=["tied-f64", "tied-f32", "untied-post-ln-lse-f64", "tied-no-head-bias-f64"])
 def test_whole_model_gradient_equals_jax(config, dtype, key):
     model = gpt(config)
     out_shape, params, state = init_model(model, key, (-1, 8), dtype=dtype)

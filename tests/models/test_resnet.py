@@ -9,7 +9,7 @@ import pytest
 from purenet.check import check_model
 from purenet.core import init_model
 from purenet.losses import softmax_cross_entropy
-from purenet.models import ResNetConfig, basic_block, resnet
+from purenet.models import TORCHVISION_RESNET18, ResNetConfig, basic_block, resnet
 
 # Stage 0 keeps the stem's width (identity shortcut), stage 1 halves the size (projection shortcut).
 TINY = ResNetConfig(widths=(3, 4), blocks=(1, 1), num_classes=5)
@@ -28,7 +28,23 @@ def test_whole_model_gradient_equals_jax_in_training_mode(dtype, key):
     assert all(e.max_rel <= e.rtol for e in report.values())
 
 
+def test_torchvision_form_pads_symmetrically_and_pools_its_stem(key):
+    """torchvision's ResNet-18 (7x7/2 stem, 3x3/2 max pool, PyTorch's padding), two stages: an 11x11 input
+    is 6x6 after the stem (symmetric padding 3), 3x3 after the pool, 2x2 after the strided stage (SAME
+    would give the same sizes with the extra row on one side only). The match with torchvision itself is in
+    tests/interop/."""
+    config = TORCHVISION_RESNET18._replace(widths=(2, 3), blocks=(1, 1), num_classes=4)
+    model = resnet(config)
+    out_shape, params, state = init_model(model, key, (-1, 11, 11, 3), dtype=jnp.float64)
+    assert out_shape == (-1, 4) and params["stem"]["conv"]["w"].shape == (7, 7, 3, 2) and "pool" in params["stem"]
+    x = jax.random.normal(jax.random.PRNGKey(1), (3, 11, 11, 3), jnp.float64)
+    report = check_model(model, softmax_cross_entropy(), params, state, x, jnp.array([0, 3, 2]), train=True)
+    assert all(e.max_rel <= e.rtol for e in report.values())
+
+
 def test_config_errors_name_the_argument():
+    with pytest.raises(ValueError, match=r"resnet: padding must be one of \('SAME', 'symmetric'\), got padding='same'"):
+        resnet(ResNetConfig(padding="same"))
     with pytest.raises(ValueError, match=r"resnet: widths \(=\(8, 16\)\) and blocks \(=\(1,\)\) need one entry"):
         resnet(ResNetConfig(widths=(8, 16), blocks=(1,)))
     with pytest.raises(ValueError, match=r"resnet: blocks must be positive integers, got blocks=\(1, 0\)"):
