@@ -147,13 +147,16 @@ def needs_truth(dtype) -> bool:
     return jnp.dtype(dtype) != jnp.float64 and bool(jax.config.jax_enable_x64)
 
 
-def check_function(ours: Callable, reference: Callable, *args: Any, what: str,
-                   rtol: float | None = None) -> dict[str, LeafError]:
+def check_function(ours: Callable, reference: Callable, *args: Any, what: str, rtol: float | None = None,
+                   jit: bool = True) -> dict[str, LeafError]:
     """`ours(*args)` equals `reference(*args)` (each a pytree of arrays): within `rtol` if given, else by
     the rule of each leaf's dtype (`compare`), the truth of a low-precision leaf being `reference` at
     the arguments cast up to float64 (`upcast`; without 64-bit mode, the table's tolerance instead).
-    For a pullback or a model piece written by hand against JAX's (`reference` may call `jax.vjp`).
+    For a pullback or a model piece written by hand against JAX's (`reference` may call `jax.vjp`). Both
+    run under `jax.jit` (one program each per dtype) unless `jit=False`.
     -> per-leaf report; raises GradientMismatch naming every leaf out of bounds."""
+    if jit:
+        ours, reference = jax.jit(ours), jax.jit(reference)
     ref = reference(*args)
     low = [b for b in jax.tree_util.tree_leaves(ref) if _is_low_precision(b)]
     if rtol is None and low and not jax.config.jax_enable_x64:

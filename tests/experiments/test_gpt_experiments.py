@@ -26,13 +26,15 @@ def test_sorting_task_rejects_bad_arguments():
         sorting_task(20, 3)
 
 
-def test_gpt_sorts_every_held_out_sequence(tmp_path):
-    # minGPT's demo, shortened for the suite: 500 steps at a higher rate (the default run is 2,000 steps).
-    # This form sorted every test draw at seeds 0 to 3 (train: 99.8% to 100%).
+def test_gpt_sorts_the_held_out_sequences(tmp_path):
+    # minGPT's demo, shortened for the suite: 2 layers without dropout, 200 steps at a higher rate (the
+    # default run is 3 layers, 2,000 steps). This form sorted 100% of 1,000 test draws at seeds 0, 1 and 3
+    # to 6 and 99.7% at seed 2 (train 100% at each); an untrained model sorts none.
     sort = load_experiment("gpt_sort")
-    metrics = sort.main(["--steps", "500", "--lr", "3e-3", "--warmup", "50", "--out-dir", str(tmp_path)])
-    assert metrics["test_draws"] == 5000 and metrics["test_sequences"] == 182
-    assert metrics["test_exact_match"] == 1.0 and metrics["train_exact_match"] >= 0.99
+    metrics = sort.main(["--steps", "200", "--lr", "5e-3", "--warmup", "20", "--layers", "2", "--dropout", "0",
+                         "--test-draws", "1000", "--out-dir", str(tmp_path)])
+    assert metrics["test_draws"] == 1000 and metrics["test_sequences"] == 182
+    assert metrics["test_exact_match"] >= 0.99 and metrics["train_exact_match"] >= 0.99
     assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
 
 

@@ -86,7 +86,8 @@ def test_pullback_equals_jax_vjp(config, dtype, residuals, key):
         out, jax_pullback = jax.vjp(lambda q, k, v, b: reference(q, k, v, b, mask, *ref), q, k, v, bias)
         return out, [g for g in jax_pullback(dout) if g is not None]
 
-    check_function(ours, theirs, q, k, v, bias, dout, what=f"{config}-{residuals}")
+    # The reference stays eager: under jit, XLA computes jax.vjp of it to inf on "bias-multi-query" (float64).
+    check_function(jax.jit(ours), theirs, q, k, v, bias, dout, what=f"{config}-{residuals}", jit=False)
 
 
 @pytest.mark.parametrize("residuals", ["probs", "logsumexp"])

@@ -135,17 +135,27 @@ def trajectory(opt, apply_updates, params, grads):
 def per_step(tree) -> list:
     """A tree of stacked (STEPS, ...) leaves as a list of STEPS trees, so each step is compared on its
     own scale."""
-    tree = jax.tree.map(np.asarray, tree)
     return [jax.tree.map(lambda a: a[t], tree) for t in range(STEPS)]
 
 
-def compare_with_optax(rows, dtype: str) -> tuple[dict[str, dict], dict]:
-    """-> ({row id: compare's report of every step's updates and the final params, ours vs optax's},
-    {row id: our updates of every step}). All rows run in one jitted program (one compilation per dtype);
-    float32 adds optax's run in float64 from the same inputs, the truth."""
+@functools.cache
+def inputs(dtype: str) -> tuple:
+    """Params and STEPS gradients drawn in float32 (x64 off, as users run it) and cast to `dtype`: the
+    float64 run is then, exactly, the truth of the float32 one (tests/README.md)."""
+    with jax.enable_x64(False):
+        drawn = jax.tree.map(np.asarray, make_inputs(jax.random.PRNGKey(0), "float32"))
+    return jax.tree.map(lambda a: a.astype(dtype), drawn)
 
-    def run_all(params, grads, x64):
-        with jax.enable_x64(x64):
+
+_RUNS: dict = {}
+
+
+def run_rows(rows, dtype: str) -> list:
+    """[((our updates, our final params), (optax's updates, final params))] for every row, from
+    `inputs(dtype)`, all rows in one jitted program (one compilation per dtype); cached for ROWS."""
+    key = (tuple(row.id for row in rows), dtype)
+    if key not in _RUNS:
+        with jax.enable_x64(dtype == "float64"):
             pairs = [(row.ours(**row.kwargs), row.reference(**row.kwargs)) for row in rows]
 
             @jax.jit
@@ -153,15 +163,17 @@ def compare_with_optax(rows, dtype: str) -> tuple[dict[str, dict], dict]:
                 return [(trajectory(ours, optim.apply_updates, params, grads),
                          trajectory(reference, optax.apply_updates, params, grads)) for ours, reference in pairs]
 
-            return run(params, grads)
+            _RUNS[key] = jax.tree.map(np.asarray, run(*inputs(dtype)))
+    return _RUNS[key]
 
-    with jax.enable_x64(dtype == "float64"):
-        params, grads = make_inputs(jax.random.PRNGKey(0), dtype)
-    results = run_all(params, grads, dtype == "float64")
-    truths = run_all(*upcast((params, grads)), True) if dtype != "float64" else results
+
+def compare_with_optax(rows, dtype: str) -> tuple[dict[str, dict], dict]:
+    """-> ({row id: compare's report of every step's updates and the final params, ours vs optax's},
+    {row id: our updates of every step}); float32 is held to the float64 run of optax, its truth."""
+    results, truths = run_rows(rows, dtype), run_rows(rows, "float64")
     reports, our_steps = {}, {}
     for row, ((our_updates, our_params), reference), (_, truth) in zip(rows, results, truths):
-        assert jax.tree.structure(our_params) == jax.tree.structure(params), row.id
+        assert jax.tree.structure(our_params) == jax.tree.structure(inputs(dtype)[0]), row.id
         assert all(x.dtype == jnp.dtype(dtype) for x in jax.tree.leaves((our_updates, our_params))), row.id
         ours, reference, truth = ((per_step(u), p) for u, p in ((our_updates, our_params), reference, truth))
         reports[row.id] = compare(ours, reference, truth=truth, what=row.id, raise_=False)
@@ -224,7 +236,7 @@ def test_pure_dtype_keeping_and_jit_equals_eager(row):
     """Eager steps: inputs unchanged; float32 stays float32 with x64 on (nothing promotes to float64);
     float64 updates equal those of the jitted run compared with optax."""
     first_steps(row.ours(**row.kwargs), *make_inputs(jax.random.PRNGKey(2), "float32"))
-    eager = first_steps(row.ours(**row.kwargs), *make_inputs(jax.random.PRNGKey(0), "float64"))
+    eager = first_steps(row.ours(**row.kwargs), *jax.tree.map(jnp.asarray, inputs("float64")))
     jitted = all_rows_against_optax("float64")[1][row.id]
     for step, updates in enumerate(eager):
         for a, b in zip(jax.tree.leaves(updates), jax.tree.leaves(jitted), strict=True):
