@@ -422,37 +422,51 @@ def check_model(
     key: jax.Array | None = None,
     train: bool = False,
     rtol: float | None = None,
+    dtype=None,
 ) -> dict[str, LeafError]:
     """A whole model + loss: the parameter gradient from our handwritten VJPs equals
     `jax.grad(loss.apply(model.apply(params, state, x)[0], target))`; below float64, by the module's
-    low-precision rule (a float64 truth at the same point) unless `rtol` is given. Both sides run in
-    one `jax.jit` program (compiling a model once costs far less than running it op by op). -> per-leaf
+    low-precision rule (a float64 truth at the same point) unless `rtol` is given. `dtype` (default: the
+    params' own) may be a tuple such as `(jnp.float64, jnp.float32)`: params, state, x and target are cast
+    to the lowest first, each dtype is checked at that point, the float64 evaluation also serving as the
+    truth, and the report's keys name the dtype (`GPT[float32].dparams...`). Everything runs in one
+    `jax.jit` program (compiling a model once costs far less than running it op by op). -> per-leaf
     report; raises GradientMismatch naming every leaf out of bounds."""
-    dtype = jax.tree_util.tree_leaves(params)[0].dtype
-    with_truth = rtol is None and needs_truth(dtype)
-    rtol = None if with_truth else tolerance(dtype) if rtol is None else rtol
+    several = isinstance(dtype, (tuple, list))
+    dtypes = [jnp.dtype(d) for d in (dtype if several else (dtype or jax.tree_util.tree_leaves(params)[0].dtype,))]
+    low = min(dtypes, key=lambda d: jnp.finfo(d).bits)
+    point = (params, state, x, target) if dtype is None else _cast((params, state, x, target), low)
+    with_truth = rtol is None and any(needs_truth(d) for d in dtypes)
 
-    def jax_side(params, state, x, target):
+    def jax_side(params, state, x, target, key):
         def reference(p):
             return loss.apply(model.apply(p, state, x, key=key, train=train)[0], target)
 
         return jax.value_and_grad(reference)(params)
 
     @jax.jit
-    def ours_and_jax(params, state, x, target, key):
-        y, _, pullback = checked_vjp("check_model", model.name, model, params, state, x, key=key, train=train)
-        value, loss_pullback = loss.vjp(y, target)
-        dparams, _ = pullback(loss_pullback(jnp.ones_like(value)))
-        theirs = jax_side(params, state, x, target)
-        truth = jax_side(*map(upcast, (params, state, x, target))) if with_truth else theirs
-        return (value, dparams), theirs, truth
+    def program(point, key):
+        sides = []
+        for d in dtypes:
+            params, state, x, target = _cast(point, d) if dtype is not None else point
+            y, _, pullback = checked_vjp("check_model", model.name, model, params, state, x, key=key, train=train)
+            value, loss_pullback = loss.vjp(y, target)
+            dparams, _ = pullback(loss_pullback(jnp.ones_like(value)))
+            sides.append(((value, dparams), jax_side(params, state, x, target, key)))
+        truth = None
+        if with_truth:
+            f64 = [theirs for d, (_, theirs) in zip(dtypes, sides) if d == jnp.float64]
+            truth = f64[0] if f64 else jax_side(*upcast(point), key)
+        return sides, truth
 
-    ours, theirs, truth = ours_and_jax(params, state, x, target, key)
-    bound = dict(truth=truth) if with_truth else dict(rtol=rtol)
-    report = compare(ours, theirs, what=f"{model.name}", raise_=False, **bound)
-    report = {name.replace(f"{model.name}[0]", f"{model.name}.loss").replace(f"{model.name}[1]",
-                                                                              f"{model.name}.dparams"): e
-              for name, e in report.items()}
+    sides, truth = program(point, key)
+    report = {}
+    for d, (ours, theirs) in zip(dtypes, sides):
+        name = f"{model.name}[{d.name}]" if several else model.name
+        bound = dict(truth=truth) if with_truth and needs_truth(d) else \
+            dict(rtol=tolerance(d) if rtol is None else rtol)
+        for leaf, e in compare(ours, theirs, what=name, raise_=False, **bound).items():
+            report[leaf.replace(f"{name}[0]", f"{name}.loss").replace(f"{name}[1]", f"{name}.dparams")] = e
     _raise_failures(report)
     return report
 

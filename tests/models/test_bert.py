@@ -29,14 +29,13 @@ def padded_batch():
     return np.where(chosen & (rng.random((3, 7)) < 0.7), MASK, ids), TokenTargets(ids, chosen)
 
 
-@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
-def test_whole_model_gradient_equals_jax(dtype):
+def test_whole_model_gradient_equals_jax():  # float64 and float32 at one point
     model = bert(TINY)
-    params, state = random_params(model, (3, 7), dtype)
+    params, state = random_params(model, (3, 7), jnp.float32)
     assert params["encoder"]["blocks"][1]["attn"]["w_q"].shape == (8, 8) and params["head"]["b"].shape == (9,)
     inputs, targets = padded_batch()
     assert targets.mask.any() and not (targets.mask & (inputs == PAD)).any()
-    report = check_model(model, masked_softmax_cross_entropy(), params, state, inputs, targets)
+    report = check_model(model, masked_softmax_cross_entropy(), params, state, inputs, targets, dtype=(jnp.float64, jnp.float32))
     assert all(e.max_rel <= e.rtol for e in report.values())
 
 

@@ -13,15 +13,14 @@ from purenet.models import ViTConfig, vit
 TINY = ViTConfig(image_size=8, patch_size=4, d_model=8, layers=1, heads=2, hidden=12, num_classes=5)
 
 
-@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32], ids=["f64", "f32"])
-def test_whole_model_gradient_equals_jax(dtype, key):
+def test_whole_model_gradient_equals_jax(key):  # float64 and float32 at one point
     model = vit(TINY)
-    out_shape, params, state = init_model(model, key, (-1, 8, 8, 1), dtype=dtype)
+    out_shape, params, state = init_model(model, key, (-1, 8, 8, 1))
     assert out_shape == (-1, 5) and params["patches"]["w"].shape == (4, 4, 1, 8)
     assert params["cls"]["token"].shape == (8,) and params["pos"]["w"].shape == (5, 8)  # 4 patches + class token
     assert params["blocks"][0]["attn"]["w_q"].shape == (8, 8) and params["head"]["w"].shape == (8, 5)
-    x = jax.random.normal(jax.random.PRNGKey(1), (3, 8, 8, 1), dtype)
-    report = check_model(model, softmax_cross_entropy(), params, state, x, jnp.array([0, 4, 2]))
+    x = jax.random.normal(jax.random.PRNGKey(1), (3, 8, 8, 1), jnp.float32)
+    report = check_model(model, softmax_cross_entropy(), params, state, x, jnp.array([0, 4, 2]), dtype=(jnp.float64, jnp.float32))
     assert all(e.max_rel <= e.rtol for e in report.values())
 
 
