@@ -235,19 +235,23 @@ def _compiled(layer: Layer, in_shape, dtype, body):
     return program, out_shapes
 
 
-def _adjoint_gap(layer, params, state, x, k_t, k_dy, ctx):
-    """Both sides of <dy, J t> = <pullback(dy), t> for random tangents t on params and the float leaves
-    of x (J by JAX's forward mode) -> (lhs, rhs, |dy| |J t|), traced."""
+def _forward_mode(layer, params, state, x, k_t, ctx):
+    """JAX's forward mode of `apply` at random tangents t on params and the float leaves of x
+    -> (y, J t, t), traced."""
     split = _float_leaves(x)
     tangent = _random_like(k_t, (params, split.leaves))
     y, jt = jax.jvp(lambda p, xf: layer.apply(p, state, split.merge(xf), **ctx)[0], (params, split.leaves),
                     tangent)
-    dy, _ = random_cotangent(k_dy, y)  # None at integer and boolean outputs
-    _, _, pullback = layer.vjp(params, state, x, **ctx)
-    ours = jax.tree_util.tree_leaves(pullback(dy))  # None leaves (integer inputs) drop out
+    return y, jt, tangent
+
+
+def _adjoint_gap(y, jt, tangent, dy, grads):
+    """Both sides of <dy, J t> = <pullback(dy), t>, `grads` our `(dparams, dx)` for `dy`
+    -> (lhs, rhs, |dy| |J t|), traced."""
+    ours = jax.tree_util.tree_leaves(grads)  # None leaves (integer inputs) drop out
     rhs = sum(jnp.vdot(a, b) for a, b in zip(ours, jax.tree_util.tree_leaves(tangent)))
     jt = [b for a, b in zip(jax.tree_util.tree_leaves(y), jax.tree_util.tree_leaves(jt)) if is_differentiable(a)]
-    lhs = sum(jnp.vdot(a, b) for a, b in zip(jax.tree_util.tree_leaves(dy), jt))
+    lhs = sum(jnp.vdot(a, b) for a, b in zip(jax.tree_util.tree_leaves(dy), jt))  # None at integer outputs
     return lhs, rhs, _norm(dy) * _norm(jt)
 
 
@@ -295,6 +299,7 @@ def check_layer(
     low, high = (f(dtypes, key=lambda d: jnp.finfo(d).bits) for f in (min, max))
     with_truth = rtol is None and any(needs_truth(d) for d in dtypes)
     k_init, k_x, k_dy, k_layer = jax.random.split(key, 4)
+    k_t = jax.random.fold_in(k_dy, 1)  # the adjoint's tangents
     ctx = dict(key=k_layer, train=train)
 
     def jax_side(params, state, x, dys):
@@ -322,8 +327,11 @@ def check_layer(
             f64 = jnp.dtype(jnp.float64)
             truth = sides[f64][1] if f64 in sides else jax_side(*(upcast(t) for t in (params, state, x)),
                                                                 [upcast(dy) for _, dy in dys])
-        gap = _adjoint_gap(layer, *(_cast(t, high) for t in (params, state, x)), *jax.random.split(k_dy), ctx) \
-            if adjoint else None
+        gap = None
+        if adjoint:  # in the highest dtype, at its first cotangent, with the pullback computed above
+            (ours, _), dy = sides[high], _cast(dys[0][0], high)
+            gap = _adjoint_gap(*_forward_mode(layer, *(_cast(t, high) for t in (params, state, x)), k_t, ctx), dy,
+                               ours[1][0])
         return sides, truth, gap
 
     program, out_shapes = _compiled(layer, in_shape, low, ours_and_jax)
@@ -406,8 +414,12 @@ def check_dot_product(
     rtol = tolerance(dtype) if rtol is None else rtol
     k_init, k_x, k_t, k_dy, k_layer = jax.random.split(key, 5)
     ctx = dict(key=k_layer, train=train)
-    program, _ = _compiled(layer, in_shape, dtype,
-                           lambda params, state, x: _adjoint_gap(layer, params, state, x, k_t, k_dy, ctx))
+    def gap(params, state, x):
+        y, jt, tangent = _forward_mode(layer, params, state, x, k_t, ctx)
+        dy, _ = random_cotangent(k_dy, y)  # None at integer and boolean outputs
+        return _adjoint_gap(y, jt, tangent, dy, layer.vjp(params, state, x, **ctx)[2](dy))
+
+    program, _ = _compiled(layer, in_shape, dtype, gap)
     return _gap_report(layer, *program(k_init, k_x, x)[1], rtol)[f"{layer.name}.adjoint"].max_rel
 
 
