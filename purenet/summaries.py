@@ -52,9 +52,12 @@ class Summary(NamedTuple):
 
     def __str__(self) -> str:
         header = ("path", "layer", "output shape", "params", "bytes", "parameters (own)")
-        lines = [(r.path, r.layer, _shape_text(r.out_shape), f"{r.params:,}", _bytes_text(r.bytes),
-                  ", ".join([f"{name} {_shape_text(shape)}" + ("" if dtype == "float32" else f" {dtype}")
-                             for name, shape, dtype in r.own] + ([f"{r.below} leaves in its children"] if r.below else [])))
+        def own(r):
+            leaves = [f"{name} {_shape_text(shape)}" + ("" if dtype == "float32" else f" {dtype}")
+                      for name, shape, dtype in r.own]
+            return ", ".join(leaves + ([f"{r.below} leaves in its children"] if r.below else []))
+
+        lines = [(r.path, r.layer, _shape_text(r.out_shape), f"{r.params:,}", _bytes_text(r.bytes), own(r))
                  for r in self.rows]
         widths = [max(len(row[i]) for row in [header, *lines]) for i in range(5)]
         right = (False, False, False, True, True)

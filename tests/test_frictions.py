@@ -64,7 +64,8 @@ def test_weights_of_another_model_name_the_first_leaf_briefly(tmp_path):
     with pytest.raises(ValueError) as error:
         pn.load_weights(path, like=pn.init_model(big, KEY, (-1, 5))[1:])
     message = str(error.value)
-    assert message.startswith("load_weights: ") and "6 missing from the file (params/dense1/b, params/dense1/w, " in message and "and 1 more)" in message
+    assert message.startswith("load_weights: ") and "and 1 more)" in message
+    assert "6 missing from the file (params/dense1/b, params/dense1/w, " in message
     assert len(message) < 600
     with pytest.raises(ValueError, match=r"load_weights: leaf params/dense0/b: the file has shape \(8,\) float32, "
                                          r"like= has \(16,\) float32"):
