@@ -79,6 +79,7 @@ def train_one(args, cell: str, vocabulary: str, train_ids: np.ndarray, val_ids: 
     start = time.perf_counter()
     model = build_model(len(vocabulary), cell=cell, hidden=args.hidden, layers=args.layers,
                         embedding=args.embedding, tie_weights=args.tie_weights)
+    common.print_summary(model, (-1, args.seq_len))
     _, params, state = init_model(model, jax.random.PRNGKey(args.seed), (-1, args.seq_len))
     loss, recipe = softmax_cross_entropy(), common.make_optimizer(args, steps=args.steps, clip=args.clip)
     train_step, eval_step = make_train_step(model, loss, recipe.optimizer), make_eval_step(model, loss)

@@ -29,6 +29,7 @@ from purenet.data.text import char_vocabulary, encode, load_shakespeare, load_te
 from purenet.models.set_prediction import hungarian_targets  # noqa: E402
 from purenet.optim import adam, adamw, chain, clip_by_global_norm, sgd  # noqa: E402
 from purenet.optim.schedules import warmup_cosine_decay_schedule  # noqa: E402
+from purenet.summaries import summary  # noqa: E402
 from purenet.training import FitResult, fit, fit_matched, make_matched_step  # noqa: E402
 
 SGD_MOMENTUM = 0.9
@@ -181,6 +182,12 @@ def make_optimizer(args: argparse.Namespace, *, lr: float | None = None, steps: 
     return Recipe(optimizer if clip is None else chain(clip_by_global_norm(clip), optimizer), lr, rate)
 
 
+def print_summary(model, in_shape, *, depth: int = 2) -> None:
+    """Print the model's table (`purenet.summary`: each child's output shape and parameters, children down
+    to `depth` path parts, and the totals), as every script does at start-up."""
+    print(summary(model, in_shape, depth=depth))
+
+
 def out_dir(args: argparse.Namespace, *parts: str) -> pathlib.Path:
     """`args.out_dir` (joined with `parts`), created if missing."""
     path = pathlib.Path(args.out_dir, *parts)
@@ -200,6 +207,7 @@ def train_and_report(args: argparse.Namespace, model, loss, train: dict, test: d
     out = out_dir(args) if out is None else out
     recipe = make_optimizer(args) if recipe is None else recipe
     mesh = data_parallel_mesh(args)
+    print_summary(model, in_shape)
     _, params, state = init_model(model, jax.random.PRNGKey(args.seed), in_shape)
     result = fit(model, loss, recipe.optimizer, params, state, process_share(train), epochs=args.epochs,
                  batch_size=args.batch_size, seed=args.seed, val_data=process_share(test), checkpoint_dir=out,
@@ -376,6 +384,7 @@ def train_set_model(args: argparse.Namespace, model, loss, *, cost, targets, ima
     `evaluate(params, state)` after each epoch.
     -> (params, state, opt_state, history, steps, training seconds, the Recipe)."""
     in_shape = (-1, *images.shape[1:])
+    print_summary(model, in_shape)
     params, state = jax.jit(lambda key: init_model(model, key, in_shape)[1:])(jax.random.PRNGKey(args.seed))
     steps = args.epochs * (len(images) // args.batch_size)
     recipe = make_optimizer(args, steps=steps, warmup=args.warmup, end_lr=lambda lr: lr / 20, clip=args.clip,

@@ -98,6 +98,7 @@ def main(argv=None) -> dict:
     recipe = common.make_optimizer(args, steps=args.steps, warmup=args.warmup, end_lr=lambda lr: lr / 10, clip=1.0,
                                    weight_decay=0.1)
     key = jax.random.PRNGKey(args.seed)
+    common.print_summary(model, (-1, context))
     _, params, state = init_model(model, key, (-1, context))
     rng = np.random.default_rng(args.seed)
 

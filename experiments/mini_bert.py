@@ -146,6 +146,7 @@ def main(argv=None) -> dict:
                                  metrics={"accuracy": masked_accuracy})
     eval_step = make_eval_step(model)
     key = jax.random.PRNGKey(args.seed)
+    common.print_summary(model, (-1, args.context))
     params, state = jax.jit(lambda k: init_model(model, k, (-1, args.context))[1:])(key)  # one compilation
     num_params = int(sum(p.size for p in jax.tree.leaves(params)))
     print(f"MiniBERT: {args.layers} layers, d_model {args.d_model}, {num_params:,} parameters")

@@ -145,6 +145,7 @@ def main(argv=None) -> dict:
     zero_shot = make_zero_shot(model)
     key = jax.random.PRNGKey(args.seed)
     in_shape = CLIPInput((-1, 28, 28, 1), (-1, captions.max_len))
+    common.print_summary(model, in_shape)
     params, state = jax.jit(lambda k: init_model(model, k, in_shape)[1:])(key)  # one compilation
     num_params = int(sum(p.size for p in jax.tree.leaves(params)))
     print(f"MiniCLIP: {num_params:,} parameters, vocabulary {len(captions.vocabulary)} words, captions of "

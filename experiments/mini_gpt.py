@@ -81,6 +81,7 @@ def train(model, args, *, name: str, steps: int, peak_lr: float, seq_len: int, b
     loss, optimizer = softmax_cross_entropy(), recipe(args, peak_lr, steps).optimizer
     train_step, eval_step = make_train_step(model, loss, optimizer), make_eval_step(model, loss)
     key = jax.random.PRNGKey(args.seed)
+    common.print_summary(model, (-1, seq_len))
     _, params, state = init_model(model, key, (-1, seq_len))
     path = None if out is None else out / "checkpoint.npz"
     if resume:

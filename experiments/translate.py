@@ -212,6 +212,7 @@ def train(args, model, optimizer, encoded, val_encoded, out):
     loss = masked_softmax_cross_entropy(label_smoothing=args.label_smoothing)
     step_fn, eval_fn = make_train_step(model.layer, loss, optimizer, metrics={}), make_eval_step(
         model.layer, masked_softmax_cross_entropy(), metrics={})
+    common.print_summary(model.layer, Seq2SeqInput((-1, args.max_src_len + 1), (-1, args.max_tgt_len + 1)))
     params, state = init_params(model, args)
     rng, order = np.random.default_rng(args.seed), np.zeros(0, np.int64)
     val_batches = [as_batch(val_encoded, slice(i, i + DECODE_BATCH))

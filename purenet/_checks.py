@@ -20,6 +20,24 @@ def fail(owner: str, message: str, error: type[Exception] = ValueError) -> NoRet
     raise error(f"{owner}: {message}")
 
 
+def raised_by_fail(error: BaseException) -> bool:
+    """Whether `error` was raised by `fail` (the last frame of its traceback), i.e. is purenet's own."""
+    tb = error.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb.tb_frame.f_code is fail.__code__
+
+
+def check_x64(owner: str, dtype) -> None:
+    """Fail for a 64-bit dtype while JAX's 64-bit mode is off (JAX would give 32 bits, with a warning only)."""
+    if jnp.dtype(dtype).itemsize == 8 and jnp.issubdtype(dtype, jnp.floating) and not jax.config.jax_enable_x64:
+        fail(owner, f"dtype={jnp.dtype(dtype).name} needs 64-bit mode, which is off: call "
+                    f"jax.config.update('jax_enable_x64', True) at startup, or pass dtype=jnp.float32 (without it "
+                    f"JAX computes in float32)")
+
+
 def is_int(value: Any) -> bool:
     """A Python or NumPy integer, not a bool."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)

@@ -8,6 +8,16 @@ from typing import Any
 import jax
 
 
+def axis_bound(axis_name: Any) -> bool:
+    """Whether `axis_name` is bound where this is traced (inside `jax.shard_map`, `jax.vmap(...,
+    axis_name=)`, `pmap`): a collective over it would run, rather than fail with JAX's unbound-name error."""
+    try:
+        jax.lax.axis_size(axis_name)
+    except NameError:
+        return False
+    return True
+
+
 def varying_axes(x: Any) -> frozenset:
     """The mesh axes over which `x` may differ between shards, when traced inside `jax.shard_map`;
     empty elsewhere."""

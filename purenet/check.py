@@ -26,13 +26,14 @@ Two rules, one per precision:
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from purenet._checks import fail
+from purenet._checks import check_x64, fail
 from purenet.combinators import checked_apply, checked_vjp
 from purenet.core import Layer, as_shape_tree, can_decode, init_model, is_differentiable, is_shape
 
@@ -65,9 +66,7 @@ def tolerance(dtype) -> float:
 def _check_dtype(owner: str, dtype) -> None:
     """float64 needs JAX's 64-bit mode: without it every array is float32 and float64's tolerance would
     fail correct layers."""
-    if jnp.dtype(dtype) == jnp.float64 and not jax.config.jax_enable_x64:
-        fail(owner, "dtype=float64 needs 64-bit mode, which is off: call jax.config.update('jax_enable_x64', "
-                    "True) at startup, or pass dtype=jnp.float32 (without it JAX computes in float32)")
+    check_x64(owner, dtype)
 
 
 _NO_TRUTH = object()
@@ -517,20 +516,55 @@ def check_decode(layer: Layer, params, state, x: Any, *, rtol: float | None = No
                    **(dict(truth=truth) if with_truth else dict(rtol=rtol)))
 
 
-def as_jax_function(layer: Layer, state, *, key: jax.Array | None = None, train: bool = False):
-    """Bridge: `f(params, x) -> y` whose derivative under `jax.grad` is our handwritten pullback."""
+def as_jax_function(layer: Layer, state, *, key: jax.Array | None = None, train: bool = False,
+                    with_state: bool = False) -> Callable:
+    """A purenet layer as a plain JAX function whose reverse-mode derivative is our handwritten pullback:
+    `f(params, x) -> y`, or with `with_state` `f(params, x) -> (y, new_state)`. Re-exported as
+    `purenet.as_jax_function`; guide: docs/guides/jax-bridge.md.
+
+    Under `jax.grad`, `jax.vjp` and `jax.jacrev` (reverse mode) the layer's own `vjp` runs backward, a
+    `jax.custom_vjp`; `jax.jit` and `jax.vmap` compose. `key`, `train` and `state` are fixed when the
+    function is made. Limits, each refused with a message rather than a wrong result:
+    - state: a layer whose state `train=True` updates (BatchNorm's running statistics) needs
+      `with_state=True`, which returns the new state beside y (not differentiated, as in purenet);
+      without it the update would be dropped.
+    - forward mode (`jax.jvp`, `jax.jacfwd`, `jax.hessian`): purenet layers have no forward-mode rule.
+      Second derivatives by reverse over reverse (`jax.jacrev(jax.jacrev(f))`) differentiate the
+      pullback's own operations with JAX and work."""
+    if not isinstance(layer, Layer):
+        fail("as_jax_function", f"layer must be a Layer, got {type(layer).__name__}")
+    if not isinstance(with_state, bool):
+        fail("as_jax_function", f"with_state must be a bool, got with_state={with_state!r}")
+    if train and not with_state and jax.tree_util.tree_leaves(state):
+        fail("as_jax_function", f"{layer.name} has state ({len(jax.tree_util.tree_leaves(state))} arrays, such as "
+                                f"BatchNorm's running statistics) that train=True updates: pass with_state=True "
+                                f"to get f(params, x) -> (y, new_state), or train=False to use the state as it is")
 
     @jax.custom_vjp
     def f(params, x):
-        return layer.apply(params, state, x, key=key, train=train)[0]
+        y, new_state = checked_apply("as_jax_function", layer.name, layer, params, state, x, key=key, train=train)
+        return (y, new_state) if with_state else y
 
     # custom_vjp residuals must be arrays, not closures: keep (params, x), rerun our vjp backward.
     def forward(params, x):
         return f(params, x), (params, x)
 
-    def backward(residuals, dy):
+    def backward(residuals, cotangent):
         params, x = residuals
-        return layer.vjp(params, state, x, key=key, train=train)[2](dy)
+        dy = cotangent[0] if with_state else cotangent  # the new state is not differentiated
+        return checked_vjp("as_jax_function", layer.name, layer, params, state, x, key=key, train=train)[2](dy)
 
     f.defvjp(forward, backward)
-    return f
+
+    @functools.wraps(f)
+    def bridged(params, x):
+        try:
+            return f(params, x)
+        except TypeError as error:
+            if "forward-mode" not in str(error):
+                raise
+        fail("as_jax_function", f"{layer.name} has a handwritten pullback (reverse mode) and no forward-mode "
+                                f"rule: jax.jvp, jax.jacfwd and jax.hessian cannot run through it; use jax.grad, "
+                                f"jax.vjp or jax.jacrev, and jax.jacrev(jax.jacrev(f)) for a Hessian", TypeError)
+
+    return bridged

@@ -13,9 +13,11 @@ NamedTuple field names: `0`, `"image"`, or a tuple of them, `(1, "b")`.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import zlib
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -34,9 +36,44 @@ def _split(key, n):
 # ---------------------------------------------------------------------------------- checked calls
 
 
+class _InitLog:
+    """What `recorded_inits` gathers: per child init, in the order they start (parents first), the child
+    (`who`), its layer, its depth below the outermost recorded call and what its init returned."""
+
+    def __init__(self):
+        self.entries: list[dict] = []
+        self.depth = 0
+
+
+_INIT_LOG: contextvars.ContextVar[_InitLog | None] = contextvars.ContextVar("purenet_init_log", default=None)
+
+
+@contextlib.contextmanager
+def recorded_inits() -> Iterator[_InitLog]:
+    """Within the block, every `checked_init` (every child a combinator or a Tape model inits) is
+    recorded, with what it returned: the model summary (`purenet.summary`) reads shapes from it."""
+    log = _InitLog()
+    token = _INIT_LOG.set(log)
+    try:
+        yield log
+    finally:
+        _INIT_LOG.reset(token)
+
+
 def checked_init(owner: str, who: str, layer: Layer, key, in_shape) -> tuple:
     """`layer.init(key, in_shape)`, failing as `owner` naming child `who` if it does not return a triple."""
-    out = layer.init(key, in_shape)
+    log = _INIT_LOG.get()
+    if log is None:
+        out = layer.init(key, in_shape)
+    else:
+        entry = {"who": who, "layer": layer.name, "depth": log.depth, "in_shape": in_shape}
+        log.entries.append(entry)
+        log.depth += 1
+        try:
+            out = layer.init(key, in_shape)
+        finally:
+            log.depth -= 1
+        entry["out"] = out
     if not (isinstance(out, tuple) and len(out) == 3):
         fail(owner, f"{who}.init must return (out_shape, params, state), got {describe(out)}")
     return out

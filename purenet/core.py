@@ -23,13 +23,14 @@ A layer is a named triple of pure functions (one uniform form for every layer, s
 
 from __future__ import annotations
 
+import functools
 import warnings
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, NoReturn
 
 import jax
 import jax.numpy as jnp
 
-from purenet._checks import as_float, describe, fail, is_int
+from purenet._checks import as_float, check_x64, describe, fail, is_int, raised_by_fail
 
 Shape = tuple[int, ...]
 PyTree = Any
@@ -53,15 +54,38 @@ class Decode(NamedTuple):
     reason: str | None = None  # None: supported
 
 
-class Layer(NamedTuple):
-    """A layer: `init`, `apply` and a handwritten `vjp`, a name used in error messages, and `decode`
-    (a `Decode`, or None for a layer that cannot run step by step)."""
-
+class _LayerFields(NamedTuple):
     init: Callable[..., tuple[Shape, PyTree, PyTree]]
     apply: Callable[..., tuple[Any, PyTree]]
     vjp: Callable[..., tuple[Any, PyTree, Callable]]
     name: str
     decode: Decode | None = None
+
+
+class Layer(_LayerFields):
+    """A layer: `init`, `apply` and a handwritten `vjp`, a name used in error messages, and `decode`
+    (a `Decode`, or None for a layer that cannot run step by step).
+
+    The three functions are stored guarded: a call with the habits of other libraries fails naming the
+    layer and what to write instead (`init(key, x)` with data, a `None` batch size, `apply(params, x)`
+    without the state, the key passed positionally); so does calling the layer itself (`layer(x)`)."""
+
+    __slots__ = ()
+
+    def __new__(cls, init: Callable, apply: Callable, vjp: Callable, name: str, decode: Decode | None = None):
+        return super().__new__(cls, _guard_init(name, init), _guard_call(name, "apply", apply),
+                               _guard_call(name, "vjp", vjp), name, decode)
+
+    def _replace(self, **fields) -> Layer:
+        """A copy with `fields` replaced, its functions guarded under its (new) name."""
+        return Layer(**{**self._asdict(), **fields})
+
+    def __call__(self, *args, **kwargs) -> NoReturn:
+        del args, kwargs
+        fail(self.name, "a Layer is not called like a function (PyTorch's model(x), Flax's model.apply(variables, "
+                        "x)): it is three pure functions. Write out_shape, params, state = layer.init(key, "
+                        "in_shape) once, then y, state = layer.apply(params, state, x) (or layer.vjp(...) for "
+                        "the gradient)", TypeError)
 
 
 class Loss(NamedTuple):
@@ -73,6 +97,98 @@ class Loss(NamedTuple):
     apply: Callable[..., jax.Array]
     vjp: Callable[..., tuple[jax.Array, Callable]]
     name: str
+
+    def __call__(self, *args, **kwargs) -> NoReturn:
+        del args, kwargs
+        fail(self.name, "a Loss is not called like a function (PyTorch's loss_fn(pred, target)): write value = "
+                        "loss.apply(pred, target), or value, pullback = loss.vjp(pred, target) for its gradient",
+             TypeError)
+
+
+# ------------------------------------------------------------------------- guarded layer functions
+# What users of other libraries write by habit, caught where the layer's functions are called, so the
+# message names the layer (the functions themselves are unchanged: `functools.wraps` keeps their
+# signatures, and a guarded function given to `Layer` again is unwrapped first).
+
+
+def _inner(fn: Callable) -> Callable:
+    return getattr(fn, "_purenet_unguarded", fn)
+
+
+def _shape_problem(in_shape: Any) -> str | None:
+    """What is wrong with an in_shape that no layer reads: data in place of a shape, or a None size."""
+    if hasattr(in_shape, "shape") and hasattr(in_shape, "dtype"):
+        return (f"init(key, in_shape) takes the input's shape, not data: got {describe(in_shape)}; call "
+                f"init(key, x.shape) (Flax's init(key, x) reads an example input, purenet's only its shape)")
+    if isinstance(in_shape, dict):
+        parts = in_shape.values()
+    elif isinstance(in_shape, (tuple, list)):
+        if not hasattr(in_shape, "_fields") and any(d is None for d in in_shape) and all(
+                d is None or is_int(d) for d in in_shape):
+            return (f"in_shape {tuple(in_shape)} holds None: write -1 for an unknown batch size (Keras and "
+                    f"TensorFlow write None), e.g. init(key, {tuple(-1 if d is None else d for d in in_shape)})")
+        parts = in_shape
+    else:
+        return None
+    return next((p for p in map(_shape_problem, parts) if p), None)
+
+
+def _unknown_sizes(in_shape: Any) -> list:
+    """The shapes in `in_shape` with -1 past the batch axis (only the batch size may be unknown)."""
+    if isinstance(in_shape, dict):
+        return [s for v in in_shape.values() for s in _unknown_sizes(v)]
+    if is_shape(in_shape):
+        return [tuple(in_shape)] if any(d < 0 for d in in_shape[1:]) else []
+    if isinstance(in_shape, (tuple, list)):
+        return [s for v in in_shape for s in _unknown_sizes(v)]
+    return []
+
+
+def _guard_init(name: str, init: Callable) -> Callable:
+    init = _inner(init)
+
+    @functools.wraps(init)
+    def guarded(*args, **kwargs):
+        in_shape = args[1] if len(args) > 1 else kwargs.get("in_shape")
+        if len(args) + len(kwargs) == 1:
+            fail(name, "init takes (key, in_shape), got one argument: out_shape, params, state = "
+                       "layer.init(jax.random.PRNGKey(0), (-1, ...))", TypeError)
+        problem = _shape_problem(in_shape)
+        if problem:
+            fail(name, problem)
+        try:
+            return init(*args, **kwargs)
+        except Exception as error:
+            unknown = _unknown_sizes(in_shape)
+            if raised_by_fail(error) or not unknown:
+                raise
+            fail(name, f"in_shape {unknown[0]} has an unknown size (-1) past the batch axis: only the batch "
+                       f"size (axis 0) may be -1; give every other size ({type(error).__name__} from inside "
+                       f"init: {str(error)[:160]})")
+
+    guarded._purenet_unguarded = init
+    return guarded
+
+
+def _guard_call(name: str, what: str, fn: Callable) -> Callable:
+    fn = _inner(fn)
+
+    @functools.wraps(fn)
+    def guarded(*args, **kwargs):
+        given = len(args) + sum(k in kwargs for k in ("params", "state", "x"))
+        if given < 3:
+            fail(name, f"{what}(params, state, x, *, key=None, train=False) got {given} of its 3 arguments: "
+                       f"pass the state init returned ({{}} for a stateless layer) between params and x, "
+                       f"`y, state = layer.{what}(params, state, x)` (Flax's apply(variables, x) and Equinox's "
+                       f"model(x) keep the state elsewhere)", TypeError)
+        if given > 3:
+            extra = ", ".join(describe(a) for a in args[3:])
+            fail(name, f"{what} takes key and train as keywords: {what}(params, state, x, key=key, train=True), "
+                       f"got {given - 3} more positional argument(s): {extra}", TypeError)
+        return fn(*args, **kwargs)
+
+    guarded._purenet_unguarded = fn
+    return guarded
 
 
 # ---------------------------------------------------------------------------------- pytree rules
@@ -214,9 +330,11 @@ def can_decode(layer: Layer) -> bool:
 
 def init_model(model: Layer, key: jax.Array, in_shape: Any, *, dtype=jnp.float32):
     """`model.init` with params, and the floating-point leaves of state (BatchNorm's running statistics),
-    cast to `dtype`; integer state (counters) keeps its dtype. -> (out_shape, params, state)."""
+    cast to `dtype`; integer state (counters) keeps its dtype. float64 needs JAX's 64-bit mode (else it
+    fails, rather than giving float32 silently). -> (out_shape, params, state)."""
     if not isinstance(model, Layer):
         fail("init_model", f"model must be a Layer, got {describe(model)}")
+    check_x64("init_model", dtype)
     out = model.init(key, as_shape_tree(in_shape))
     if not (isinstance(out, tuple) and len(out) == 3):
         fail("init_model", f"{model.name}.init must return (out_shape, params, state), got {describe(out)}")

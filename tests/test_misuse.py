@@ -150,6 +150,39 @@ def test_registry_row_misuse_works_or_names_the_layer(case, kind):
         assert all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree_util.tree_leaves(new_state)), new_state
 
 
+# ------------------------------------------------------------------- habits from other libraries
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_registry_row_refuses_other_libraries_habits_naming_the_layer(case):
+    """Calling the layer (PyTorch, Equinox), init on data (Flax), None as the batch size (Keras), apply
+    without the state or with the key positionally: each a purenet error naming the layer, before any
+    computation."""
+    layer = case.build()
+    _, params, state = abstract_init(layer, case.in_shape)
+    x = jax.eval_shape(lambda: _x(case, jax.random.PRNGKey(1), jnp.float32))
+    data = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), x)
+    first = jax.tree_util.tree_leaves(as_shape_tree(case.in_shape), is_leaf=is_shape)[0]
+    with_none = jax.tree_util.tree_map(lambda s: (None, *s[1:]) if s == first else s, as_shape_tree(case.in_shape),
+                                       is_leaf=is_shape)
+    for call in (lambda: layer(data), lambda: layer.init(jax.random.PRNGKey(0), data),
+                 lambda: layer.init(jax.random.PRNGKey(0), with_none), lambda: layer.apply(params, data),
+                 lambda: layer.vjp(params, state, data, jax.random.PRNGKey(0))):
+        _, error = outcome(call)
+        assert error is not None, "accepted"
+        assert_purenet_error(error, layer.name)
+
+
+def test_the_training_steps_refuse_other_libraries_habits():
+    """The habits tests/test_frictions.py replays with their messages, here as purenet errors."""
+    from tests.test_frictions import HABITS
+
+    for call, _, _ in HABITS.values():
+        _, error = outcome(call)
+        assert error is not None
+        assert_purenet_error(error)
+
+
 # A row per family where a layer computes on its input: an integer input must give the float value.
 # (Conv2D, ConvTranspose2D and Dense with integer and bfloat16 input: tests/layers/test_conv.py.)
 VALUE_ROWS = ["relu", "softmax-axis1", "maxpool2d", "maxpool2d-overlap", "avgpool2d-same-excl", "globalavgpool-2d",

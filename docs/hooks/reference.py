@@ -26,8 +26,9 @@ ROLES = {
     "reference/core.md": ("Core: the contract and combinators",
                           "The layer contract (`Layer`, `Decode`, `Loss`), the pytree rules of cotangents, the "
                           "combinators that are layers themselves, the `Tape` that runs a model's named "
-                          "children, and the weight initializers.",
-                          ["purenet.core", "purenet.combinators", "purenet.initializers"]),
+                          "children, the weight initializers, and `summary` (a model's table of shapes and "
+                          "parameters).",
+                          ["purenet.core", "purenet.combinators", "purenet.initializers", "purenet.summaries"]),
     "reference/ops.md": ("Paired primitives (ops)",
                          "The math several layers share, each forward beside its pullback.",
                          ["purenet.ops"]),
@@ -45,7 +46,8 @@ ROLES = {
                            ["purenet.optim", "purenet.optim.schedules"]),
     "reference/training.md": ("Training and checkpoints",
                               "The jitted training step made only of handwritten VJPs, `run_steps` (the one "
-                              "training loop), `fit` on it, set-prediction training, metrics, checkpoints, data "
+                              "training loop), `fit` on it, set-prediction training, metrics, checkpoints and "
+                              "weights-only files, data "
                               "parallelism over a device mesh, and the non-finite guard.",
                               ["purenet.training", "purenet.training.metrics", "purenet.training.parallel",
                                "purenet.debug"]),
@@ -62,7 +64,8 @@ ROLES = {
                              ["purenet.interop"]),
     "reference/check.md": ("The checker and the bridge",
                            "Our pullbacks against JAX's autodiff (the only module allowed to call it), and "
-                           "`as_jax_function`, which exposes a layer to `jax.grad`.",
+                           "`as_jax_function` (also `purenet.as_jax_function`), which exposes a layer to "
+                           "`jax.grad`.",
                            ["purenet.check"]),
 }
 

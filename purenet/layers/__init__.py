@@ -16,8 +16,8 @@ from purenet.layers.dropout import Dropout
 from purenet.layers.embedding import Embedding
 from purenet.layers.feedforward import FeedForward
 from purenet.layers.norm import BatchNorm, L2Normalize, LayerNorm, RMSNorm
-from purenet.layers.pooling import (AvgPool1D, AvgPool2D, AvgPool3D, GlobalAvgPool, MaxPool1D, MaxPool2D,
-                                    MaxPool3D)
+from purenet.layers.pooling import (AvgPool1D, AvgPool2D, AvgPool3D, GlobalAvgPool, MaskedMeanPool, MaxPool1D,
+                                    MaxPool2D, MaxPool3D)
 from purenet.layers.positional import LearnedPositions, SinusoidalPositions, rotary, rotary_pullback
 from purenet.layers.recurrent import (GRU, LSTM, Bidirectional, LSTMState, SequenceInput, SimpleRNN, gru_cell,
                                       lstm_cell, simple_rnn_cell)

@@ -426,8 +426,8 @@ def _parts(m: _MHA, x):
 
 def _check_call(m: _MHA, params, x, c, mask):
     """The one check of a call's arrays against the params (what `init` could not know): x (N, T, F),
-    c (N, S, Fc) or a decode step's `KeyValues`, mask bool (N|1, T, S) or (N|1, 1|H, T, S) or None.
-    -> the mask as (N|1, 1|H, T, S)."""
+    c (N, S, Fc) or a decode step's `KeyValues`, mask bool (N|1, T, S), (N|1, 1|H, T, S), a key padding
+    mask (N, S) (True = a real key), or None. -> the mask as (N|1, 1|H, T|1, S)."""
     width = params["w_qkv" if m.fused_qkv else "w_q"].shape[0]
     if x.ndim != 3 or x.shape[-1] != width:
         fail(_NAME, f"expected x of shape (N, T, {width}), got {tuple(x.shape)}")
@@ -445,11 +445,13 @@ def _check_call(m: _MHA, params, x, c, mask):
         S = c.shape[1]
     if mask is None:
         return None
-    mask = mask[:, None] if mask.ndim == 3 else mask
+    key_padding = mask.ndim == 2
+    mask = mask[:, None, None, :] if key_padding else mask[:, None] if mask.ndim == 3 else mask
     if (mask.dtype != jnp.bool_ or mask.ndim != 4 or mask.shape[0] not in (1, n) or mask.shape[1] not in (1, m.heads)
-            or tuple(mask.shape[2:]) != (T, S)):
-        fail(_NAME, f"mask must be boolean (N, T, S) or (N, 1 or {m.heads}, T, S) with N={n} (or 1), T={T}, "
-                    f"S={S}, True = attend, got {mask.dtype} {tuple(mask.shape)}")
+            or tuple(mask.shape[2:]) != ((1, S) if key_padding else (T, S))):
+        fail(_NAME, f"mask must be boolean (N, T, S), (N, 1 or {m.heads}, T, S) or a key padding mask (N, S) "
+                    f"with N={n} (or 1), T={T}, S={S}, True = attend, got {mask.dtype} "
+                    f"{tuple(mask.shape[:1] + mask.shape[3:]) if key_padding else tuple(mask.shape)}")
     return mask
 
 
@@ -488,7 +490,8 @@ def MultiHeadAttention(num_heads: int, *, num_kv_heads: int | None = None, head_
     (`dot_product_attention`), then y = heads w_o. Self-attention (c = x) or `cross` (c = a context).
 
     Shapes: self: x (N, T, F) or (x, mask); cross: (x, context (N, S, Fc)) or (x, context, mask); mask
-    bool (N, T, S) or (N, 1|H, T, S), True = attend -> y (N, T, out_features or F). H = num_heads query
+    bool (N, T, S) or (N, 1|H, T, S), True = attend, or a key padding mask (N, S), True at the real
+    (not padding) keys, as PyTorch's `key_padding_mask` negated -> y (N, T, out_features or F). H = num_heads query
     heads of size D = head_dim (default F // H); K = num_kv_heads (default H) key/value heads, K | H
     (K = 1: multi-query). Params {"w_q": (F, H D), "w_k", "w_v": (Fc, K D), "w_o": (H D, F_out), "b_*"},
     or {"w_qkv": (F, (H + 2K) D), "b_qkv", "w_o", "b_o"} with `fused_qkv` (self only). `rotary` rotates q
@@ -527,9 +530,10 @@ def MultiHeadAttention(num_heads: int, *, num_kv_heads: int | None = None, head_
             fail(name, f"the features (={features}) must be divisible by num_heads (={heads}), or give head_dim")
         if rotary and d % 2:
             fail(name, f"rotary=True rotates pairs of features: the head size must be even, got head_dim={d}")
-        if m_shape is not None and (len(m_shape) not in (3, 4) or tuple(m_shape[-2:]) != (x_shape[1], c_shape[1])):
-            fail(name, f"mask must have shape (N, T, S) or (N, 1|H, T, S) with T={x_shape[1]}, S={c_shape[1]}, "
-                       f"got {tuple(m_shape)}")
+        if m_shape is not None and not (len(m_shape) in (3, 4) and tuple(m_shape[-2:]) == (x_shape[1], c_shape[1])
+                                        or len(m_shape) == 2 and m_shape[-1] == c_shape[1]):
+            fail(name, f"mask must have shape (N, T, S), (N, 1|H, T, S) or (N, S) (a key padding mask) with "
+                       f"T={x_shape[1]}, S={c_shape[1]}, got {tuple(m_shape)}")
         keys = iter(jax.random.split(key, 8))
         out = out_features or features
         if fused_qkv:

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from purenet._checks import as_float, check_bool, check_range, fail
+from purenet._sharding import axis_bound
 from purenet.core import Layer, positionwise, stateless
 from purenet.ops import scale_shift, scale_shift_pullback
 
@@ -66,7 +67,11 @@ def BatchNorm(*, momentum: float = 0.9, eps: float = 1e-5, axis_name=None, use_s
     unbiased (times count / (count - 1)) in the running variance with `unbiased_running_var`, as PyTorch; it
     needs at least 2 values per channel (N times the spatial sizes), else fails while tracing. Eval uses
     the running statistics. With `axis_name`, the batch statistics (and the matching means in the backward
-    pass) are `lax.pmean`-ed over that named axis (equal shard sizes assumed)."""
+    pass) are `lax.pmean`-ed over that named axis (equal shard sizes assumed) where it is bound (inside
+    `jax.shard_map`, `make_train_step(mesh=...)`, `jax.vmap(axis_name=)`); where it is not (one device, no
+    mesh) the layer is a plain BatchNorm over its own batch, as PyTorch's SyncBatchNorm outside a process
+    group: one model definition serves one device and many. (A mesh axis of another name is not caught:
+    give the layer the mesh's axis name.)"""
     momentum = check_range("BatchNorm", "momentum", momentum, lambda v: 0 <= v <= 1, "a number in [0, 1]")
     eps = _check_options("BatchNorm", eps, use_scale, use_bias)
     check_bool("BatchNorm", "unbiased_running_var", unbiased_running_var)
@@ -77,14 +82,14 @@ def BatchNorm(*, momentum: float = 0.9, eps: float = 1e-5, axis_name=None, use_s
         state = {"mean": jnp.zeros((channels,), jnp.float32), "var": jnp.ones((channels,), jnp.float32)}
         return tuple(in_shape), _affine_params(channels, use_scale, use_bias), state
 
-    def batch_mean(v):
+    def batch_mean(v, synced):
         m = jnp.mean(v, axis=tuple(range(v.ndim - 1)), keepdims=True)  # (1, ..., C)
-        return m if axis_name is None else lax.pmean(m, axis_name)
+        return lax.pmean(m, axis_name) if synced else m
 
-    def normalize(state, x, train):
+    def normalize(state, x, train, synced):
         """-> (new_state, mean, rstd), mean and rstd shaped (1, ..., C)."""
         _check_input("BatchNorm", state["mean"].shape[0], x)
-        count = math.prod(x.shape[:-1]) * (1 if axis_name is None or not train else lax.axis_size(axis_name))
+        count = math.prod(x.shape[:-1]) * (lax.axis_size(axis_name) if synced and train else 1)
         if train and count < 2:
             fail("BatchNorm", f"train=True needs at least 2 values per channel to take batch statistics over, "
                               f"got input of shape {tuple(x.shape)} ({count} per channel): use a batch of 2 or "
@@ -93,8 +98,8 @@ def BatchNorm(*, momentum: float = 0.9, eps: float = 1e-5, axis_name=None, use_s
             mean = _per_channel(state["mean"], x.ndim).astype(x.dtype)
             rstd = lax.rsqrt(_per_channel(state["var"], x.ndim).astype(x.dtype) + eps)
             return state, mean, rstd
-        mean = batch_mean(x)
-        var = batch_mean(jnp.square(x - mean))
+        mean = batch_mean(x, synced)
+        var = batch_mean(jnp.square(x - mean), synced)
 
         def update(old, batch):
             return (momentum * old + (1 - momentum) * batch.reshape(-1)).astype(old.dtype)
@@ -106,7 +111,7 @@ def BatchNorm(*, momentum: float = 0.9, eps: float = 1e-5, axis_name=None, use_s
     def apply(params, state, x, *, key=None, train=False):
         del key
         x = as_float(x)
-        new_state, mean, rstd = normalize(state, x, train)
+        new_state, mean, rstd = normalize(state, x, train, axis_name is not None and axis_bound(axis_name))
         return scale_shift((x - mean) * rstd, params), new_state
 
     # Derivation: docs/derivations/batchnorm.md
@@ -116,7 +121,8 @@ def BatchNorm(*, momentum: float = 0.9, eps: float = 1e-5, axis_name=None, use_s
     def vjp(params, state, x, *, key=None, train=False):
         del key
         x = as_float(x)
-        new_state, mean, rstd = normalize(state, x, train)
+        synced = axis_name is not None and axis_bound(axis_name)
+        new_state, mean, rstd = normalize(state, x, train, synced)
         y = scale_shift((x - mean) * rstd, params)  # (N, ..., C)
 
         def pullback(dy):
@@ -124,7 +130,7 @@ def BatchNorm(*, momentum: float = 0.9, eps: float = 1e-5, axis_name=None, use_s
             dparams, dxhat = scale_shift_pullback(dy, xhat, params)
             if not train:
                 return dparams, rstd * dxhat
-            return dparams, rstd * (dxhat - batch_mean(dxhat) - xhat * batch_mean(dxhat * xhat))
+            return dparams, rstd * (dxhat - batch_mean(dxhat, synced) - xhat * batch_mean(dxhat * xhat, synced))
 
         return y, new_state, pullback
 

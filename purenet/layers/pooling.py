@@ -1,4 +1,5 @@
-"""Pooling layers: max and average pooling over 1-, 2- and 3-D windows, and global average pooling.
+"""Pooling layers: max and average pooling over 1-, 2- and 3-D windows, global average pooling, and the
+masked mean over a padded sequence's real positions.
 
 Dimension letters: N batch, D depth, H height, W width, C channels (channels-last: NWC, NHWC, NDHWC);
 K the window, S the strides, P the padding (low, high) per spatial axis; out spatial size
@@ -281,3 +282,52 @@ def GlobalAvgPool() -> Layer:
         return y, pullback
 
     return stateless("GlobalAvgPool", init, apply, vjp)
+
+
+def MaskedMeanPool() -> Layer:
+    """Mean over the positions a mask keeps: padded sequences to one vector each (a sentence embedding).
+
+    Shapes: (x (N, T, F), mask (N, T) bool, True = a real position) -> y (N, F), y[n] = sum_t mask[n, t]
+    x[n, t] / max(1, count[n]), count[n] = sum_t mask[n, t] (a row with no position kept gives 0); no
+    params. dx mirrors the input: (dx, None)."""
+    name = "MaskedMeanPool"
+
+    def parts(x):
+        if not (isinstance(x, (tuple, list)) and len(x) == 2):
+            fail(name, f"expects (x (N, T, F), mask (N, T)), got {type(x).__name__} {x!r:.80}")
+        x, mask = x
+        x_shape, m_shape = (tuple(getattr(x, "shape", x)), tuple(getattr(mask, "shape", mask)))
+        if len(x_shape) != 3 or m_shape != x_shape[:2]:
+            fail(name, f"expects x (N, T, F) and mask (N, T), got shapes {x_shape} and {m_shape}")
+        if hasattr(mask, "dtype") and mask.dtype != jnp.bool_:
+            fail(name, f"mask must be boolean (True = a real position), got dtype {mask.dtype}")
+        return x, mask
+
+    def init(key, in_shape):
+        del key
+        x_shape, _ = parts(in_shape)
+        return (x_shape[0], x_shape[2]), {}
+
+    def weights(x, mask):  # mask / max(1, count): (N, T, 1)
+        count = jnp.maximum(jnp.sum(mask, axis=1, keepdims=True), 1).astype(x.dtype)  # (N, 1)
+        return (mask.astype(x.dtype) / count)[..., None]
+
+    def apply(params, x):
+        del params
+        x, mask = parts(x)
+        x = as_float(x)
+        return jnp.sum(x * weights(x, mask), axis=1)  # (N, F)
+
+    # dx[n, t] = dy[n] mask[n, t] / max(1, count[n]); the mask has no cotangent. Residuals: the weights.
+    def vjp(params, x):
+        del params
+        seq, mask = parts(x)
+        seq = as_float(seq)
+        w = weights(seq, mask)  # (N, T, 1)
+
+        def pullback(dy):
+            return {}, type(x)((dy[:, None, :] * w, None))  # (N, T, F)
+
+        return jnp.sum(seq * w, axis=1), pullback
+
+    return stateless(name, init, apply, vjp)

@@ -283,7 +283,9 @@ def _split_input(cell, params, x, recurrent_bias):
     if states and (len(states) != len(cell.states) or any(s.shape != expected for s in states)):
         got = [tuple(s.shape) for s in states]
         fail(cell.name, f"expected initial state {' and '.join(cell.states)} of shape {expected}, got {got}")
-    return as_float(seq, params["w_x"]), (tuple(states) if states else None)
+    seq = as_float(seq, params["w_x"])  # integers as floats; float16 / bfloat16 computed in the weights' dtype:
+    seq = seq.astype(jnp.promote_types(seq.dtype, params["w_x"].dtype))  # the scan's carry has one dtype
+    return seq, (tuple(states) if states else None)
 
 
 # The scan cores are jitted once per (cell, options, shapes, dtypes): eager calls (the checker's) reuse the
@@ -370,6 +372,9 @@ def _recurrent(cell, hidden_size, return_sequences, reverse, w_x_init, w_h_init,
 
         def pullback(dy):
             dparams, dseq, dcarry0 = _backward(params, seq, carry0, saved, dy, **options)
+            given = x.x if isinstance(x, SequenceInput) else x
+            if jnp.issubdtype(given.dtype, jnp.floating):
+                dseq = dseq.astype(given.dtype)  # dx in the input's dtype
             if not isinstance(x, SequenceInput):
                 return dparams, dseq
             dinitial = [] if initial is None else [d.astype(s.dtype) for d, s in zip(dcarry0, initial)]

@@ -120,7 +120,8 @@ def EncoderBlock(num_heads: int, hidden: int, *, num_kv_heads: int | None = None
                  eps: float | None = None) -> Layer:
     """Self-attention + feed-forward with residuals (module docstring); causal, a GPT block.
 
-    Shapes: x (N, T, F) or (x, mask (N, T, T) or (N, 1|H, T, T) bool) -> the same structure, y (N, T, F).
+    Shapes: x (N, T, F) or (x, mask (N, T, T), (N, 1|H, T, T) or a key padding mask (N, T), bool) -> the
+    same structure, y (N, T, F).
     `hidden`: the feed-forward width (`activation`, `gated` as `FeedForward`); `norm` "layer" or "rms",
     with epsilon `eps` (None: the norm's default; BERT and ViT take 1e-12);
     `dropout` on each sub-layer's output (and inside the feed-forward), `attention_dropout` on the

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from purenet._checks import check_int, fail
+from purenet._checks import check_int, fail, raised_by_fail
 from purenet.core import Layer, can_decode
 
 
@@ -65,5 +65,14 @@ def generate(model: Layer, params, prompt, key: jax.Array, *, length: int, tempe
     prompt = jnp.asarray(prompt)
     if prompt.ndim != 2 or prompt.shape[1] < 1 or not jnp.issubdtype(prompt.dtype, jnp.integer):
         fail("generate", f"expected prompt ids of shape (N, P) with P >= 1, got {prompt.dtype} {prompt.shape}")
+    positions = prompt.shape[1] + length
+    try:  # traced, nothing computed: the cache's own checks (a positions table's length)
+        jax.eval_shape(lambda p: model.decode.init_cache(p, prompt.shape[0], positions), params)
+    except ValueError as error:
+        if not raised_by_fail(error):
+            raise
+        fail("generate", f"the prompt ({prompt.shape[1]} positions) plus length={length} new tokens need "
+                         f"{positions} positions, more than {model.name} can decode: {error}. Shorten the prompt "
+                         f"or the length, or build the model with a longer context")
     return _generate(model, params, prompt, key, jnp.asarray(temperature, jnp.float32), length=length,
                      top_k=top_k)

@@ -100,6 +100,11 @@ def _check_not_directory(path) -> None:
                     f"{os.path.join(os.fspath(path), 'checkpoint.npz')})", IsADirectoryError)
 
 
+def _brief(names: list[str], shown: int = 5) -> str:
+    """A list of leaf names cut to its first few and how many more: a message stays a few lines long."""
+    return str(names[:shown])[:-1] + (f", ... and {len(names) - shown} more]" if len(names) > shown else "]")
+
+
 def _flatten(tree: PyTree) -> list[tuple[str, Any]]:
     leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
     return [(jax.tree_util.keystr(path), leaf) for path, leaf in leaves]
@@ -185,8 +190,11 @@ def load_checkpoint(path, *, like: Checkpoint) -> Checkpoint:
         hint = (" (the file names layers by position, params[0], ...: it was written for a model built with "
                 "positional children, as purenet 0.1's experiments were; rebuild that model to load it)"
                 if positional and not any(p.startswith("['params'][0]") for p in missing) else "")
-        fail(_NAME, f"tree structure of {path} differs from `like`{hint}: missing leaves {missing}, "
-                    f"unexpected leaves {extra}")
+        weights_only = ("; to read only its params and state (for inference, or another optimizer), call "
+                        "purenet.load_weights(path, like=(params, state))"
+                        if all(p.startswith("['opt_state']") for p in missing + extra) else "")
+        fail(_NAME, f"tree structure of {path} differs from `like`{hint}: missing leaves {_brief(missing)}, "
+                    f"unexpected leaves {_brief(extra)}{weights_only}")
     leaves = []
     for name, (_, leaf) in zip(expected_paths, named):
         expected, found = _describe(leaf), stored[name]

@@ -20,7 +20,7 @@ from jax.sharding import Mesh
 
 from purenet._checks import check_bool, check_positive, fail
 from purenet.core import Layer, Loss, PyTree
-from purenet.data.batching import batches
+from purenet.data.batching import batches, brief, leading_lengths
 from purenet.debug import NonFiniteError
 from purenet.training import parallel
 from purenet.training.loop import LOG_EVERY, Run, StopTraining, run_steps
@@ -45,17 +45,26 @@ def _all_finite(tree) -> jax.Array:
 
 
 def _check_data(data, name: str) -> dict:
-    """-> {"x", "y"} of `data`, failing unless both are present with the same nonzero length."""
+    """-> {"x", "y"} of `data`, failing unless both are present and every leaf of both (x and y may be
+    pytrees) has the same nonzero leading length, the number of examples."""
     if not isinstance(data, Mapping) or not {"x", "y"} <= set(data):
         fail("fit", f"{name} must be a dict with keys 'x' and 'y', got {type(data).__name__}")
-    x, y = data["x"], data["y"]
-    if len(x) != len(y) or len(x) == 0:
-        fail("fit", f"{name}['x'] and {name}['y'] need the same nonzero length, got {len(x)} and {len(y)}")
-    return {"x": x, "y": y}
+    data = {"x": data["x"], "y": data["y"]}
+    lengths = leading_lengths(data)
+    if not lengths or None in lengths.values() or len(set(lengths.values())) != 1 or 0 in lengths.values():
+        fail("fit", f"every array of {name}['x'] and {name}['y'] (x and y may be pytrees: (ids, mask), a dict) "
+                    f"needs the same nonzero leading length, the number of examples; got leading lengths "
+                    f"{brief(lengths)}")
+    return data
+
+
+def _length(data: dict) -> int:
+    """The number of examples in a checked `data` (every leaf's leading length)."""
+    return int(np.shape(jax.tree_util.tree_leaves(data["x"])[0])[0])
 
 
 def _sizes(data: dict, batch_size: int, drop_remainder: bool = False) -> list[int]:
-    n = len(data["x"])
+    n = _length(data)
     n = n - n % batch_size if drop_remainder else n
     return [min(batch_size, n - start) for start in range(0, n, batch_size)]
 
@@ -143,9 +152,9 @@ def _evaluate(eval_step, params, state, data: dict, batch_size: int,
     for batch in batches(data, batch_size, shuffle=False):
         if placement is None:
             results.append(eval_step(params, state, batch))
-        elif len(batch["x"]) % placement.devices:
+        elif _length(batch) % placement.devices:
             if jax.process_count() > 1:
-                fail("fit", f"a validation batch of {len(batch['x'])} examples does not split over this "
+                fail("fit", f"a validation batch of {_length(batch)} examples does not split over this "
                             f"process's {placement.devices} devices: with several processes, give each a "
                             f"val_data whose size is a multiple of batch_size, or of the device count")
             results.append(placement.ragged_step(params, state, batch))
@@ -165,7 +174,8 @@ def fit(model: Layer, loss: Loss, optimizer, params: PyTree, state: PyTree, trai
         checkpoint_dir: str | os.PathLike | None = None, metrics: Metrics | None = None,
         drop_last: bool | None = None, debug_nonfinite: bool = False, mesh: Mesh | None = None,
         axis_name: str = "data") -> FitResult:
-    """Train for `epochs` over mini-batches of `train_data` ({"x": (N, ...), "y": (N, ...)}).
+    """Train for `epochs` over mini-batches of `train_data` ({"x": (N, ...), "y": (N, ...)}; x and y may be
+    pytrees, `{"x": (ids, mask), "y": labels}`, batched along the leading axis of every leaf).
 
     Batches come from `purenet.data.batching.batches` (a permutation seeded by (seed, epoch)); the
     model's key at step t is `fold_in(PRNGKey(seed), t)`: a seed fixes the run. A last smaller batch
@@ -190,7 +200,8 @@ def fit(model: Layer, loss: Loss, optimizer, params: PyTree, state: PyTree, trai
         check_positive("fit", "early_stopping", early_stopping)
     train_data = _check_data(train_data, "train_data")
     val_data = None if val_data is None else _check_data(val_data, "val_data")
-    train_step = make_train_step(model, loss, optimizer, metrics=metrics, mesh=mesh, axis_name=axis_name)
+    train_step = make_train_step(model, loss, optimizer, metrics=metrics, mesh=mesh, axis_name=axis_name,
+                                 skip_nonfinite=False)  # the guard stops the run instead
     eval_step = None if val_data is None else make_eval_step(model, loss, metrics=metrics, mesh=mesh,
                                                               axis_name=axis_name)
     opt_state = optimizer.init(params) if opt_state is None else opt_state
@@ -205,10 +216,10 @@ def fit(model: Layer, loss: Loss, optimizer, params: PyTree, state: PyTree, trai
         found = locate_nonfinite(model, loss, params, state, batch, key=key)
         return otherwise if found is None else str(found)
 
-    drop = _drop_remainder(len(train_data["x"]), batch_size, drop_last)
-    if placement is not None and len(train_data["x"]) % batch_size % placement.devices:
+    drop = _drop_remainder(_length(train_data), batch_size, drop_last)
+    if placement is not None and _length(train_data) % batch_size % placement.devices:
         if drop_last is False:
-            fail("fit", f"drop_last=False keeps a last batch of {len(train_data['x']) % batch_size} examples, "
+            fail("fit", f"drop_last=False keeps a last batch of {_length(train_data) % batch_size} examples, "
                         f"which does not split over {placement.devices} devices")
         drop = True
     sizes = _sizes(train_data, batch_size, drop)

@@ -36,6 +36,7 @@ def test_lenet5_quick_falls_back_to_sample_and_checkpoint_reproduces_accuracy(tm
     metrics = lenet.main(["--quick", "--out-dir", str(out), "--data-dir", str(tmp_path / "empty")])
     printed = capsys.readouterr().out
     assert "offline MNIST sample" in printed and "test_accuracy" in printed and "wall time" in printed
+    assert "total: 60,170 parameters (235.0 KiB)" in printed  # the model's summary, printed at start-up
     saved, (checkpoint,) = assert_outputs(out, ["curves.png"], ["checkpoint.npz"], [(lenet5(), lenet.IN_SHAPE)])
     assert saved == metrics
     assert metrics["train_size"] == lenet.QUICK_TRAIN and metrics["epochs"] == 1

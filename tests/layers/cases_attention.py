@@ -30,4 +30,10 @@ CASES = [
          ((2, 1, 8), (2, 7, 5), (2, 1, 7)), make_x=with_mask, stepwise=False, eager=False),
     Case("mha-dropout-train-logsumexp", MultiHeadAttention,
          {"num_heads": 2, "dropout": 0.3, "residuals": "logsumexp", "block_size": 3}, (2, 5, 8), train=True),
+    # key padding masks (N, S): True at the real keys
+    Case("mha-self-key-padding-mask", MultiHeadAttention, {"num_heads": 2}, ((2, 4, 6), (2, 4)), make_x=with_mask,
+         eager=False),
+    Case("mha-cross-key-padding-logsumexp", MultiHeadAttention,
+         {"num_heads": 2, "cross": True, "residuals": "logsumexp", "block_size": 3}, ((2, 3, 6), (2, 7, 5), (2, 7)),
+         make_x=with_mask, stepwise=False, eager=False),
 ]

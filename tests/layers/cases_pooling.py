@@ -1,8 +1,20 @@
 """Registry rows: max, average and global pooling."""
 
+import jax
+import jax.numpy as jnp
+
 from tests.registry import Case
 
-from purenet.layers.pooling import AvgPool1D, AvgPool2D, AvgPool3D, GlobalAvgPool, MaxPool1D, MaxPool2D, MaxPool3D
+from purenet.layers.pooling import (AvgPool1D, AvgPool2D, AvgPool3D, GlobalAvgPool, MaskedMeanPool, MaxPool1D,
+                                    MaxPool2D, MaxPool3D)
+
+
+def with_lengths(key, in_shape):
+    """Standard-normal x and a padding mask of random lengths, one row with no position kept (output 0)."""
+    (n, t, f), _ = in_shape
+    k_x, k_len = jax.random.split(key)
+    lengths = jax.random.randint(k_len, (n,), 1, t + 1).at[-1].set(0)
+    return jax.random.normal(k_x, (n, t, f), jnp.float64), jnp.arange(t)[None, :] < lengths[:, None]
 
 CASES = [
     # max pooling
@@ -37,4 +49,7 @@ CASES = [
     Case("globalavgpool-1d", GlobalAvgPool, {}, (2, 7, 3)),
     Case("globalavgpool-2d", GlobalAvgPool, {}, (2, 5, 7, 3)),
     Case("globalavgpool-3d", GlobalAvgPool, {}, (2, 3, 4, 5, 2)),
+    # masked mean over a padded sequence
+    Case("maskedmeanpool", MaskedMeanPool, {}, ((3, 5, 4), (3, 5)), make_x=with_lengths),
+    Case("maskedmeanpool-batch1-t1", MaskedMeanPool, {}, ((1, 1, 2), (1, 1)), make_x=with_lengths),
 ]

@@ -91,7 +91,9 @@ def test_fit_rejects_bad_arguments(key):
         fit(model, loss, sgd(0.1), params, state, (data["x"], data["y"]), epochs=1, batch_size=4, seed=0)
     with pytest.raises(ValueError, match=r"fit: batch_size must be positive integers, got batch_size=0"):
         fit(model, loss, sgd(0.1), params, state, data, epochs=1, batch_size=0, seed=0)
-    with pytest.raises(ValueError, match=r"fit: train_data\['x'\] and train_data\['y'\] need the same"):
+    with pytest.raises(ValueError, match=r"fit: every array of train_data\['x'\] and train_data\['y'\] .* needs the "
+                                         r"same nonzero leading length, the number of examples; got leading lengths "
+                                         r"\{x: 8, y: 3\}"):
         fit(model, loss, sgd(0.1), params, state, {"x": data["x"], "y": data["y"][:3]}, epochs=1,
             batch_size=4, seed=0)
 

@@ -74,7 +74,7 @@ def test_regression_step_reports_loss_only_and_custom_metrics(key):
     optimizer = adam(1e-2)
     step = make_train_step(model, loss, optimizer)
     *_, metrics = step(params, state, optimizer.init(params), data, key)
-    assert set(metrics) == {"loss"}
+    assert set(metrics) == {"loss", "skipped"} and float(metrics["skipped"]) == 0.0  # skip_nonfinite's flag
     eval_step = make_eval_step(model, loss, metrics={"mae": lambda p, t: jnp.mean(jnp.abs(p - t))})
     check_function(lambda *a: eval_step(*a)["mae"],
                    lambda p, s, d: jnp.mean(jnp.abs(model.apply(p, s, d["x"])[0] - d["y"])), params, state, data,
