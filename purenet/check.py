@@ -35,6 +35,7 @@ import numpy as np
 from purenet._checks import fail
 from purenet.combinators import checked_apply, checked_vjp
 from purenet.core import Layer, as_shape_tree, can_decode, init_model, is_differentiable, is_shape
+from purenet.precision import with_policy
 
 TOLERANCES = {jnp.dtype("float64"): 1e-10, jnp.dtype("float32"): 1e-4}
 ZERO_ULPS = 16
@@ -419,17 +420,27 @@ def check_model(
     key: jax.Array | None = None,
     train: bool = False,
     rtol: float | None = None,
+    policy: Any = None,
 ) -> dict[str, LeafError]:
     """A whole model + loss: the parameter gradient from our handwritten VJPs equals
     `jax.grad(loss.apply(model.apply(params, state, x)[0], target))`; below float64, by the module's
-    low-precision rule (a float64 truth at the same point) unless `rtol` is given. Both sides run in
-    one `jax.jit` program (compiling a model once costs far less than running it op by op). -> per-leaf
+    low-precision rule (a float64 truth at the same point) unless `rtol` is given. With `policy` (a
+    `purenet.precision.Policy`), both sides run `with_policy(model, policy)` (JAX's autodiff through its
+    casts) on params in their own dtype, and the truth is the bare model in float64 at the same point:
+    our mixed-precision gradient's error within 16 times JAX's own (needs 64-bit mode). Both sides run
+    in one `jax.jit` program (compiling a model once costs far less than running it op by op). -> per-leaf
     report; raises GradientMismatch naming every leaf out of bounds."""
     dtype = jax.tree_util.tree_leaves(params)[0].dtype
-    with_truth = rtol is None and needs_truth(dtype)
+    with_truth = rtol is None and (needs_truth(dtype) or policy is not None)
+    if with_truth and not jax.config.jax_enable_x64:
+        fail("check_model", "policy= is checked against a float64 truth, which needs 64-bit mode: call "
+                            "jax.config.update('jax_enable_x64', True) at startup, or pass rtol=")
     rtol = None if with_truth else tolerance(dtype) if rtol is None else rtol
+    bare = model
+    if policy is not None:
+        model = with_policy(model, policy)
 
-    def jax_side(params, state, x, target):
+    def jax_side(model, params, state, x, target):
         def reference(p):
             return loss.apply(model.apply(p, state, x, key=key, train=train)[0], target)
 
@@ -440,8 +451,8 @@ def check_model(
         y, _, pullback = checked_vjp("check_model", model.name, model, params, state, x, key=key, train=train)
         value, loss_pullback = loss.vjp(y, target)
         dparams, _ = pullback(loss_pullback(jnp.ones_like(value)))
-        theirs = jax_side(params, state, x, target)
-        truth = jax_side(*map(upcast, (params, state, x, target))) if with_truth else theirs
+        theirs = jax_side(model, params, state, x, target)
+        truth = jax_side(bare, *map(upcast, (params, state, x, target))) if with_truth else theirs
         return (value, dparams), theirs, truth
 
     ours, theirs, truth = ours_and_jax(params, state, x, target, key)
