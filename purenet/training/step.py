@@ -21,6 +21,7 @@ from purenet._checks import describe, fail
 from purenet.combinators import checked_vjp
 from purenet.core import Layer, Loss, PyTree
 from purenet.debug import NonFiniteLayerError
+from purenet.optim.loss_scaling import loss_scale
 from purenet.optim.transforms import apply_updates
 from purenet.training import parallel
 from purenet.training.metrics import accuracy
@@ -53,13 +54,16 @@ def _metrics(value, outputs, targets, metrics: Metrics | None) -> dict[str, jax.
 
 
 def grad_step(model: Layer, loss: Loss, params: PyTree, state: PyTree, batch: Batch, key,
-              train: bool = True):
+              train: bool = True, *, seed: jax.Array | None = None):
     """The handwritten gradient of `loss(model(x), y)` w.r.t. params: model.vjp, loss.vjp, pullbacks.
+    `seed`: the loss's cotangent (default 1); a loss scale S gives S times the gradient
+    (`purenet.optim.dynamic_loss_scale`), with every cotangent S times larger on the way.
 
     -> (loss_value (), dparams (tree of params), new_state, outputs (N, ...)). Pure; jit the caller."""
     outputs, new_state, pullback = model.vjp(params, state, batch["x"], key=key, train=train)
     value, loss_pullback = loss.vjp(outputs, batch["y"])
-    dparams, _ = pullback(loss_pullback(jnp.ones_like(value)))
+    dvalue = jnp.ones_like(value) if seed is None else jnp.full_like(value, seed)
+    dparams, _ = pullback(loss_pullback(dvalue))
     return value, dparams, new_state, outputs
 
 
@@ -97,14 +101,28 @@ def make_train_step(model: Layer, loss: Loss, optimizer, *, metrics: Metrics | N
     `optimizer` has optax's `init`/`update(grads, opt_state, params)` interface; `key` feeds the model's
     randomness (Dropout). Uses no JAX autodiff: only model.vjp, loss.vjp and the optimizer. With `mesh`,
     the batch is split over its axis `axis_name` and the gradients averaged in one all-reduce
-    (`purenet.training.parallel`); the optimizer then runs replicated."""
+    (`purenet.training.parallel`); the optimizer then runs replicated. A loss-scaled optimizer
+    (`optim.dynamic_loss_scale(...)`, `optim.static_loss_scale(...)`) seeds the pullbacks with the scale
+    its state holds, and the metrics gain "loss_scale", the scale of that step."""
     check_parts("make_train_step", model=model, loss=loss, optimizer=optimizer)
     gradients = gradients_and_metrics(model, loss, metrics=metrics)
+
+    def scaled_gradients(params, state_and_seed, batch, key):  # the seed rides with the replicated state
+        state, seed = state_and_seed
+        value, dparams, new_state, outputs = grad_step(model, loss, params, state, batch, key, seed=seed)
+        return dparams, new_state, _metrics(value, outputs, batch["y"], metrics)
+
     if mesh is not None:
         gradients = parallel.data_parallel("make_train_step", gradients, mesh, axis_name)
+        scaled_gradients = parallel.data_parallel("make_train_step", scaled_gradients, mesh, axis_name)
 
     def step(params, state, opt_state, batch, key):
-        dparams, state, step_metrics = gradients(params, state, batch, key)
+        seed = loss_scale(opt_state)
+        if seed is None:
+            dparams, state, step_metrics = gradients(params, state, batch, key)
+        else:
+            dparams, state, step_metrics = scaled_gradients(params, (state, seed), batch, key)
+            step_metrics = {**step_metrics, "loss_scale": seed}
         updates, opt_state = optimizer.update(dparams, opt_state, params)
         params = apply_updates(params, updates)
         return params, state, opt_state, step_metrics
