@@ -20,7 +20,10 @@ rounds, alternating with the JAX block three times; each time is the median over
 gives each peer's ms and its ratio peer / purenet (below 1.00: the peer is faster), the fastest peer (jax.grad
 of our forward counts as one) and purenet / fastest, XLA's temporary bytes (`memory_analysis()`) of ours
 and of jax.grad of our forward (the JSON has every JAX peer's), `cost_analysis()` FLOPs, achieved GFLOP/s
-and the fraction of this machine's float32 matmul peak, measured here too. Flax, Equinox and PyTorch come
+and the fraction of this machine's float32 matmul peak, measured here too. The bf16 column is purenet's own step
+under the mixed-precision policy `Policy(compute_dtype=bfloat16)` (float32 params, Adam state and logits; forward
+and pullbacks in bfloat16, sums in float32), timed in the same rounds: its ms, its time over the float32 step's,
+and its XLA temporary bytes. Flax, Equinox and PyTorch come
 with `pip install -e ".[bench]"`; a peer whose library is missing, or that has no natural form for a row
 (Equinox GPT), prints "-".
 
@@ -53,6 +56,7 @@ from purenet.combinators import serial
 from purenet.layers import GRU, Dense, Embedding
 from purenet.models import CharLMConfig, GPTConfig, LeNetConfig, char_lm, gpt, lenet5, mlp
 from purenet.models.lenet import CLASSIC
+from purenet.precision import Policy, with_policy
 
 LEARNING_RATE = 1e-3
 
@@ -684,6 +688,7 @@ def equinox_peer(row: Row) -> Peer | None:
 # name -> (Row -> Peer, or None where the library is missing or has no natural form for the row)
 PEERS = {"plain jax.grad": plain_peer, "Flax": flax_peer, "Equinox": equinox_peer, "PyTorch CPU": torch_peer}
 OURS_AUTODIFF = "jax.grad of our forward"
+BF16 = Policy(compute_dtype=jnp.bfloat16)  # the bf16 column: purenet's step under this policy
 
 
 def _torch_module(peer: Peer, params):
@@ -793,6 +798,8 @@ def bench_row(name: str, row: Row, rounds: int, peak: float) -> dict:
     handwritten, autodiff = build_steps(model, losses.softmax_cross_entropy(), optimizer, state)
     ours, ours_temp, flops = compile_step(handwritten, *args)
     ref, ref_temp, ref_flops = compile_step(autodiff, *args)
+    mixed, _ = build_steps(with_policy(model, BF16), losses.softmax_cross_entropy(), optimizer, state)
+    ours_bf16, bf16_temp, _ = compile_step(mixed, *args)
     jax_steps, temps, torch_steps = {OURS_AUTODIFF: lambda: ref(*args)}, {OURS_AUTODIFF: ref_temp}, {}
     for peer_name, make in PEERS.items():
         peer = make(row) if row.peers else None
@@ -800,8 +807,9 @@ def bench_row(name: str, row: Row, rounds: int, peak: float) -> dict:
             jax_steps[peer_name], temps[peer_name] = jax_peer_step(peer, params, x, y)
         elif peer is not None:
             torch_steps[peer_name] = torch_peer_step(peer, params, x, y)
-    seconds = time_steps([lambda: ours(*args), *jax_steps.values()], list(torch_steps.values()), rounds)
-    ours_s, peer_s = seconds[0], dict(zip([*jax_steps, *torch_steps], seconds[1:]))
+    seconds = time_steps([lambda: ours(*args), lambda: ours_bf16(*args), *jax_steps.values()],
+                         list(torch_steps.values()), rounds)
+    ours_s, bf16_s, peer_s = seconds[0], seconds[1], dict(zip([*jax_steps, *torch_steps], seconds[2:]))
     peer_ms = {p: (1e3 * peer_s[p] if p in peer_s else None) for p in (OURS_AUTODIFF, *PEERS)}
     fastest = min(peer_s, key=peer_s.get)
     return {
@@ -811,6 +819,7 @@ def bench_row(name: str, row: Row, rounds: int, peak: float) -> dict:
         "purenet_temp_bytes": ours_temp, "peer_temp_bytes": {p: temps.get(p) for p in peer_ms},
         "purenet_flops": flops, "jax_grad_flops": ref_flops, "purenet_gflops_per_s": flops / ours_s / 1e9,
         "matmul_peak_fraction": flops / ours_s / 1e9 / peak,
+        "bf16_ms": 1e3 * bf16_s, "bf16_over_purenet": bf16_s / ours_s, "bf16_temp_bytes": bf16_temp,
     }
 
 
@@ -819,7 +828,7 @@ def markdown(rows: list[dict]) -> str:
     peers = (OURS_AUTODIFF, *PEERS)
     head = ("| model | batch | purenet ms | " + " | ".join(f"{p} ms (/ purenet)" for p in peers) +
             " | fastest peer | purenet / fastest | purenet temp MiB | jax.grad temp MiB | jax.grad / purenet temp "
-            "| MFLOP/step | purenet GFLOP/s | % of matmul peak |")
+            "| MFLOP/step | purenet GFLOP/s | % of matmul peak | bf16 policy ms (/ purenet) | bf16 temp MiB |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         times = " | ".join("-" if r["peer_ms"][p] is None else f"{r['peer_ms'][p]:.2f} ({r['peer_ratio'][p]:.2f})"
@@ -830,7 +839,8 @@ def markdown(rows: list[dict]) -> str:
             f"| {r['model']} | {r['batch']} | {r['purenet_ms']:.2f} | {times} | {r['fastest_peer']} | "
             f"{r['purenet_over_fastest']:.2f} | {ours_temp / 2**20:.2f} | {ref_temp / 2**20:.2f} | {memory} | "
             f"{r['purenet_flops'] / 1e6:.1f} | {r['purenet_gflops_per_s']:.1f} | "
-            f"{100 * r['matmul_peak_fraction']:.0f}% |")
+            f"{100 * r['matmul_peak_fraction']:.0f}% | {r['bf16_ms']:.2f} ({r['bf16_over_purenet']:.2f}) | "
+            f"{r['bf16_temp_bytes'] / 2**20:.2f} |")
     return "\n".join(lines)
 
 

@@ -27,9 +27,11 @@ from purenet.core import init_model  # noqa: E402
 from purenet.data import load_mnist_or_sample, mnist_canvases, to_float_images  # noqa: E402
 from purenet.data.text import char_vocabulary, encode, load_shakespeare, load_text, split  # noqa: E402
 from purenet.models.set_prediction import hungarian_targets  # noqa: E402
-from purenet.optim import adam, adamw, chain, clip_by_global_norm, sgd  # noqa: E402
+from purenet.optim import (adam, adamw, chain, clip_by_global_norm, dynamic_loss_scale, sgd,  # noqa: E402
+                           static_loss_scale)
 from purenet.optim.schedules import warmup_cosine_decay_schedule  # noqa: E402
 from purenet.summaries import summary  # noqa: E402
+from purenet.precision import Policy, with_policy  # noqa: E402
 from purenet.training import FitResult, fit, fit_matched, make_matched_step  # noqa: E402
 
 SGD_MOMENTUM = 0.9
@@ -188,6 +190,37 @@ def print_summary(model, in_shape, *, depth: int = 2) -> None:
     print(summary(model, in_shape, depth=depth))
 
 
+PRECISIONS = ("float32", "bfloat16", "float16")
+STATIC_LOSS_SCALE = 2.0**12
+
+
+def add_precision_flags(parser: argparse.ArgumentParser) -> None:
+    """--compute-dtype (a precision policy: float32 params and output, forward and pullback in this dtype)
+    and --loss-scale (none, static 2^12, or dynamic; default dynamic for float16, none otherwise)."""
+    parser.add_argument("--compute-dtype", choices=PRECISIONS, default="float32",
+                        help="compute forward and backward in this dtype, params and output in float32 "
+                             "(purenet.precision.Policy); float32: no policy")
+    parser.add_argument("--loss-scale", choices=("none", "static", "dynamic"), default=None,
+                        help=f"loss scaling (purenet.optim): static {STATIC_LOSS_SCALE:g}, dynamic from 2^15; "
+                             "default dynamic for --compute-dtype float16, none otherwise")
+
+
+def with_precision(args: argparse.Namespace, model, recipe: Recipe):
+    """`model` and `recipe` under --compute-dtype and --loss-scale -> (model, recipe, the settings for
+    the report); unchanged (and no settings) for a script without those flags (`add_precision_flags`)."""
+    if not hasattr(args, "compute_dtype"):
+        return model, recipe, {}
+    dtype = args.compute_dtype
+    scaling = args.loss_scale or ("dynamic" if dtype == "float16" else "none")
+    if dtype != "float32":
+        model = with_policy(model, Policy(compute_dtype=dtype))
+    if scaling == "static":
+        recipe = recipe._replace(optimizer=static_loss_scale(recipe.optimizer, STATIC_LOSS_SCALE))
+    elif scaling == "dynamic":
+        recipe = recipe._replace(optimizer=dynamic_loss_scale(recipe.optimizer))
+    return model, recipe, {"compute_dtype": dtype, "loss_scale": scaling}
+
+
 def out_dir(args: argparse.Namespace, *parts: str) -> pathlib.Path:
     """`args.out_dir` (joined with `parts`), created if missing."""
     path = pathlib.Path(args.out_dir, *parts)
@@ -206,6 +239,7 @@ def train_and_report(args: argparse.Namespace, model, loss, train: dict, test: d
     start = time.perf_counter()
     out = out_dir(args) if out is None else out
     recipe = make_optimizer(args) if recipe is None else recipe
+    model, recipe, precision = with_precision(args, model, recipe)
     mesh = data_parallel_mesh(args)
     print_summary(model, in_shape)
     _, params, state = init_model(model, jax.random.PRNGKey(args.seed), in_shape)
@@ -214,7 +248,7 @@ def train_and_report(args: argparse.Namespace, model, loss, train: dict, test: d
                  metrics=metrics, mesh=mesh)
     report = {"train_size": len(train["y"]), "test_size": len(test["y"]), "epochs": args.epochs,
               "optimizer": args.optimizer, "lr": recipe.lr, "batch_size": args.batch_size, "seed": args.seed,
-              **(extra or {})}
+              **precision, **(extra or {})}
     for name, values in result.history.items():
         report[f"test_{name[4:]}" if name.startswith("val_") else f"train_{name}"] = values[-1]
     report["wall_time_s"] = round(time.perf_counter() - start, 2)

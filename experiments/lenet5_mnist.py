@@ -5,6 +5,7 @@ Uses full MNIST (60,000 / 10,000) when its four files are in --data-dir or the c
 
     python experiments/lenet5_mnist.py                     # Adam; writes runs/lenet5_mnist/
     python experiments/lenet5_mnist.py --optimizer sgd --normalize
+    python experiments/lenet5_mnist.py --compute-dtype float16   # mixed precision, dynamic loss scaling
     python experiments/lenet5_mnist.py --quick             # smoke run, a few seconds
 """
 
@@ -28,6 +29,7 @@ def main(argv=None) -> dict:
                                 lr_adam=1e-3, lr_sgd=0.05, quick_epochs=1)
     parser.add_argument("--normalize", action="store_true",
                         help="standardize pixels with the training set's mean and std after scaling")
+    common.add_precision_flags(parser)
     args = parser.parse_args(argv)
     data, source = load_mnist_or_sample(args.data_dir)
     print(f"data: {source}")

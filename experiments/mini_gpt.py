@@ -13,6 +13,7 @@ char-LM (`purenet.models.char_lm`) for the same wall time and prints both.
     python experiments/mini_gpt.py                      # the default run; writes runs/mini_gpt/
     python experiments/mini_gpt.py --resume             # continue from runs/mini_gpt/checkpoint.npz
     python experiments/mini_gpt.py --compare            # GPT, then an LSTM for the same wall time
+    python experiments/mini_gpt.py --compute-dtype bfloat16   # mixed precision (float16: loss scaling too)
     python experiments/mini_gpt.py --prompt "ROMEO:" --temperature 0.7 --top-k 20 --sample-only
     python experiments/mini_gpt.py --quick              # smoke run, seconds
 """
@@ -78,7 +79,8 @@ def train(model, args, *, name: str, steps: int, peak_lr: float, seq_len: int, b
     its dropout key fold_in(key, s), so a run resumed from a checkpoint repeats the steps it would have
     taken. -> metrics: step, losses, timing (compilation excluded from tokens/s)."""
     train_ids, val_x, val_y = data
-    loss, optimizer = softmax_cross_entropy(), recipe(args, peak_lr, steps).optimizer
+    model, scheduled, _ = common.with_precision(args, model, recipe(args, peak_lr, steps))
+    loss, optimizer = softmax_cross_entropy(), scheduled.optimizer
     train_step, eval_step = make_train_step(model, loss, optimizer), make_eval_step(model, loss)
     key = jax.random.PRNGKey(args.seed)
     common.print_summary(model, (-1, seq_len))
@@ -197,6 +199,7 @@ def parse_args(argv):
     add("--lstm-embedding", type=count, default=64)
     add("--lstm-lr", type=common.positive_float, default=2e-3)
     add("--lstm-batch-size", type=count, default=32)
+    common.add_precision_flags(parser)
     args = parser.parse_args(argv)
     if args.quick:  # tiny defaults; flags given explicitly still win
         parser.set_defaults(**QUICK)
@@ -226,7 +229,8 @@ def main(argv=None) -> dict:
                     top_k=args.top_k, seed=args.seed)
     if args.sample_only:
         _, params, state = init_model(model, jax.random.PRNGKey(args.seed), (-1, args.context))
-        opt_state = recipe(args, args.lr_adam, args.steps).optimizer.init(params)
+        optimizer = common.with_precision(args, model, recipe(args, args.lr_adam, args.steps))[1].optimizer
+        opt_state = optimizer.init(params)
         like = Checkpoint(params, state, opt_state, 0, jax.random.PRNGKey(args.seed))
         params = load_checkpoint(out / "checkpoint.npz", like=like).params
         sample = sample_text(model, params, vocabulary, args.prompt, **sampling)
@@ -240,6 +244,7 @@ def main(argv=None) -> dict:
     print(f"[gpt] sample (temperature {args.temperature}, top-k {args.top_k}):\n{args.prompt}{sample}\n")
     settings = {k: getattr(args, k) for k in ("layers", "heads", "d_model", "context", "batch_size", "dropout",
                                               "warmup", "min_lr", "weight_decay", "beta2", "clip", "seed")}
+    settings |= common.with_precision(args, model, recipe(args, lr, args.steps))[2]
     metrics = {"gpt": summary(run, settings | {"lr": lr, "scheduled_steps": args.steps, "sample": sample}),
                "text": args.text or "shipped Shakespeare (purenet/data/shakespeare.txt)",
                "vocabulary_size": len(vocabulary), "prompt": args.prompt, "temperature": args.temperature,

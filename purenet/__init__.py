@@ -2,14 +2,15 @@
 
 `import purenet as pn` gives every public name: the contract and the combinators, every layer, losses,
 training and checkpoints, and as modules the optimizers (`pn.optim`), data (`pn.data`), the model zoo
-(`pn.models`), reference weights in and out (`pn.interop`) and the checker (`pn.check`; its bridge to
-`jax.grad` is `pn.as_jax_function`), `pn.summary` (a model's table of shapes and parameters) and
-weights-only files (`pn.save_weights`, `pn.load_weights`). The modules group them by role: core (the contract),
+(`pn.models`), reference weights in and out (`pn.interop`), mixed precision (`pn.precision`: `Policy`,
+`with_policy`) and the checker (`pn.check`; its bridge to `jax.grad` is `pn.as_jax_function`), `pn.summary`
+(a model's table of shapes and parameters) and weights-only files (`pn.save_weights`, `pn.load_weights`).
+The modules group them by role: core (the contract),
 combinators (serial, parallel, residual, the tape), ops (paired primitives), layers/, losses, models/,
 interop/, optim/, training/, data/, check.
 """
 
-from purenet import check, data, debug, initializers, interop, models, ops, optim
+from purenet import check, data, debug, initializers, interop, models, ops, optim, precision
 from purenet.check import as_jax_function
 from purenet.combinators import Tape, at, identity, parallel, residual, select, serial
 from purenet.core import (Decode, Layer, Loss, can_decode, elementwise, init_model, is_differentiable, no_decode,
@@ -19,6 +20,7 @@ from purenet.losses import (TokenTargets, masked_softmax_cross_entropy, mean_squ
                             sigmoid_binary_cross_entropy, softmax_cross_entropy,
                             softmax_cross_entropy_with_targets)
 from purenet.optim import schedules
+from purenet.precision import Policy, with_policy
 from purenet.summaries import summary
 from purenet.training import (Checkpoint, CorruptCheckpointError, FitResult, NonFiniteError, checkpoint, fit,
                               grad_step, load_checkpoint, load_weights, locate_nonfinite, make_eval_step,

@@ -36,6 +36,7 @@ import numpy as np
 from purenet._checks import check_x64, fail
 from purenet.combinators import checked_apply, checked_vjp
 from purenet.core import Layer, as_shape_tree, can_decode, init_model, is_differentiable, is_shape
+from purenet.precision import with_policy
 
 TOLERANCES = {jnp.dtype("float64"): 1e-10, jnp.dtype("float32"): 1e-4}
 ZERO_ULPS = 16
@@ -434,22 +435,31 @@ def check_model(
     train: bool = False,
     rtol: float | None = None,
     dtype=None,
+    policy: Any = None,
 ) -> dict[str, LeafError]:
     """A whole model + loss: the parameter gradient from our handwritten VJPs equals
     `jax.grad(loss.apply(model.apply(params, state, x)[0], target))`; below float64, by the module's
     low-precision rule (a float64 truth at the same point) unless `rtol` is given. `dtype` (default: the
     params' own) may be a tuple such as `(jnp.float64, jnp.float32)`: params, state, x and target are cast
     to the lowest first, each dtype is checked at that point, the float64 evaluation also serving as the
-    truth, and the report's keys name the dtype (`GPT[float32].dparams...`). Everything runs in one
-    `jax.jit` program (compiling a model once costs far less than running it op by op). -> per-leaf
-    report; raises GradientMismatch naming every leaf out of bounds."""
+    truth, and the report's keys name the dtype (`GPT[float32].dparams...`). With `policy` (a
+    `purenet.precision.Policy`), both sides run `with_policy(model, policy)` (JAX's autodiff through its
+    casts) and the truth is the bare model in float64 at the same point (needs 64-bit mode). Everything
+    runs in one `jax.jit` program (compiling a model once costs far less than running it op by op).
+    -> per-leaf report; raises GradientMismatch naming every leaf out of bounds."""
     several = isinstance(dtype, (tuple, list))
     dtypes = [jnp.dtype(d) for d in (dtype if several else (dtype or jax.tree_util.tree_leaves(params)[0].dtype,))]
     low = min(dtypes, key=lambda d: jnp.finfo(d).bits)
     point = (params, state, x, target) if dtype is None else _cast((params, state, x, target), low)
-    with_truth = rtol is None and any(needs_truth(d) for d in dtypes)
+    with_truth = rtol is None and (policy is not None or any(needs_truth(d) for d in dtypes))
+    if with_truth and not jax.config.jax_enable_x64:
+        fail("check_model", "policy= is checked against a float64 truth, which needs 64-bit mode: call "
+                            "jax.config.update('jax_enable_x64', True) at startup, or pass rtol=")
+    bare = model
+    if policy is not None:
+        model = with_policy(model, policy)
 
-    def jax_side(params, state, x, target, key):
+    def jax_side(model, params, state, x, target, key):
         def reference(p):
             return loss.apply(model.apply(p, state, x, key=key, train=train)[0], target)
 
@@ -463,18 +473,18 @@ def check_model(
             y, _, pullback = checked_vjp("check_model", model.name, model, params, state, x, key=key, train=train)
             value, loss_pullback = loss.vjp(y, target)
             dparams, _ = pullback(loss_pullback(jnp.ones_like(value)))
-            sides.append(((value, dparams), jax_side(params, state, x, target, key)))
+            sides.append(((value, dparams), jax_side(model, params, state, x, target, key)))
         truth = None
         if with_truth:
-            f64 = [theirs for d, (_, theirs) in zip(dtypes, sides) if d == jnp.float64]
-            truth = f64[0] if f64 else jax_side(*upcast(point), key)
+            f64 = [theirs for d, (_, theirs) in zip(dtypes, sides) if d == jnp.float64 and policy is None]
+            truth = f64[0] if f64 else jax_side(bare, *upcast(point), key)
         return sides, truth
 
     sides, truth = program(point, key)
     report = {}
     for d, (ours, theirs) in zip(dtypes, sides):
         name = f"{model.name}[{d.name}]" if several else model.name
-        bound = dict(truth=truth) if with_truth and needs_truth(d) else \
+        bound = dict(truth=truth) if with_truth and (needs_truth(d) or policy is not None) else \
             dict(rtol=tolerance(d) if rtol is None else rtol)
         for leaf, e in compare(ours, theirs, what=name, raise_=False, **bound).items():
             report[leaf.replace(f"{name}[0]", f"{name}.loss").replace(f"{name}[1]", f"{name}.dparams")] = e

@@ -9,6 +9,8 @@ binary targets are probabilities in [0, 1]. Concrete values outside are refused 
 `jit` (traced values cannot be checked) they make that item's loss NaN, so the mistake shows in the loss
 (and stops `fit`), as out-of-range ids do in Embedding; they add nothing unusual to the gradient.
 `pred` must be an array (the model's `y`, not apply's `(y, state)`); "mean" over an empty batch fails.
+Precision: a bfloat16 or float16 `pred` is cast to float32 first (`accumulation_dtype`), so the value,
+its logsumexp and its sums are float32; the cotangent comes back in pred's dtype.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 
 from purenet._checks import check_choice, check_range, describe, fail, is_concrete
 from purenet.core import Loss
-from purenet.ops import logsumexp
+from purenet.ops import accumulation_dtype, logsumexp
 
 
 class TokenTargets(NamedTuple):
@@ -47,7 +49,11 @@ def _make_loss(name: str, reduction: str, vjp, *, empty_ok: bool = False) -> Los
         if reduction == "mean" and pred.size == 0 and not empty_ok:
             fail(name, f"reduction='mean' of an empty batch is undefined (0/0), got pred of shape "
                        f"{tuple(pred.shape)}")
-        return vjp(pred, target)
+        acc = accumulation_dtype(pred) if jnp.issubdtype(pred.dtype, jnp.inexact) else pred.dtype
+        if acc == pred.dtype:
+            return vjp(pred, target)
+        value, pullback = vjp(pred.astype(acc), target)  # bfloat16 logits: the loss in float32
+        return value, lambda g: pullback(g).astype(pred.dtype)
 
     return Loss(lambda pred, target: checked_vjp(pred, target)[0], checked_vjp, name)
 

@@ -5,6 +5,12 @@ V vocabulary size. A pullback maps the cotangent of the forward's output (and wh
 the cotangents of its inputs; `linear_dx` / `linear_dw` give one each, for callers that need only one
 (a recurrent step needs dx at every step, dw once after the scan). `affine` is a layer's projection by
 name (`params["w_q"]`, `params["b_q"]`), and its pullback returns the gradients under the same names.
+
+Precision: every primitive returns its operands' dtype, and sums in at least float32
+(`accumulation_dtype`): products of bfloat16 or float16 operands accumulate in float32
+(`preferred_element_type`) and are rounded once at the end; softmax, logsumexp and scatter-adds run in
+float32 and are cast back. float32 and float64 operands compute in their own dtype, unchanged
+(docs/guides/mixed-precision.md).
 """
 
 from __future__ import annotations
@@ -13,12 +19,36 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+# --------------------------------------------------------------------------------------- precision
+
+
+def accumulation_dtype(*dtypes) -> jnp.dtype:
+    """The dtype that sums and statistics over operands of these dtypes (or arrays) run in: their
+    promoted dtype, at least float32. bfloat16 -> float32; float32 -> float32; float64 -> float64."""
+    return jnp.promote_types(jnp.result_type(*dtypes), jnp.float32)
+
+
+def _result(x: jax.Array) -> jnp.dtype:
+    """The dtype a float function of x returns: x's own if floating, else the accumulation dtype."""
+    return x.dtype if jnp.issubdtype(x.dtype, jnp.inexact) else accumulation_dtype(x)
+
+
+def dot(a: jax.Array, b: jax.Array, dimension_numbers) -> jax.Array:
+    """`lax.dot_general(a, b, dimension_numbers)` summed in `accumulation_dtype` and returned in the
+    operands' promoted dtype: bfloat16 operands accumulate in float32, rounded once at the end."""
+    dtype = jnp.result_type(a, b)
+    acc = accumulation_dtype(dtype)
+    if acc == dtype:
+        return lax.dot_general(a, b, dimension_numbers)
+    return lax.dot_general(a, b, dimension_numbers, preferred_element_type=acc).astype(dtype)
+
+
 # ------------------------------------------------------------------------------------------ linear
 
 
 def linear(x: jax.Array, w: jax.Array) -> jax.Array:
     """y = x @ w over the last axis. x (N..., I), w (I, O) -> y (N..., O)."""
-    return lax.dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())))
+    return dot(x, w, (((x.ndim - 1,), (0,)), ((), ())))
 
 
 # dx = dy @ w.T;  dw = x.T @ dy, summed over every leading dim.
@@ -34,14 +64,14 @@ def linear_dw(x: jax.Array, dy: jax.Array) -> jax.Array:
     O < I): on the CPU the transposed operand's copy costs more than the product (docs/performance.md)."""
     lead = tuple(range(x.ndim - 1))
     if dy.shape[-1] < x.shape[-1]:
-        return lax.dot_general(dy, x, ((lead, lead), ((), ()))).T
-    return lax.dot_general(x, dy, ((lead, lead), ((), ())))
+        return dot(dy, x, ((lead, lead), ((), ()))).T
+    return dot(x, dy, ((lead, lead), ((), ())))
 
 
 def matmul_t(a: jax.Array, b: jax.Array) -> jax.Array:
     """y = a @ b.T over the last axis, as a forward (a tied output head: h @ embedding.T).
     a (N..., K), b (M, K) -> y (N..., M)."""
-    return lax.dot_general(a, b, (((a.ndim - 1,), (1,)), ((), ())))
+    return dot(a, b, (((a.ndim - 1,), (1,)), ((), ())))
 
 
 # Its pullback is linear's, the roles swapped: da = dy @ b = linear(dy, b);  db = dy.T @ a = linear_dw(dy, a).
@@ -109,39 +139,48 @@ def scale_shift_pullback(dy: jax.Array, xhat: jax.Array, params: dict) -> tuple[
 
 
 def logsumexp(x: jax.Array, axis: int = -1) -> jax.Array:
-    """Stable log(sum(exp(x))) along `axis`, kept as a size-1 axis: (..., K, ...) -> (..., 1, ...)."""
-    peak = jnp.max(x, axis=axis, keepdims=True)
-    return peak + jnp.log(jnp.sum(jnp.exp(x - peak), axis=axis, keepdims=True))
+    """Stable log(sum(exp(x))) along `axis`, kept as a size-1 axis: (..., K, ...) -> (..., 1, ...), in
+    x's dtype (computed in at least float32)."""
+    z = x.astype(accumulation_dtype(x))
+    peak = jnp.max(z, axis=axis, keepdims=True)
+    return (peak + jnp.log(jnp.sum(jnp.exp(z - peak), axis=axis, keepdims=True))).astype(_result(x))
 
 
 # dx = dlse * softmax(x) = dlse * exp(x - lse).
 def logsumexp_pullback(x: jax.Array, lse: jax.Array, dlse: jax.Array) -> jax.Array:
     """x (..., K, ...), lse and dlse with `axis` kept at size 1 -> dx like x."""
-    return dlse * jnp.exp(x - lse)
+    acc = accumulation_dtype(x, lse, dlse)
+    return (dlse.astype(acc) * jnp.exp(x.astype(acc) - lse.astype(acc))).astype(_result(x))
 
 
 def softmax(x: jax.Array, axis: int = -1) -> jax.Array:
-    """exp(x) / sum(exp(x)) along `axis`, max-shifted. Any shape -> same."""
-    e = jnp.exp(x - jnp.max(x, axis=axis, keepdims=True))
-    return e / jnp.sum(e, axis=axis, keepdims=True)
+    """exp(x) / sum(exp(x)) along `axis`, max-shifted, computed in at least float32. Any shape -> same."""
+    z = x.astype(accumulation_dtype(x))
+    e = jnp.exp(z - jnp.max(z, axis=axis, keepdims=True))
+    return (e / jnp.sum(e, axis=axis, keepdims=True)).astype(_result(x))
 
 
 # dx = y * (dy - sum(dy * y)) along axis.  Needs only y.
 def softmax_pullback(y: jax.Array, dy: jax.Array, axis: int = -1) -> jax.Array:
     """dx of `y = softmax(x)` from y alone: `y * (dy - sum(dy * y))` along `axis`. Shapes: y, dy -> dx, same."""
-    return y * (dy - jnp.sum(dy * y, axis=axis, keepdims=True))
+    acc = accumulation_dtype(y, dy)
+    y_a, dy_a = y.astype(acc), dy.astype(acc)
+    return (y_a * (dy_a - jnp.sum(dy_a * y_a, axis=axis, keepdims=True))).astype(jnp.result_type(y, dy))
 
 
 def log_softmax(x: jax.Array, axis: int = -1) -> jax.Array:
-    """x - logsumexp(x) along `axis`. Any shape -> same."""
-    shifted = x - jnp.max(x, axis=axis, keepdims=True)
-    return shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=axis, keepdims=True))
+    """x - logsumexp(x) along `axis`, computed in at least float32. Any shape -> same."""
+    z = x.astype(accumulation_dtype(x))
+    shifted = z - jnp.max(z, axis=axis, keepdims=True)
+    return (shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=axis, keepdims=True))).astype(_result(x))
 
 
 # dx = dy - softmax(x) * sum(dy) along axis, with softmax(x) = exp(y).  Needs only y.
 def log_softmax_pullback(y: jax.Array, dy: jax.Array, axis: int = -1) -> jax.Array:
     """dx of `y = log_softmax(x)` from y alone: `dy - exp(y) * sum(dy)` along `axis`. Shapes: y, dy -> dx, same."""
-    return dy - jnp.exp(y) * jnp.sum(dy, axis=axis, keepdims=True)
+    acc = accumulation_dtype(y, dy)
+    y_a, dy_a = y.astype(acc), dy.astype(acc)
+    return (dy_a - jnp.exp(y_a) * jnp.sum(dy_a, axis=axis, keepdims=True)).astype(jnp.result_type(y, dy))
 
 
 # -------------------------------------------------------------------------------------- lookup
@@ -156,7 +195,8 @@ def lookup(w: jax.Array, ids: jax.Array) -> jax.Array:
 
 # dw[v] = sum of dy over every position whose id is v; out-of-range ids add nothing.
 def lookup_dw(ids: jax.Array, dy: jax.Array, vocab_size: int) -> jax.Array:
-    """ids (N...), dy (N..., F) -> dw (V, F)."""
+    """ids (N...), dy (N..., F) -> dw (V, F), in dy's dtype (summed in at least float32)."""
     ids = jnp.where(ids < 0, vocab_size, ids).reshape(-1)
-    features = dy.shape[-1]
-    return jnp.zeros((vocab_size, features), dy.dtype).at[ids].add(dy.reshape(-1, features), mode="drop")
+    features, acc = dy.shape[-1], accumulation_dtype(dy)
+    dw = jnp.zeros((vocab_size, features), acc).at[ids].add(dy.reshape(-1, features).astype(acc), mode="drop")
+    return dw.astype(dy.dtype)

@@ -1,7 +1,7 @@
 """Every registry row: shapes, pullback vs jax.vjp (float64 and float32 in one compiled program, the float64
 evaluation the truth of float32's; tests/README.md), the adjoint identity against jax.jvp (float64, in the
 same program; see Case.adjoint), jit == eager, and stepping == apply for the rows whose layer decodes step
-by step."""
+by step. One row per code path also in bfloat16, a precision policy's compute dtype, by the same rule."""
 
 import jax
 import jax.numpy as jnp
@@ -40,17 +40,49 @@ def test_pullback_matches_jax(case, key):
     assert (f"{layer.name}[float64].adjoint" in report) == case.adjoint
 
 
+def _code_path(case) -> tuple:
+    return case.constructor, case.train, case.kwargs.get("algorithm"), case.kwargs.get("residuals")
+
+
+def _first_per_code_path(cases):
+    """The first row of each (constructor, train, algorithm, residuals)."""
+    seen, kept = set(), []
+    for case in cases:
+        if _code_path(case) not in seen:
+            seen.add(_code_path(case))
+            kept.append(case)
+    return kept
+
+
+BFLOAT16 = _first_per_code_path(CASES)
+
+
+@pytest.mark.parametrize("case", BFLOAT16, ids=[c.id for c in BFLOAT16])
+def test_pullback_matches_jax_in_bfloat16(case, key):
+    """Params, input and cotangent in bfloat16 (what a layer sees under `with_policy(model,
+    Policy(compute_dtype=jnp.bfloat16))`; its sums run in float32), checked with float64 at the same point
+    (drawn in bfloat16), the float64 evaluation the truth: the suite's rule with bfloat16's eps
+    (tests/README.md)."""
+    layer = case.build()
+    x = _x(case, jax.random.fold_in(key, 1), jnp.bfloat16)
+    report = check_layer(layer, case.in_shape, key=key, dtype=(jnp.float64, jnp.bfloat16), x=x, train=case.train,
+                         num_cotangents=1)
+    assert all(e.max_rel <= e.rtol for e in report.values())
+    assert any(k.startswith(f"{layer.name}[bfloat16].y") for k in report)
+
+
+def test_bfloat16_rows_cover_every_layer_family():
+    families = {case.constructor.__module__ for case in BFLOAT16}
+    assert {f"purenet.layers.{f}" for f in ("activations", "attention", "conv", "dense", "dropout", "embedding",
+                                            "feedforward", "norm", "pooling", "positional", "recurrent", "reshape",
+                                            "tokens", "transformer", "augment")} <= families
+
+
 def _one_per_code_path(cases):
     """The first row of each (constructor, train, algorithm, residuals): an eager run dispatches every
     primitive on its own (seconds per row), and jit == eager is a property of the code path a row takes,
     which rows differing only in sizes, strides or padding share."""
-    seen, kept = set(), []
-    for case in cases:
-        path = (case.constructor, case.train, case.kwargs.get("algorithm"), case.kwargs.get("residuals"))
-        if case.eager and path not in seen:
-            seen.add(path)
-            kept.append(case)
-    return kept
+    return _first_per_code_path([case for case in cases if case.eager])
 
 
 EAGER = _one_per_code_path(CASES)

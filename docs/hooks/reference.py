@@ -44,6 +44,10 @@ ROLES = {
                            "Pure `Optimizer(init, update)` pairs in the shape of optax's, the transforms they "
                            "chain, and learning-rate schedules.",
                            ["purenet.optim", "purenet.optim.schedules"]),
+    "reference/precision.md": ("Mixed precision",
+                               "A `Policy` of parameter, compute and output dtypes, and `with_policy`, which runs a "
+                               "model under it (loss scaling is in `purenet.optim`).",
+                               ["purenet.precision"]),
     "reference/training.md": ("Training and checkpoints",
                               "The jitted training step made only of handwritten VJPs, `run_steps` (the one "
                               "training loop), `fit` on it, set-prediction training, metrics, checkpoints and "

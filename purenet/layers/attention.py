@@ -9,6 +9,8 @@ q (N, T, H, D), k and v (N, S, K, D), out (N, T, H, D); inside, heads are groupe
 A query row with no key to attend (every key masked, or past its query length) outputs 0 and passes no
 gradient. (`jax.nn.dot_product_attention` spreads a row that a mask empties uniformly over all keys, and
 zeroes a row past its query length, as here.) Derivation: docs/derivations/attention.md.
+Precision: logits, softmax, the online softmax's running sums and every product's accumulation are in at
+least float32 (`dtype` below: float32 for bfloat16 inputs); out, dq, dk and dv come back in the inputs' dtypes.
 """
 
 from __future__ import annotations
@@ -190,8 +192,8 @@ def _dense_forward(a: _Attn, dtype, size, dropout):
         p_used = jnp.where(keep, p / (1 - rate), 0)
     else:
         p_used = p
-    out = jnp.einsum("nkgts,nksd->nkgtd", p_used.astype(a.v.dtype), a.v)
-    return out, p, keep
+    out = jnp.einsum("nkgts,nksd->nkgtd", p_used.astype(a.v.dtype), a.v, preferred_element_type=dtype)
+    return out.astype(a.v.dtype), p, keep
 
 
 def _blocked_forward(a: _Attn, dtype, size, dropout):
@@ -215,15 +217,15 @@ def _blocked_forward(a: _Attn, dtype, size, dropout):
         if dropout is not None:
             key, rate = dropout
             e = jnp.where(_keep(key, rate, j, e.shape), e / (1 - rate), 0)
-        acc = acc * rescale.astype(acc.dtype) + jnp.einsum("nkgts,nksd->nkgtd", e.astype(a.v.dtype), v_b)
+        acc = acc * rescale + jnp.einsum("nkgts,nksd->nkgtd", e.astype(a.v.dtype), v_b, preferred_element_type=dtype)
         return (m_new, l, acc), None
 
-    init = (jnp.full(rows, -jnp.inf, dtype), jnp.zeros(rows, dtype), jnp.zeros(a.q.shape, a.v.dtype))
+    init = (jnp.full(rows, -jnp.inf, dtype), jnp.zeros(rows, dtype), jnp.zeros(a.q.shape, dtype))
     init = vary_like(init, a.q, a.k, a.v, a.bias)
     xs = (blocks.k, blocks.v, blocks.bias, blocks.mask, blocks.starts, jnp.arange(blocks.count))
     (m, l, acc), _ = lax.scan(step, init, xs)
     any_key = l > 0
-    out = acc / jnp.where(any_key, l, 1).astype(acc.dtype)
+    out = (acc / jnp.where(any_key, l, 1)).astype(a.v.dtype)
     lse = jnp.where(any_key, jnp.where(jnp.isfinite(m), m, 0) + jnp.log(jnp.where(any_key, l, 1)), 0)
     return out, lse
 
@@ -257,7 +259,7 @@ def _delta(dout, out, dtype):
 
 def _dense_pullback(a: _Attn, dtype, out, p, keep, rate, dout):
     p_used = p if keep is None else jnp.where(keep, p / (1 - rate), 0)
-    dv_t = jnp.einsum("nkgtd,nkgts->nkds", dout, p_used.astype(dout.dtype))
+    dv_t = jnp.einsum("nkgtd,nkgts->nkds", dout, p_used.astype(dout.dtype), preferred_element_type=dtype)
     dp = jnp.einsum("nkgtd,nksd->nkgts", dout, a.v, preferred_element_type=dtype)
     if keep is not None:
         dp = jnp.where(keep, dp / (1 - rate), 0)
@@ -290,7 +292,7 @@ def _blocked_pullback(a: _Attn, dtype, size, dropout, out, lse, dout):
         ds = p * (dp - delta)
         dq = dq + jnp.einsum("nkgts,nksd->nkgtd", ds, k_b.astype(dtype)) * scale
         dk_t = jnp.einsum("nkgtd,nkgts->nkds", a.q.astype(dtype), ds) * scale  # (N, K, D, B)
-        dv_t = jnp.einsum("nkgtd,nkgts->nkds", dout, p_used.astype(dout.dtype))
+        dv_t = jnp.einsum("nkgtd,nkgts->nkds", dout, p_used.astype(dout.dtype), preferred_element_type=dtype)
         return dq, (dk_t, dv_t, None if a.bias is None else _reduce_bias(ds, a))
 
     xs = (blocks.k, blocks.v, blocks.bias, blocks.mask, blocks.starts, jnp.arange(blocks.count))

@@ -7,7 +7,9 @@ y (N, *O, F), with O = (S + lo + hi - dk - 1) // s + 1 and remainder r = (S + lo
 (the trailing input rows no window reaches; their gradient is zero). One implementation serves every
 n = 1, 2, 3 spatial dims. Derivations of the pullbacks: docs/derivations/convolution.md.
 An input of another dtype than the kernel (integers, bfloat16) is promoted with it, as Dense's `x @ w`
-is; dx comes back in x's dtype (a floating-point x), dw in w's.
+is; dx comes back in x's dtype (a floating-point x), dw in w's. With both in bfloat16 or float16 (a
+precision policy's compute dtype), the convolutions sum in float32 (`preferred_element_type`) and round
+once, and the per-tap form runs in float32 (`accumulation_dtype`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from purenet import initializers
 from purenet._checks import (as_float, check_choice, check_padding, check_params, check_per_axis, check_positive,
                              check_rank, fail)
 from purenet.core import Layer, stateless
-from purenet.ops import bias_add, bias_grad
+from purenet.ops import accumulation_dtype, bias_add, bias_grad
 
 _SPATIAL = {1: "W", 2: "HW", 3: "DHW"}
 _LAYOUT = {1: "(N, W, C)", 2: "(N, H, W, C)", 3: "(N, D, H, W, C)"}
@@ -68,6 +70,16 @@ def _dims(n: int, lhs: str, rhs: str, out: str) -> tuple[str, str, str]:
     return tuple(spec.replace("*", _SPATIAL[n]) for spec in (lhs, rhs, out))
 
 
+def _conv_general(lhs, rhs, *args, **kwargs):
+    """`lax.conv_general_dilated` summed in `accumulation_dtype` (float32 for bfloat16 operands) and
+    returned in the operands' dtype."""
+    dtype = jnp.result_type(lhs, rhs)
+    acc = accumulation_dtype(dtype)
+    if acc == dtype:
+        return lax.conv_general_dilated(lhs, rhs, *args, **kwargs)
+    return lax.conv_general_dilated(lhs, rhs, *args, preferred_element_type=acc, **kwargs).astype(dtype)
+
+
 def _remainders(in_spatial, out_spatial, kernel, strides, dilation, pads) -> list[int]:
     return [size + lo + hi - (k - 1) * d - 1 - (o - 1) * s
             for size, o, k, s, d, (lo, hi) in zip(in_spatial, out_spatial, kernel, strides, dilation, pads)]
@@ -76,9 +88,8 @@ def _remainders(in_spatial, out_spatial, kernel, strides, dilation, pads) -> lis
 def _conv(x, w, strides, dilation, pads, groups):
     """y = x * w (cross-correlation). x (N, *S, C), w (*K, C/G, F) -> y (N, *O, F)."""
     n = x.ndim - 2
-    return lax.conv_general_dilated(x, w, strides, pads, rhs_dilation=dilation,
-                                    dimension_numbers=_dims(n, "N*C", "*IO", "N*C"),
-                                    feature_group_count=groups)
+    return _conv_general(x, w, strides, pads, rhs_dilation=dilation, dimension_numbers=_dims(n, "N*C", "*IO", "N*C"),
+                         feature_group_count=groups)
 
 
 def _input_grad_pads(in_spatial, out_spatial, kernel, strides, dilation, pads) -> list[tuple[int, int]]:
@@ -110,9 +121,8 @@ def _conv_input_grad(dy, w, in_spatial, strides, dilation, pads, groups):
     pads_t = [(lo, hi + 1) if t else (lo, hi) for (lo, hi), t in zip(pads_t, trap)]
     w_t = lax.rev(w, tuple(range(n))).reshape(*kernel, c_per_group, groups, f // groups)
     w_t = jnp.moveaxis(w_t, -2, -3).reshape(*kernel, groups * c_per_group, f // groups)  # (*K, C, F/G)
-    dx = lax.conv_general_dilated(dy, w_t, (1,) * n, pads_t, lhs_dilation=strides, rhs_dilation=dilation,
-                                  dimension_numbers=_dims(n, "N*C", "*OI", "N*C"),
-                                  feature_group_count=groups)
+    dx = _conv_general(dy, w_t, (1,) * n, pads_t, lhs_dilation=strides, rhs_dilation=dilation,
+                       dimension_numbers=_dims(n, "N*C", "*OI", "N*C"), feature_group_count=groups)
     return lax.slice(dx, (0,) * dx.ndim, (dx.shape[0], *in_spatial, dx.shape[-1])) if any(trap) else dx
 
 
@@ -122,9 +132,8 @@ def _conv_kernel_grad(x, dy, kernel, strides, dilation, pads, groups):
     n = x.ndim - 2
     rem = _remainders(x.shape[1:-1], dy.shape[1:-1], kernel, strides, dilation, pads)
     pads_w = [(lo, hi - r) for (lo, hi), r in zip(pads, rem)]
-    return lax.conv_general_dilated(x, dy, dilation, pads_w, rhs_dilation=strides,
-                                    dimension_numbers=_dims(n, "C*N", "I*O", "*NC"),
-                                    batch_group_count=groups)
+    return _conv_general(x, dy, dilation, pads_w, rhs_dilation=strides, dimension_numbers=_dims(n, "C*N", "I*O", "*NC"),
+                         batch_group_count=groups)
 
 
 # ----------------------------------------------- one input channel: per-tap formulation (grayscale, 1-D)
@@ -240,8 +249,10 @@ def _convolution(name, n, out_channels, kernel_size, strides, padding, dilation,
 
     def forward(x, w):
         pads, out_spatial = geometry(x.shape, w.shape[-2] * groups)
-        if use_taps(x.shape[-1]):
-            return _taps_conv(x, w, strides, dilation, pads, out_spatial), pads  # (N, *O, F)
+        if use_taps(x.shape[-1]):  # the taps' sums in float32 at least
+            acc = accumulation_dtype(x)
+            y = _taps_conv(x.astype(acc), w.astype(acc), strides, dilation, pads, out_spatial)
+            return y.astype(x.dtype), pads  # (N, *O, F)
         return _conv(x, w, strides, dilation, pads, groups), pads  # (N, *O, F)
 
     def init(key, in_shape):
@@ -273,12 +284,14 @@ def _convolution(name, n, out_channels, kernel_size, strides, padding, dilation,
 
         def pullback(dy):
             dy = dy.astype(x.dtype)
-            if use_taps(x.shape[-1]):
-                dx = _taps_input_grad(dy, w, x.shape[1:-1], strides, dilation, pads)  # (N, *S, 1)
+            if use_taps(x.shape[-1]):  # the taps' sums in float32 at least
+                acc = accumulation_dtype(x)
+                x_a, w_a, dy_a = x.astype(acc), w.astype(acc), dy.astype(acc)
+                dx = _taps_input_grad(dy_a, w_a, x.shape[1:-1], strides, dilation, pads)  # (N, *S, 1)
                 if any(lo or hi for lo, hi in pads):  # padded: lax.conv's dw (see the per-tap comment)
                     dw = _conv_kernel_grad(x, dy, kernel, strides, dilation, pads, groups)
                 else:
-                    dw = _taps_kernel_grad(x, dy, kernel, strides, dilation, pads)  # (*K, 1, F)
+                    dw = _taps_kernel_grad(x_a, dy_a, kernel, strides, dilation, pads)  # (*K, 1, F)
             else:
                 dx = _conv_input_grad(dy, w, x.shape[1:-1], strides, dilation, pads, groups)  # (N, *S, C)
                 dw = _conv_kernel_grad(x, dy, kernel, strides, dilation, pads, groups)  # (*K, C/G, F)

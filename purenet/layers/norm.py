@@ -6,7 +6,9 @@ BatchNorm and LayerNorm keep x, mean and rstd = 1/sqrt(var + eps) as residuals (
 normalized xhat: xhat = (x - mean) * rstd is recomputed in the pullback. Variances are biased (divided by
 the count) and computed in two passes, mean((x - mean)^2), which loses no precision when |mean| >> std.
 RMSNorm keeps x and rstd = 1/sqrt(mean(x^2) + eps) and recomputes xhat = x * rstd.
-Integer and boolean inputs are normalized as float32 (`as_float`).
+Integer and boolean inputs are normalized as float32 (`as_float`). Precision: a bfloat16 or float16 input
+is normalized in float32 (`accumulation_dtype`: statistics, xhat, gamma and beta, and the pullback's means),
+and y, dx and dparams are cast back to the dtypes of x and params; running statistics keep their own dtype.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from jax import lax
 from purenet._checks import as_float, check_bool, check_range, fail
 from purenet._sharding import axis_bound
 from purenet.core import Layer, positionwise, stateless
-from purenet.ops import scale_shift, scale_shift_pullback
+from purenet.ops import accumulation_dtype, scale_shift, scale_shift_pullback
 
 
 def _check_options(layer: str, eps, use_scale, use_bias) -> float:
@@ -54,6 +56,11 @@ def _affine_params(channels: int, use_scale: bool, use_bias: bool) -> dict:
 
 def _per_channel(v, ndim: int):
     return v.reshape((1,) * (ndim - 1) + (-1,))  # (1, ..., C)
+
+
+def _like(dparams: dict, params: dict) -> dict:
+    """The gradients in their params' dtypes (computed in float32 for a bfloat16 input)."""
+    return {k: d.astype(params[k].dtype) for k, d in dparams.items()}
 
 
 def BatchNorm(*, momentum: float = 0.9, eps: float = 1e-5, axis_name=None, use_scale: bool = True,
@@ -94,7 +101,7 @@ def BatchNorm(*, momentum: float = 0.9, eps: float = 1e-5, axis_name=None, use_s
             fail("BatchNorm", f"train=True needs at least 2 values per channel to take batch statistics over, "
                               f"got input of shape {tuple(x.shape)} ({count} per channel): use a batch of 2 or "
                               f"more (fit drops a last batch of one example), or train=False")
-        if not train:
+        if not train:  # x is in accumulation_dtype: at least float32
             mean = _per_channel(state["mean"], x.ndim).astype(x.dtype)
             rstd = lax.rsqrt(_per_channel(state["var"], x.ndim).astype(x.dtype) + eps)
             return state, mean, rstd
@@ -111,8 +118,9 @@ def BatchNorm(*, momentum: float = 0.9, eps: float = 1e-5, axis_name=None, use_s
     def apply(params, state, x, *, key=None, train=False):
         del key
         x = as_float(x)
-        new_state, mean, rstd = normalize(state, x, train, axis_name is not None and axis_bound(axis_name))
-        return scale_shift((x - mean) * rstd, params), new_state
+        z = x.astype(accumulation_dtype(x))  # (N, ..., C)
+        new_state, mean, rstd = normalize(state, z, train, axis_name is not None and axis_bound(axis_name))
+        return scale_shift((z - mean) * rstd, params).astype(x.dtype), new_state
 
     # Derivation: docs/derivations/batchnorm.md
     # train: dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), means as in the forward;
@@ -122,15 +130,17 @@ def BatchNorm(*, momentum: float = 0.9, eps: float = 1e-5, axis_name=None, use_s
         del key
         x = as_float(x)
         synced = axis_name is not None and axis_bound(axis_name)
-        new_state, mean, rstd = normalize(state, x, train, synced)
-        y = scale_shift((x - mean) * rstd, params)  # (N, ..., C)
+        z = x.astype(accumulation_dtype(x))  # (N, ..., C)
+        new_state, mean, rstd = normalize(state, z, train, synced)
+        y = scale_shift((z - mean) * rstd, params).astype(x.dtype)  # (N, ..., C)
 
         def pullback(dy):
-            xhat = (x - mean) * rstd  # (N, ..., C)
-            dparams, dxhat = scale_shift_pullback(dy, xhat, params)
+            xhat = (z - mean) * rstd  # (N, ..., C)
+            dparams, dxhat = scale_shift_pullback(dy.astype(z.dtype), xhat, params)
             if not train:
-                return dparams, rstd * dxhat
-            return dparams, rstd * (dxhat - batch_mean(dxhat, synced) - xhat * batch_mean(dxhat * xhat, synced))
+                return _like(dparams, params), (rstd * dxhat).astype(x.dtype)
+            dx = rstd * (dxhat - batch_mean(dxhat, synced) - xhat * batch_mean(dxhat * xhat, synced))
+            return _like(dparams, params), dx.astype(x.dtype)
 
         return y, new_state, pullback
 
@@ -161,21 +171,24 @@ def LayerNorm(*, eps: float = 1e-5, use_scale: bool = True, use_bias: bool = Tru
 
     def apply(params, x):
         x = as_float(x)
-        mean, rstd = normalize(params, x)
-        return scale_shift((x - mean) * rstd, params)
+        z = x.astype(accumulation_dtype(x))  # (N, ..., C)
+        mean, rstd = normalize(params, z)
+        return scale_shift((z - mean) * rstd, params).astype(x.dtype)
 
     # Derivation: docs/derivations/layernorm.md
     # dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), means over the last axis.
     # Residuals: x, mean and rstd (N, ..., 1); xhat is recomputed.
     def vjp(params, x):
         x = as_float(x)
-        mean, rstd = normalize(params, x)
-        y = scale_shift((x - mean) * rstd, params)  # (N, ..., C)
+        z = x.astype(accumulation_dtype(x))  # (N, ..., C)
+        mean, rstd = normalize(params, z)
+        y = scale_shift((z - mean) * rstd, params).astype(x.dtype)  # (N, ..., C)
 
         def pullback(dy):
-            xhat = (x - mean) * rstd  # (N, ..., C)
-            dparams, dxhat = scale_shift_pullback(dy, xhat, params)
-            return dparams, rstd * (dxhat - feature_mean(dxhat) - xhat * feature_mean(dxhat * xhat))
+            xhat = (z - mean) * rstd  # (N, ..., C)
+            dparams, dxhat = scale_shift_pullback(dy.astype(z.dtype), xhat, params)
+            dx = rstd * (dxhat - feature_mean(dxhat) - xhat * feature_mean(dxhat * xhat))
+            return _like(dparams, params), dx.astype(x.dtype)
 
         return y, pullback
 
@@ -200,20 +213,23 @@ def RMSNorm(*, eps: float = 1e-6, use_scale: bool = True) -> Layer:
 
     def apply(params, x):
         x = as_float(x)
-        return scale_shift(x * normalize(params, x), params)
+        z = x.astype(accumulation_dtype(x))  # (N, ..., C)
+        return scale_shift(z * normalize(params, z), params).astype(x.dtype)
 
     # Derivation: docs/derivations/rmsnorm.md
     # dx = rstd * (dxhat - xhat * mean(dxhat * xhat)), mean over the last axis, xhat = x * rstd.
     # Residuals: x and rstd (N, ..., 1); xhat is recomputed.
     def vjp(params, x):
         x = as_float(x)
-        rstd = normalize(params, x)
-        y = scale_shift(x * rstd, params)  # (N, ..., C)
+        z = x.astype(accumulation_dtype(x))  # (N, ..., C)
+        rstd = normalize(params, z)
+        y = scale_shift(z * rstd, params).astype(x.dtype)  # (N, ..., C)
 
         def pullback(dy):
-            xhat = x * rstd  # (N, ..., C)
-            dparams, dxhat = scale_shift_pullback(dy, xhat, params)
-            return dparams, rstd * (dxhat - xhat * jnp.mean(dxhat * xhat, axis=-1, keepdims=True))
+            xhat = z * rstd  # (N, ..., C)
+            dparams, dxhat = scale_shift_pullback(dy.astype(z.dtype), xhat, params)
+            dx = rstd * (dxhat - xhat * jnp.mean(dxhat * xhat, axis=-1, keepdims=True))
+            return _like(dparams, params), dx.astype(x.dtype)
 
         return y, pullback
 
@@ -237,19 +253,22 @@ def L2Normalize(*, eps: float = 1e-12) -> Layer:
     def apply(params, x):
         del params
         x = as_float(x)
-        return x * rnorm(x)
+        z = x.astype(accumulation_dtype(x))  # (N, ..., C)
+        return (z * rnorm(z)).astype(x.dtype)
 
     # dx = r (dy - y sum(dy * y)), r = 1/sqrt(sum(x^2) + eps), sums over the last axis (exact with eps:
     # dr/dx = -r^3 x). Residuals: y and r (N, ..., 1).
     def vjp(params, x):
         del params
         x = as_float(x)
-        r = rnorm(x)
-        y = x * r  # (N, ..., C)
+        z = x.astype(accumulation_dtype(x))  # (N, ..., C)
+        r = rnorm(z)
+        y = z * r  # (N, ..., C)
 
         def pullback(dy):
-            return {}, r * (dy - y * jnp.sum(dy * y, axis=-1, keepdims=True))
+            dy = dy.astype(y.dtype)
+            return {}, (r * (dy - y * jnp.sum(dy * y, axis=-1, keepdims=True))).astype(x.dtype)
 
-        return y, pullback
+        return y.astype(x.dtype), pullback
 
     return stateless("L2Normalize", init, apply, vjp, decode=positionwise(apply))

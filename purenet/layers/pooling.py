@@ -5,7 +5,8 @@ Dimension letters: N batch, D depth, H height, W width, C channels (channels-las
 K the window, S the strides, P the padding (low, high) per spatial axis; out spatial size
 floor((in + P_low + P_high - K) / S) + 1; T = prod(K) the positions of a window. Windows never lie
 wholly in the padding (each pad < window), so every output sees at least one real element. Integer and
-boolean inputs are pooled as float32 (`as_float`).
+boolean inputs are pooled as float32 (`as_float`). Window sums and the scatter-adds of the pullbacks run
+in at least float32 (`accumulation_dtype`) and are cast back to x's dtype (bfloat16 under a precision policy).
 Derivations of the pullbacks: docs/derivations/pooling.md.
 """
 
@@ -21,6 +22,7 @@ from jax import lax
 
 from purenet._checks import as_float, check_bool, check_padding, check_per_axis, fail
 from purenet.core import Layer, stateless
+from purenet.ops import accumulation_dtype
 
 _LAYOUTS = {1: "(N, W, C)", 2: "(N, H, W, C)", 3: "(N, D, H, W, C)"}
 
@@ -123,9 +125,10 @@ def _window_max_vjp(x, win: _Windows):
                                           scatter_indices_batching_dims=(0, flat.ndim - 1))
 
     def pullback(dy):
-        dx = jnp.zeros((n, math.prod(spatial), c), dy.dtype)  # (N, P, C)
-        dx = lax.scatter_add(dx, flat[..., None], dy, scatter, mode=lax.GatherScatterMode.FILL_OR_DROP)
-        return {}, dx.reshape(x.shape)  # (N, *S, C)
+        acc = accumulation_dtype(dy)  # overlapping windows add up: in float32 at least
+        dx = jnp.zeros((n, math.prod(spatial), c), acc)  # (N, P, C)
+        dx = lax.scatter_add(dx, flat[..., None], dy.astype(acc), scatter, mode=lax.GatherScatterMode.FILL_OR_DROP)
+        return {}, dx.reshape(x.shape).astype(dy.dtype)  # (N, *S, C)
 
     return y, pullback
 
@@ -191,13 +194,14 @@ def _avg_pool(name, spatial_rank, window, strides, padding, count_include_pad) -
         ones = jnp.ones((1, *x_shape[1:-1], 1), dtype)
         return lax.reduce_window(ones, np.array(0, dtype), lax.add, win.dims, win.strides, win.pads)
 
-    def window_sum(x, win: _Windows):
+    def window_sum(x, win: _Windows):  # in x's dtype, x in accumulation_dtype
         return lax.reduce_window(x, np.array(0, x.dtype), lax.add, win.dims, win.strides, win.pads)
 
     def apply(params, x):
         del params
         x, win = as_float(x), windows(x.shape)
-        return window_sum(x, win) / counts(x.shape, win, x.dtype)  # (N, out..., C)
+        z = x.astype(accumulation_dtype(x))
+        return (window_sum(z, win) / counts(x.shape, win, z.dtype)).astype(x.dtype)  # (N, out..., C)
 
     # Derivation: docs/derivations/pooling.md
     # dx[i] = sum over windows o covering i of dy[o] / count[o]: dilate dy / count by the stride
@@ -208,13 +212,14 @@ def _avg_pool(name, spatial_rank, window, strides, padding, count_include_pad) -
         win = windows(x.shape)
 
         def pullback(dy):
-            scaled = dy / counts(x.shape, win, dy.dtype)  # (N, out..., C)
+            acc = accumulation_dtype(dy)
+            scaled = dy.astype(acc) / counts(x.shape, win, acc)  # (N, out..., C)
             spread = [(k - 1 - lo, n + lo - (o - 1) * s - 1, s - 1)
                       for n, o, k, s, (lo, _) in zip(x.shape, dy.shape, win.dims, win.strides, win.pads)]
-            spread = lax.pad(scaled, np.array(0, dy.dtype), spread)  # (N, in... + K - 1, C)
+            spread = lax.pad(scaled, np.array(0, acc), spread)  # (N, in... + K - 1, C)
             ones = (1,) * x.ndim
-            dx = lax.reduce_window(spread, np.array(0, dy.dtype), lax.add, win.dims, ones, "VALID")
-            return {}, dx  # (N, in..., C)
+            dx = lax.reduce_window(spread, np.array(0, acc), lax.add, win.dims, ones, "VALID")
+            return {}, dx.astype(dy.dtype)  # (N, in..., C)
 
         return y, pullback
 

@@ -6,7 +6,9 @@ Inputs are batch-major (N, T, F); inside, time-major (T, N, .) for `lax.scan`. P
 side by side along the last axis in the order each cell documents. The GRU and SimpleRNN compute `x @ w_x
 + b` for every step in one matmul before the scan, the LSTM [x_t, h] @ [w_x; w_h] in each step (see the
 cells' comment); the backward scan runs in the opposite direction carrying dh (and dc), and dw_x, dw_h, db,
-dx come after it from the stacked per-step pre-activation cotangents, one matmul each.
+dx come after it from the stacked per-step pre-activation cotangents, one matmul each. Precision: the
+matmuls sum in at least float32 (`purenet.ops.dot`); the carried states (h, c, and dh, dc backward) and the
+per-step residuals stay in the input's dtype (bfloat16 under a precision policy), as in JAX's own scan.
 
 Optional initial state: pass `SequenceInput(x, initial)` instead of `x` (and as `in_shape`,
 `SequenceInput((N, T, F), (N, H))`), with `initial` h0 (N, H) (LSTM: `LSTMState(h0, c0)` or a pair
@@ -30,7 +32,7 @@ from purenet._checks import as_float, check_bool, check_choice, check_params, ch
 from purenet._sharding import vary_like
 from purenet.combinators import parallel
 from purenet.core import Decode, Layer, is_shape, no_decode, stateless, tree_add
-from purenet.ops import bias_add, linear, linear_dw, linear_dx
+from purenet.ops import bias_add, dot, linear, linear_dw, linear_dx
 
 
 class SequenceInput(NamedTuple):
@@ -137,7 +139,7 @@ def _pre_activation(w: _Weights, x_t, h):
     if not w.fused:
         return x_t + linear(h, w.h)
     u = jnp.concatenate([x_t, h], axis=-1)
-    return bias_add(lax.dot_general(w.xh_t, u, (((1,), (1,)), ((), ()))).T, w.b)
+    return bias_add(dot(w.xh_t, u, (((1,), (1,)), ((), ()))).T, w.b)
 
 
 # h = tanh(a).
@@ -153,7 +155,7 @@ def _rnn_step_back(w, dcarry, inputs):
     dy_t, saved, _ = inputs
     dh = dh if dy_t is None else dh + dy_t  # (N, H)
     da = dh * (1 - saved["h"] ** 2)  # (N, H)
-    return (da @ w.h_t,), da
+    return (linear(da, w.h_t),), da
 
 
 # Sigmoid form: [i, f, o] = s(a_i, a_f, a_o), g = tanh(a_g);  c = f c_prev + i g;  h = o tanh(c).
@@ -181,7 +183,7 @@ def _lstm_step_back(w, dcarry, inputs):
     # built as two concatenations and one product over the whole row (vectorizes, see above)
     dgates = jnp.concatenate([dc, dc, dc, dh], -1) * jnp.concatenate([g, c_prev, (1 + t_i) / 2, tanh_c], -1)
     da = dgates * w.scale2 * (1 - t * t)  # (N, 4H)
-    return (da @ w.h_t, dc * (1 + t_f) / 2), da
+    return (linear(da, w.h_t), dc * (1 + t_f) / 2), da
 
 
 # Sigmoid form: [r, z] = s(a_r + u_r, a_z + u_z), u = h_prev @ w_h (+ b_h);  n = tanh(a_n + r u_n);
@@ -212,7 +214,7 @@ def _gru_step_back(w, dcarry, inputs):
     da_n = dh * (1 - z) * (1 - n**2)
     da_rz = jnp.concatenate([da_n * saved["u_n"], dh * (h_prev - n)], axis=-1) * (1 - t_rz * t_rz) / 4
     du = jnp.concatenate([da_rz, r * da_n], axis=-1)  # (N, 3H)
-    return (dh * z + du @ w.h_t,), jnp.concatenate([da_rz, da_n], axis=-1)
+    return (dh * z + linear(du, w.h_t),), jnp.concatenate([da_rz, da_n], axis=-1)
 
 
 def _gru_recurrent_cotangent(da, saved):  # (T, N, 3H) -> (T, N, 3H): the n block scaled by r

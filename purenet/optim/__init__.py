@@ -8,6 +8,8 @@ from types import ModuleType as _ModuleType
 
 from purenet.optim import schedules
 from purenet.optim.aliases import adagrad, adam, adamw, lion, rmsprop, sgd
+from purenet.optim.loss_scaling import (LossScaleState, adjust_scale, all_finite, dynamic_loss_scale, loss_scale,
+                                        static_loss_scale, unscale)
 from purenet.optim.transforms import (AccumulateState, CountState, EmptyState, MaskedState, Optimizer,
                                       ScaleByAdamState, ScaleByLionState, ScaleByRmsState, ScaleByRssState,
                                       ScaleByStddevState, TraceState, accumulate_gradients, add_decayed_weights,

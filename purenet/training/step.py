@@ -25,6 +25,7 @@ from purenet._checks import describe, fail
 from purenet.combinators import checked_apply, checked_vjp
 from purenet.core import Layer, Loss, PyTree
 from purenet.debug import NonFiniteLayerError
+from purenet.optim.loss_scaling import loss_scale
 from purenet.optim.transforms import apply_updates
 from purenet.training import parallel
 from purenet.training.metrics import accuracy
@@ -113,16 +114,19 @@ def _metrics(value, outputs, targets, metrics: Metrics | None) -> dict[str, jax.
 
 
 def grad_step(model: Layer, loss: Loss, params: PyTree, state: PyTree, batch: Batch, key,
-              train: bool = True, *, owner: str = "grad_step"):
+              train: bool = True, *, seed: jax.Array | None = None, owner: str = "grad_step"):
     """The handwritten gradient of `loss(model(x), y)` w.r.t. params: model.vjp, loss.vjp, pullbacks,
-    through the checked calls (errors name `owner`, the function the user called).
+    through the checked calls (errors name `owner`, the function the user called). `seed`: the loss's
+    cotangent (default 1); a loss scale S gives S times the gradient (`purenet.optim.dynamic_loss_scale`),
+    with every cotangent S times larger on the way.
 
     -> (loss_value (), dparams (tree of params), new_state, outputs (N, ...)). Pure; jit the caller."""
     check_batch(owner, batch)
     outputs, new_state, pullback = checked_vjp(owner, model.name, model, params, state, batch["x"], key=key,
                                                train=train)
     value, loss_pullback = _checked_loss(owner, loss, outputs, batch["y"])
-    dparams, _ = pullback(loss_pullback(jnp.ones_like(value)))
+    dvalue = jnp.ones_like(value) if seed is None else jnp.full_like(value, seed)
+    dparams, _ = pullback(loss_pullback(dvalue))
     return value, dparams, new_state, outputs
 
 
@@ -162,22 +166,38 @@ def make_train_step(model: Layer, loss: Loss, optimizer, *, metrics: Metrics | N
     randomness (Dropout). Uses no JAX autodiff: only model.vjp, loss.vjp and the optimizer. With `mesh`,
     the batch is split over its axis `axis_name` and the gradients averaged in one all-reduce
     (`purenet.training.parallel`); the optimizer then runs replicated. `batch` must be {"x", "y"} and
-    `opt_state` what `optimizer.init(params)` makes (checked while tracing, naming what differs).
+    `opt_state` what `optimizer.init(params)` makes (checked while tracing, naming what differs). A
+    loss-scaled optimizer (`optim.dynamic_loss_scale(...)`, `optim.static_loss_scale(...)`) seeds the
+    pullbacks with the scale its state holds, and the metrics gain "loss_scale", the scale of that step.
     `skip_nonfinite` (default): a step whose loss or gradients hold a NaN or an infinity (one bad example
-    in the batch) returns params, state and opt_state unchanged, as optax's `apply_if_finite`, and its
-    metrics hold "skipped" (1.0 for a skipped step, else 0.0); False applies every update as computed
-    (`fit` does, and stops on its own guard)."""
+    in the batch) returns params and state unchanged, as optax's `apply_if_finite`, and opt_state too
+    (but a loss-scaled optimizer's, which skips on its own and shrinks its scale), and its metrics hold
+    "skipped" (1.0 for a skipped step, else 0.0); False applies every update as computed (`fit` does,
+    and stops on its own guard)."""
     check_parts("make_train_step", model=model, loss=loss, optimizer=optimizer)
     if not isinstance(skip_nonfinite, bool):
         fail("make_train_step", f"skip_nonfinite must be a bool, got skip_nonfinite={skip_nonfinite!r}")
     gradients = gradients_and_metrics(model, loss, metrics=metrics, owner="make_train_step")
+
+    def scaled_gradients(params, state_and_seed, batch, key):  # the seed rides with the replicated state
+        state, seed = state_and_seed
+        value, dparams, new_state, outputs = grad_step(model, loss, params, state, batch, key, seed=seed,
+                                                       owner="make_train_step")
+        return dparams, new_state, _metrics(value, outputs, batch["y"], metrics)
+
     if mesh is not None:
         gradients = parallel.data_parallel("make_train_step", gradients, mesh, axis_name)
+        scaled_gradients = parallel.data_parallel("make_train_step", scaled_gradients, mesh, axis_name)
 
     def step(params, state, opt_state, batch, key):
         check_batch("make_train_step", batch)
         check_opt_state("make_train_step", optimizer, params, opt_state)
-        dparams, new_state, step_metrics = gradients(params, state, batch, key)
+        seed = loss_scale(opt_state)
+        if seed is None:
+            dparams, new_state, step_metrics = gradients(params, state, batch, key)
+        else:
+            dparams, new_state, step_metrics = scaled_gradients(params, (state, seed), batch, key)
+            step_metrics = {**step_metrics, "loss_scale": seed}
         updates, new_opt_state = optimizer.update(dparams, opt_state, params)
         new_params = apply_updates(params, updates)
         if not skip_nonfinite:
@@ -185,6 +205,8 @@ def make_train_step(model: Layer, loss: Loss, optimizer, *, metrics: Metrics | N
         finite = _finite((step_metrics["loss"], dparams))  # after the all-reduce: the same on every device
         kept = jax.tree_util.tree_map(lambda new, old: jnp.where(finite, new, old).astype(new.dtype),
                                       (new_params, new_state, new_opt_state), (params, state, opt_state))
+        if seed is not None:  # the loss scaler skipped this update itself and must keep its new scale
+            kept = (*kept[:2], new_opt_state)
         return *kept, {**step_metrics, "skipped": jnp.where(finite, 0.0, 1.0).astype(step_metrics["loss"].dtype)}
 
     return jax.jit(step)

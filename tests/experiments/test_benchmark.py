@@ -79,6 +79,8 @@ def test_quick_benchmark_writes_table_and_json(tmp_path):
     assert saved["rows"] == rows and saved["matmul_peak_gflops"] > 0
     for row in rows:
         assert row["purenet_flops"] > 0 and row["jax_grad_flops"] > 0 and row["purenet_temp_bytes"] >= 0
+        assert row["bf16_ms"] > 0 and row["bf16_temp_bytes"] >= 0  # the bf16-policy column
+        assert row["bf16_over_purenet"] == pytest.approx(row["bf16_ms"] / row["purenet_ms"])
         expected = {BENCH.OURS_AUTODIFF} | ({p for p in BENCH.PEERS if installed(p)} if ROWS[row["model"]].peers
                                             else set())
         assert {p for p, ms in row["peer_ms"].items() if ms is not None} == expected

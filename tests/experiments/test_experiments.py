@@ -49,6 +49,13 @@ def test_lenet5_quick_falls_back_to_sample_and_checkpoint_reproduces_accuracy(tm
     assert "['params']['conv1']['w']" in np.load(out / "checkpoint.npz").files  # named layers
 
 
+def test_lenet5_quick_in_float16_with_dynamic_loss_scaling(tmp_path):
+    lenet = load_experiment("lenet5_mnist")
+    metrics = lenet.main(["--quick", "--compute-dtype", "float16", "--out-dir", str(tmp_path)])
+    assert (metrics["compute_dtype"], metrics["loss_scale"]) == ("float16", "dynamic")
+    assert metrics["train_loss_scale"] == 2.0**15 and np.isfinite(metrics["test_loss"])
+
+
 def test_cnn_fashion_mnist_quick_on_fake_idx_files(tmp_path):
     fashion = load_experiment("cnn_fashion_mnist")
     write_fake_mnist(tmp_path / "fashion", num_train=300, num_test=80)

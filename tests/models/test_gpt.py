@@ -11,6 +11,7 @@ from purenet.check import check_decode, check_model
 from purenet.core import init_model
 from purenet.losses import softmax_cross_entropy
 from purenet.models import GPTConfig, generate, gpt
+from purenet.precision import Policy
 
 TINY = GPTConfig(vocab_size=11, context=8, layers=2, d_model=8, heads=2, hidden=16)
 
@@ -25,6 +26,20 @@ def test_whole_model_gradient_equals_jax(config, dtype, key):
     assert out_shape == (-1, 8, 11) and params["body"]["blocks"][1]["attn"]["w_qkv"].shape == (8, 24)
     ids = jax.random.randint(jax.random.PRNGKey(1), (3, 8), 0, 11)
     report = check_model(model, softmax_cross_entropy(), params, state, ids, jnp.roll(ids, -1, axis=1), dtype=dtype)
+    assert all(e.max_rel <= e.rtol for e in report.values())
+
+
+@pytest.mark.parametrize("config, compute", [(TINY, jnp.bfloat16), (TINY, jnp.float16),
+                                             (TINY._replace(tie_weights=False, residuals="logsumexp"), jnp.bfloat16)],
+                         ids=["tied-bf16", "tied-f16", "untied-lse-bf16"])
+def test_whole_model_gradient_under_a_policy_equals_jax(config, compute, key):
+    """float32 params, forward and pullback in `compute`: our gradient and JAX's through the same policy,
+    against the bare model in float64 at the same point (tests/README.md's rule)."""
+    model = gpt(config)
+    _, params, state = init_model(model, key, (-1, 8))
+    ids = jax.random.randint(jax.random.PRNGKey(1), (3, 8), 0, 11)
+    report = check_model(model, softmax_cross_entropy(), params, state, ids, jnp.roll(ids, -1, axis=1),
+                         policy=Policy(compute_dtype=compute))
     assert all(e.max_rel <= e.rtol for e in report.values())
 
 
