@@ -151,8 +151,8 @@ def summary(model: Layer, in_shape: Any, *, depth: int | None = None) -> Summary
     own: dict = {}
     below: dict = {}
     for leaf_path, shape, dtype, _ in leaves:
-        row = owner(leaf_path, paths)
-        if depth is not None and row is not None and len(owner(leaf_path, every)) > depth:
+        row, deepest = owner(leaf_path, paths), owner(leaf_path, every)
+        if depth is not None and row is not None and deepest is not None and len(deepest) > depth:
             below[row] = below.get(row, 0) + 1  # a deeper child's, not shown
             continue
         if row is None:  # a parameter the model holds itself: a row for its parent path

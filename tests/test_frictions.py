@@ -452,6 +452,24 @@ def test_summary_tabulates_paths_shapes_and_counts():
     assert bn.state == 6 and bn.state_bytes == 24
 
 
+def test_summary_with_a_depth_counts_parameters_a_model_holds_itself():
+    """Two parameters of the model's own (as MiniDETR's queries and MiniCLIP's temperature) beside a
+    child: at every depth each parameter is counted once, in the model's own row."""
+    dense = pn.Dense(3)
+
+    def init(key, in_shape):
+        out_shape, child, _ = dense.init(key, in_shape)
+        return out_shape, {"scale": jnp.ones(()), "bias": jnp.zeros((3,)), "dense": child}, {}
+
+    def apply(params, state, x, *, key=None, train=False):
+        return dense.apply(params["dense"], {}, x)[0] * params["scale"] + params["bias"], state
+
+    for depth in (None, 1, 2):
+        table = pn.summary(pn.Layer(init, apply, None, "Scaled"), (-1, 2), depth=depth)
+        assert table.params == 13 == sum(row.params for row in table.rows)
+        assert sorted(name for row in table.rows for name, _, _ in row.own) == ["bias", "dense/b", "dense/w", "scale"]
+
+
 def test_every_experiment_prints_the_summary_at_start_up():
     """Through the shared helper `print_summary` (common.py), directly or in `train_and_report` and
     `train_set_model`, which call it."""
