@@ -217,12 +217,10 @@ def _init_params(key, w_shape, out_channels, use_bias, w_init, b_init):
 _ALGORITHMS = ("auto", "xla", "taps")
 
 
-def _convolution(name, n, out_channels, kernel_size, strides, padding, dilation, feature_group_count,
-                 use_bias, w_init, b_init, algorithm) -> Layer:
+def _checked_config(name, n, out_channels, kernel_size, strides, padding, dilation, feature_group_count):
+    """A convolution's arguments validated, per axis where they may be one int
+    -> (out_channels, groups, kernel, strides, dilation, padding)."""
     (out_channels,) = check_positive(name, "out_channels", out_channels)
-    check_choice(name, "algorithm", algorithm, _ALGORITHMS)
-    if algorithm == "taps" and feature_group_count != 1:
-        fail(name, f"algorithm='taps' needs feature_group_count=1, got {feature_group_count}")
     (groups,) = check_positive(name, "feature_group_count", feature_group_count)
     kernel = check_per_axis(name, "kernel_size", kernel_size, n)
     strides = check_per_axis(name, "strides", strides, n)
@@ -230,12 +228,27 @@ def _convolution(name, n, out_channels, kernel_size, strides, padding, dilation,
     padding = check_padding(name, padding, n)
     if out_channels % groups:
         fail(name, f"out_channels (={out_channels}) is not divisible by feature_group_count (={groups})")
+    return out_channels, groups, kernel, strides, dilation, padding
+
+
+def _check_input(name, n, shape, in_channels) -> None:
+    """An input of rank n + 2 whose channels (last axis) are the ones the layer was built for."""
+    check_rank(name, shape, n + 2, _LAYOUT[n])
+    if shape[-1] != in_channels:
+        fail(name, f"expected input shape (N, ..., {in_channels}), got {tuple(shape)}")
+
+
+def _convolution(name, n, out_channels, kernel_size, strides, padding, dilation, feature_group_count,
+                 use_bias, w_init, b_init, algorithm) -> Layer:
+    check_choice(name, "algorithm", algorithm, _ALGORITHMS)
+    if algorithm == "taps" and feature_group_count != 1:
+        fail(name, f"algorithm='taps' needs feature_group_count=1, got {feature_group_count}")
+    out_channels, groups, kernel, strides, dilation, padding = _checked_config(
+        name, n, out_channels, kernel_size, strides, padding, dilation, feature_group_count)
 
     def geometry(shape, in_channels):
         """Validate an input shape; -> (explicit pads, output spatial sizes)."""
-        check_rank(name, shape, n + 2, _LAYOUT[n])
-        if shape[-1] != in_channels:
-            fail(name, f"expected input shape (N, ..., {in_channels}), got {tuple(shape)}")
+        _check_input(name, n, shape, in_channels)
         pads = _pads(padding, shape[1:-1], kernel, strides, dilation)
         _check_fits(name, shape[1:-1], kernel, dilation, pads)
         return pads, _out_spatial(shape[1:-1], kernel, strides, dilation, pads)
@@ -355,20 +368,12 @@ def Conv3D(out_channels: int, kernel_size, *, strides=1, padding="VALID", dilati
 
 def _conv_transpose(name, n, out_channels, kernel_size, strides, padding, dilation, feature_group_count,
                     use_bias, w_init, b_init) -> Layer:
-    (out_channels,) = check_positive(name, "out_channels", out_channels)
-    (groups,) = check_positive(name, "feature_group_count", feature_group_count)
-    kernel = check_per_axis(name, "kernel_size", kernel_size, n)
-    strides = check_per_axis(name, "strides", strides, n)
-    dilation = check_per_axis(name, "dilation", dilation, n)
-    padding = check_padding(name, padding, n)
-    if out_channels % groups:
-        fail(name, f"out_channels (={out_channels}) is not divisible by feature_group_count (={groups})")
+    out_channels, groups, kernel, strides, dilation, padding = _checked_config(
+        name, n, out_channels, kernel_size, strides, padding, dilation, feature_group_count)
 
     def geometry(shape, in_channels):
         """Validate an input shape; -> (pads of the adjoint convolution, output spatial sizes L)."""
-        check_rank(name, shape, n + 2, _LAYOUT[n])
-        if shape[-1] != in_channels:
-            fail(name, f"expected input shape (N, ..., {in_channels}), got {tuple(shape)}")
+        _check_input(name, n, shape, in_channels)
         spatial = shape[1:-1]
         if any(size <= 0 for size in spatial):
             fail(name, f"spatial sizes must be positive, got {tuple(spatial)}")
