@@ -146,6 +146,13 @@ def is_concrete(x: Any) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
+def _kind(value: Any) -> str:
+    """One word for an element of a tuple: `array` for any array or tracer, else its type's name."""
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return "array"
+    return "function" if callable(value) else type(value).__name__
+
+
 def describe(value: Any) -> str:
     """A short description of what a caller passed: an array's shape and dtype, a tuple's length."""
     if value is None:
@@ -153,7 +160,7 @@ def describe(value: Any) -> str:
     if hasattr(value, "shape") and hasattr(value, "dtype"):
         return f"an array of shape {tuple(value.shape)} {value.dtype}"
     if isinstance(value, tuple) and not hasattr(value, "_fields"):
-        return f"a tuple of {len(value)} ({', '.join(type(v).__name__ for v in value[:4])})"
+        return f"a tuple of {len(value)} ({', '.join(_kind(v) for v in value[:4])})"
     if callable(value) and hasattr(value, "__name__"):
         return f"the function {value.__name__}"
     return f"{type(value).__name__} {value!r:.60}"

@@ -233,7 +233,7 @@ def test_a_custom_layer_used_as_the_whole_model_is_checked():
     data = four_clusters(8)
     optimizer = pn.optim.sgd(0.1)
     with pytest.raises(ValueError, match=r"^make_train_step: Gated\.vjp must return \(y, new_state, pullback\), "
-                                         r"got a tuple of 2"):
+                                         r"got a tuple of 2 \(array, function\)"):
         pn.make_train_step(model, loss, optimizer)(params, state, optimizer.init(params), data, KEY)
     with pytest.raises(ValueError, match=r"^make_eval_step: Gated\.apply must return \(y, new_state\), got an "
                                          r"array of shape \(8, 4\)"):

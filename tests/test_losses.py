@@ -399,7 +399,7 @@ def test_masked_mask_shape():
 def test_a_loss_given_apply_s_pair_says_to_pass_y():
     logits = jnp.zeros((2, 3))
     with pytest.raises(TypeError, match=exactly(
-            "SoftmaxCrossEntropy: pred must be an array, got a tuple of 2 (ArrayImpl, dict): pass the model's y, "
+            "SoftmaxCrossEntropy: pred must be an array, got a tuple of 2 (array, dict): pass the model's y, "
             "not apply's (y, state)")):
         softmax_cross_entropy().apply((logits, {}), jnp.zeros((2,), jnp.int32))
 
