@@ -40,9 +40,11 @@ $(VENV)/.bench-installed: $(STAMP)
 bench: $(VENV)/.bench-installed
 	$(PY) experiments/benchmark.py
 
-# The documentation site (mkdocs.yml) into site/, strict: any warning fails it. Open site/index.html.
+# The documentation site (mkdocs.yml) into site/, strict: any warning fails it; then every derivation page's
+# "Check it yourself" block and every guide run and must print what the page shows. Open site/index.html.
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --clean --site-dir site
+	$(PY) -m pytest -q -p no:cacheprovider tests/test_docs.py -k "derivation_checks or guide_runs"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis site
