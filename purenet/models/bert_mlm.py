@@ -7,7 +7,7 @@ keys are restricted by the attention mask; the MLM transform (Dense F + exact GE
 decoder tied to the token table: logits = z @ w.T + b. The pooler reads the first token: pooled =
 tanh(h[:, 0] @ w_p + b_p). The table w is used twice; its gradient is the sum of both uses, written out
 in the pullback (the pattern of `tied.py`). Params {"embed": {"w": (V, F)}, "pos": {"w": (context, F)},
-"types": {"w": (Y, F)}, "norm", "encoder": (block, ...), "pooler": {"dense"} (with `pooler`), "mlm":
+"types": {"w": (Y, F)}, "norm", "drop": {}, "encoder": (block, ...), "pooler": {"dense"} (with `pooler`), "mlm":
 {"dense", "norm"}, "head": {"b": (V,)}}; state: the parts' (trees without leaves: every part is stateless).
 """
 
@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from purenet import initializers
 from purenet._checks import check_bool, check_positive, check_range, fail
-from purenet.combinators import serial
+from purenet.combinators import serial, taped
 from purenet.core import Layer, is_shape
 from purenet.layers import Dense, Dropout, Embedding, EncoderBlock, Gelu, LayerNorm, LearnedPositions, Tanh, TokenAt
 from purenet.ops import bias_add, bias_grad, linear, linear_dw, linear_dx, lookup, lookup_dw
@@ -88,7 +88,6 @@ def bert_mlm(config: BertMLMConfig = BertMLMConfig()) -> Layer:
         for k, (part, layer) in zip(keys, parts.items()):
             _, params[part], state[part] = layer.init(k, shapes.get(part, (n, T, F)))
         params["head"] = {"b": jnp.zeros((V,), jnp.float32)}
-        params.pop("drop")
         logits = (n, T, V)
         return (logits, (n, F)) if config.pooler else logits, params, state
 
@@ -104,51 +103,32 @@ def bert_mlm(config: BertMLMConfig = BertMLMConfig()) -> Layer:
                        f"{tuple(type_ids.shape)} and {tuple(valid.shape)}")
         return ids, type_ids, jnp.broadcast_to(valid[:, None, None, :], (N, 1, T, T))  # keys must be tokens
 
-    def forward(params, state, x, key, train, keep):
-        """-> (output, z (N, T, F): the decoder's input, pullbacks {part: pullback} if `keep`)."""
+    def forward(tape, x):
+        """Children on the tape -> (output, what backward needs: ids, z (N, T, F) the decoder's input, x)."""
         ids, type_ids, mask = inputs(x)
-        pullbacks = {}
-        keys = dict(zip(("drop", "encoder"), (None, None) if key is None else jax.random.split(key)))
-
-        def run(part, v):
-            p, s, k = params.get(part, {}), state[part], keys.get(part)
-            if not keep:
-                return parts[part].apply(p, s, v, key=k, train=train)[0]
-            y, _, pullbacks[part] = parts[part].vjp(p, s, v, key=k, train=train)
-            return y
-
-        e = lookup(params["embed"]["w"], ids) + run("types", type_ids)  # (N, T, F)
-        h, _ = run("encoder", (run("drop", run("norm", run("pos", e))), mask))  # (N, T, F)
-        z = run("mlm", h)
-        logits = bias_add(linear_dx(z, params["embed"]["w"]), params["head"]["b"])  # z @ w.T + b: (N, T, V)
-        return ((logits, run("pooler", h)) if config.pooler else logits), z, pullbacks
-
-    def apply(params, state, x, *, key=None, train=False):
-        return forward(params, state, x, key, train, keep=False)[0], state
+        e = lookup(tape.params["embed"]["w"], ids) + tape("types", parts["types"], type_ids)  # (N, T, F)
+        for part in ("pos", "norm", "drop"):
+            e = tape(part, parts[part], e)
+        h, _ = tape("encoder", parts["encoder"], (e, mask))  # (N, T, F)
+        z = tape("mlm", parts["mlm"], h)
+        logits = bias_add(linear_dx(z, tape.params["embed"]["w"]), tape.params["head"]["b"])  # z @ w.T + b
+        return ((logits, tape("pooler", parts["pooler"], h)) if config.pooler else logits), (ids, z, x)
 
     # dz = dlogits @ w; dh = the MLM transform's and the pooler's pullbacks, added; dw = dlogits.T @ z
     # (the decoder) + the lookup's scatter of the embeddings' cotangent to the rows of ids; db =
-    # sum(dlogits). Residuals: ids, z and the parts' own.
-    def vjp(params, state, x, *, key=None, train=False):
-        out, z, pullbacks = forward(params, state, x, key, train, keep=True)
-        ids, w = _parts(x)[0], params["embed"]["w"]
+    # sum(dlogits). Residuals: ids, z and the children's own.
+    def backward(replay, saved, dout):
+        (ids, z, x), w = saved, replay.params["embed"]["w"]
+        dlogits = dout[0] if config.pooler else dout  # (N, T, V)
+        dh = replay("mlm", linear(dlogits, w))  # (N, T, F)
+        if config.pooler:
+            dh = dh + replay("pooler", dout[1])
+        de, _ = replay("encoder", (dh, None))
+        for part in ("drop", "norm", "pos"):
+            de = replay(part, de)
+        replay("types", de)  # integer ids: no dx
+        own = {"embed": {"w": lookup_dw(ids, de, V) + linear_dw(dlogits, z)},  # (V, F): both uses of w
+               "head": {"b": bias_grad(dlogits)}}  # (V,)
+        return (type(x)((None, None, None)[:len(x)]) if isinstance(x, (tuple, list)) else None), own
 
-        def pullback(dout):
-            dlogits = dout[0] if config.pooler else dout
-            dparams = {"head": {"b": bias_grad(dlogits)}}  # (V,)
-            dparams["mlm"], dh = pullbacks["mlm"](linear(dlogits, w))  # (N, T, F)
-            if config.pooler:
-                dparams["pooler"], dh_pooled = pullbacks["pooler"](dout[1])
-                dh = dh + dh_pooled
-            dparams["encoder"], (de, _) = pullbacks["encoder"]((dh, None))
-            for part in ("drop", "norm", "pos"):
-                dparams[part], de = pullbacks[part](de)
-            dparams["types"], _ = pullbacks["types"](de)
-            dparams["embed"] = {"w": lookup_dw(ids, de, V) + linear_dw(dlogits, z)}  # (V, F): both uses of w
-            dparams.pop("drop")
-            dx = (None, None, None)[:len(x)] if isinstance(x, (tuple, list)) else None
-            return {k: dparams[k] for k in params}, (type(x)(dx) if dx is not None else None)
-
-        return out, state, pullback
-
-    return Layer(init, apply, vjp, name)
+    return taped(name, init, forward, backward)
