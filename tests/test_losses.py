@@ -11,7 +11,7 @@ import numpy as np
 import optax
 import pytest
 
-from purenet.check import GradientMismatch, compare, needs_truth, tolerance, upcast
+from purenet.check import GradientMismatch, compare, needs_truth, tolerance
 from purenet.combinators import serial
 from purenet.core import Loss
 from purenet.layers.dense import Dense
