@@ -213,18 +213,28 @@ def test_conv1d_forward_matches_loops():
     np.testing.assert_allclose(y, expected + params["b"].reshape(1, 1, -1), rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("conv, kwargs, in_shape", [
+TAPS = [  # (conv, kwargs, in_shape): one input channel
     (Conv2D, dict(kernel_size=5), (3, 12, 11, 1)),
     (Conv2D, dict(kernel_size=(3, 2), strides=(2, 3), dilation=(1, 2), padding=((1, 0), (2, 3))), (1, 9, 10, 1)),
     (Conv2D, dict(kernel_size=3, strides=2, padding="SAME"), (2, 7, 8, 1)),
     (Conv1D, dict(kernel_size=4, strides=3, dilation=2, padding=((2, 1),)), (2, 17, 1)),
     (Conv3D, dict(kernel_size=(2, 3, 2), strides=(1, 2, 1), padding="SAME"), (1, 3, 5, 4, 1)),
-])
-def test_taps_formulation_equals_lax_conv(conv, kwargs, in_shape):
-    # Same params (same key) under both algorithms: the outputs agree to rounding.
-    _, _, y_taps = _run(conv(4, **kwargs, algorithm="taps"), in_shape)
-    _, _, y_xla = _run(conv(4, **kwargs, algorithm="xla"), in_shape)
-    np.testing.assert_allclose(y_taps, y_xla, rtol=1e-12, atol=1e-12)
+]
+
+
+def test_taps_formulation_equals_lax_conv():
+    # The same params under both algorithms: the outputs agree to rounding. Every case in one program.
+    cases = [(conv(4, **kwargs, algorithm="taps"), conv(4, **kwargs, algorithm="xla"), in_shape)
+             for conv, kwargs, in_shape in TAPS]
+    params = [_declared(taps, in_shape)[1] for taps, _, in_shape in cases]
+    xs = [_normal(0, in_shape) for _, _, in_shape in cases]
+
+    @jax.jit
+    def both_algorithms(params, xs):
+        return [(taps.apply(p, {}, x)[0], xla.apply(p, {}, x)[0]) for (taps, xla, _), p, x in zip(cases, params, xs)]
+
+    for (conv, kwargs, _), (y_taps, y_xla) in zip(TAPS, both_algorithms(params, xs)):
+        np.testing.assert_allclose(y_taps, y_xla, rtol=1e-12, atol=1e-12, err_msg=f"{conv.__name__} {kwargs}")
 
 
 @pytest.mark.parametrize("kwargs, lo, out_spatial", [
