@@ -11,6 +11,7 @@ from purenet.check import (LOW_PRECISION_FACTOR, GradientMismatch, as_jax_functi
 from purenet.combinators import serial
 from purenet.core import Layer, Loss
 from purenet.layers.dense import Dense
+from tests.helpers import random_params
 
 
 def _scaled_dense(w_scale=1.0, x_scale=1.0, out_features=3):
@@ -27,6 +28,11 @@ def _scaled_dense(w_scale=1.0, x_scale=1.0, out_features=3):
         return y, state, wrong
 
     return Layer(inner.init, inner.apply, vjp, "Skewed")
+
+
+# The input for the checks whose claim is not about check_layer's defaults (a drawn x, two cotangents):
+# given, and one cotangent, the checker compiles two random draws fewer.
+X = np.random.default_rng(0).standard_normal((2, 4))
 
 
 def _square_loss():
@@ -49,20 +55,21 @@ def test_correct_layer_passes_with_report(key):
                                                     (1.0, -1.0, r"Skewed\.dx")])
 def test_wrong_vjp_fails_naming_the_leaf(key, w_scale, x_scale, leaf):
     with pytest.raises(GradientMismatch, match=leaf):
-        check_layer(_scaled_dense(w_scale, x_scale), (2, 4), key=key)
+        check_layer(_scaled_dense(w_scale, x_scale), (2, 4), key=key, x=X, num_cotangents=1)
 
 
 def test_wrong_vjp_fails_dot_product(key):
     with pytest.raises(GradientMismatch, match="Skewed"):
-        check_dot_product(_scaled_dense(1.0, 2.0), (2, 4), key=key)
+        check_dot_product(_scaled_dense(1.0, 2.0), (2, 4), key=key, x=X)
 
 
 def test_float32_follows_the_low_precision_rule_and_still_catches(key):
-    report = check_layer(_scaled_dense(), (2, 4), key=key, dtype=jnp.float32)
+    report = check_layer(_scaled_dense(), (2, 4), key=key, dtype=jnp.float32, x=X, num_cotangents=1)
     eps = float(jnp.finfo(jnp.float32).eps)
     assert all(LOW_PRECISION_FACTOR * eps <= e.rtol < 1e-4 for e in report.values())  # bounds from the truth
     with pytest.raises(GradientMismatch, match=r"Skewed\.dparams\['w'\]"):
-        check_layer(_scaled_dense(1 + 1e-4), (2, 4), key=key, dtype=jnp.float32)  # 1e-4: the old flat tolerance
+        # 1e-4: the old flat tolerance
+        check_layer(_scaled_dense(1 + 1e-4), (2, 4), key=key, dtype=jnp.float32, x=X, num_cotangents=1)
 
 
 def test_the_rule_bounds_ours_by_the_references_own_error_against_the_truth():
@@ -82,7 +89,7 @@ def test_the_rule_bounds_ours_by_the_references_own_error_against_the_truth():
 
 def test_a_failure_names_every_leaf_out_of_bounds(key):
     with pytest.raises(GradientMismatch) as failure:
-        check_layer(_scaled_dense(1.5, 2.0), (2, 4), key=key)
+        check_layer(_scaled_dense(1.5, 2.0), (2, 4), key=key, x=X, num_cotangents=1)
     assert "Skewed.dx" in str(failure.value) and "Skewed.dparams['w']" in str(failure.value)
     assert "Skewed.dparams['b']" not in str(failure.value)
 
@@ -95,7 +102,7 @@ def test_wrong_output_shape_declaration_fails(key):
         return (*out_shape[:-1], 4), params, state
 
     with pytest.raises(GradientMismatch, match="out_shape"):
-        check_layer(Layer(init, inner.apply, inner.vjp, "Liar"), (2, 4), key=key)
+        check_layer(Layer(init, inner.apply, inner.vjp, "Liar"), (2, 4), key=key, x=X, num_cotangents=1)
 
 
 def test_compare_rejects_structure_and_shape_mismatch():
@@ -107,10 +114,9 @@ def test_compare_rejects_structure_and_shape_mismatch():
     np.testing.assert_allclose(report["t['w']"][:2], (0.5, 0.2))
 
 
-def test_check_model_matches_and_catches(key):
+def test_check_model_matches_and_catches():
     model = serial(Dense(5), Dense(2))
-    _, params, state = model.init(key, (3, 4))
-    params = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), params)
+    params, state = random_params(model, (3, 4), jnp.float64)
     x, target = jnp.ones((3, 4)), jnp.zeros((3, 2))
     report = check_model(model, _square_loss(), params, state, x, target)
     assert "Serial.dparams[1]['w']" in report
@@ -119,16 +125,21 @@ def test_check_model_matches_and_catches(key):
         check_model(skewed, _square_loss(), params, state, x, target)
 
 
-def test_bridge_runs_our_pullback_under_jax_grad(key):
+def test_bridge_runs_our_pullback_under_jax_grad():
     layer = _scaled_dense(w_scale=2.0)  # deliberately skewed: the bridge must use it, not autodiff
-    _, params, state = layer.init(key, (2, 4))
+    params, state = random_params(layer, (2, 4), jnp.float32)
     x = jnp.ones((2, 4))
     f = as_jax_function(layer, state)
-    dparams = jax.grad(lambda p: jnp.sum(f(p, x)))(params)
-    _, _, pullback = layer.vjp(params, state, x)
-    ours, _ = pullback(jnp.ones((2, 3)))
+
+    @jax.jit
+    def bridged_and_ours(params):
+        dparams = jax.grad(lambda p: jnp.sum(f(p, x)))(params)
+        _, _, pullback = layer.vjp(params, state, x)
+        return dparams, pullback(jnp.ones((2, 3)))[0], f(params, x), layer.apply(params, state, x)[0]
+
+    dparams, ours, y_bridged, y = bridged_and_ours(params)
     np.testing.assert_allclose(dparams["w"], ours["w"])
-    np.testing.assert_allclose(f(params, x), layer.apply(params, state, x)[0])
+    np.testing.assert_allclose(y_bridged, y)
 
 
 def test_float64_without_x64_fails_instead_of_a_false_alarm(key):

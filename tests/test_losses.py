@@ -11,9 +11,9 @@ import numpy as np
 import optax
 import pytest
 
-from purenet.check import GradientMismatch, compare, needs_truth, tolerance, upcast
+from purenet.check import GradientMismatch, compare, needs_truth, tolerance
 from purenet.combinators import serial
-from purenet.core import Loss, init_model
+from purenet.core import Loss
 from purenet.layers.dense import Dense
 from purenet.losses import (
     TokenTargets,
@@ -23,6 +23,7 @@ from purenet.losses import (
     softmax_cross_entropy,
     softmax_cross_entropy_with_targets,
 )
+from tests.helpers import random_params
 
 REDUCTIONS = ["mean", "sum"]
 DTYPES = [jnp.float64, jnp.float32]
@@ -84,62 +85,101 @@ def _inputs(name, shape, dtype, scale=3.0, seed=0):
     return factory, make(np.random.default_rng(seed), shape, dtype, scale)
 
 
+SMOOTHED = functools.partial(masked_softmax_cross_entropy, label_smoothing=0.1)
+
+
+def _float_mask_inputs(rng, shape, dtype, scale):
+    """Masked cross-entropy's targets with a float mask: weights per token (0 drops one)."""
+    logits, target = _masked_inputs(rng, shape, dtype, scale)
+    weights = np.array(target.mask, np.float64) * rng.uniform(0.5, 2.0, size=shape[:-1])
+    return logits, TokenTargets(target.labels, jnp.asarray(weights, dtype))
+
+
+# Every case of LOSSES, label smoothing and a float mask: {id: (factory, make, shape)}
+GRADIENT_CASES = {**{case_id: (LOSSES[name][0], LOSSES[name][1], shape) for case_id, (name, shape) in
+                     zip(CASE_IDS, CASES)},
+                  "masked-ce-smoothed-3x4x5": (SMOOTHED, _masked_inputs, (3, 4, 5)),
+                  "masked-ce-float-mask-3x4x5": (masked_softmax_cross_entropy, _float_mask_inputs, (3, 4, 5))}
+
+
 @functools.cache
-def _ours_and_jax(factory):
-    """A jitted function (one compilation per input shape and dtype, shared between tests) giving, for
-    each reduction, our value, pullback(g), pullback(1) and jax.value_and_grad(loss.apply)."""
-    losses = [factory(reduction=r) for r in REDUCTIONS]
+def _ours_and_jax(factories):
+    """A jitted function of {id: (pred, target)} and g for the ((id, factory), ...) given: for each id and
+    reduction our value, pullback(g), pullback(1) and jax.value_and_grad(loss.apply), all in one program
+    (one compilation per dtype, and the float32 check's float64 truth is the float64 program)."""
+    losses = {(case_id, r): factory(reduction=r) for case_id, factory in factories for r in REDUCTIONS}
 
     @jax.jit
-    def ours_and_jax(pred, target, g):
-        results = []
-        for loss in losses:
+    def ours_and_jax(inputs, g):
+        results = {}
+        for (case_id, r), loss in losses.items():
+            pred, target = inputs[case_id]
+            g_case = g.astype(pred.dtype)  # g: float64
             value, pullback = loss.vjp(pred, target)
-            results.append((value, pullback(g), pullback(jnp.ones_like(g)),
-                            *jax.value_and_grad(loss.apply)(pred, target)))
+            results[case_id, r] = (value, pullback(g_case), pullback(jnp.ones_like(g_case)),
+                                   *jax.value_and_grad(loss.apply)(pred, target))
         return results
 
     return losses, ours_and_jax
 
 
-def _check_against_jax(factory, pred, target, g):
-    """For both reductions: our value and pullback(g) vs jax.value_and_grad(loss.apply), the gradient
-    scaled by g; pullback(g) == g * pullback(1); by the suite's rule for pred's dtype (tests/README.md:
-    below float64, against the same program run on the inputs cast up to float64)."""
-    losses, ours_and_jax = _ours_and_jax(factory)
-    g = jnp.asarray(g, pred.dtype)
-    results = ours_and_jax(pred, target, g)
-    with_truth = needs_truth(pred.dtype)
-    truths = ours_and_jax(*upcast((pred, target, g))) if with_truth else results
+def _numpy(tree, dtype=None):
+    """The tree's arrays as numpy (float leaves in `dtype` when given): the checks below then compile
+    nothing more (an eager jnp operation compiles once per shape and dtype)."""
+    def convert(a):
+        a = np.asarray(a)
+        return a.astype(dtype) if dtype is not None and np.issubdtype(a.dtype, np.floating) else a
 
-    def bound(truth):
-        return dict(truth=truth) if with_truth else dict(rtol=tolerance(pred.dtype))
+    return jax.tree_util.tree_map(convert, tree)
 
-    for loss, (value, dpred, dpred_unit, value_ref, grad_ref), (*_, value_t, grad_t) in zip(losses, results, truths):
+
+def _check_against_jax(cases, g):
+    """For every {id: (factory, pred, target)} and both reductions: our value and pullback(g) vs
+    jax.value_and_grad(loss.apply), the gradient scaled by g; pullback(g) == g * pullback(1); by the
+    suite's rule for pred's dtype (tests/README.md: below float64, against the same program run on the
+    inputs cast up to float64)."""
+    losses, ours_and_jax = _ours_and_jax(tuple((case_id, factory) for case_id, (factory, _, _) in cases.items()))
+    inputs = _numpy({case_id: (pred, target) for case_id, (_, pred, target) in cases.items()})
+    results = _numpy(ours_and_jax(inputs, np.float64(g)))
+    with_truth = any(needs_truth(pred.dtype) for pred, _ in inputs.values())
+    truths = _numpy(ours_and_jax(_numpy(inputs, np.float64), np.float64(g))) if with_truth else results
+
+    for (case_id, r), loss in losses.items():
+        pred = inputs[case_id][0]
+        value, dpred, dpred_unit, value_ref, grad_ref = results[case_id, r]
+        *_, value_t, grad_t = truths[case_id, r]
+        g_case = np.asarray(g, pred.dtype)
+        g_t = g_case.astype(np.float64)
+
+        def bound(truth):
+            return dict(truth=truth) if needs_truth(pred.dtype) else dict(rtol=tolerance(pred.dtype))
+
+        what = f"{loss.name}[{case_id}, {r}]"
         assert value.shape == () and dpred.shape == pred.shape and dpred.dtype == pred.dtype
-        assert bool(jnp.all(jnp.isfinite(dpred))) and bool(jnp.isfinite(value))
-        assert float(jnp.max(jnp.abs(dpred))) > 0  # so the comparisons below are not 0 == 0
-        compare(value, value_ref, what=f"{loss.name}.value", **bound(value_t))
-        compare(dpred, g * grad_ref, what=f"{loss.name}.dpred", **bound(upcast(g) * grad_t))
-        compare(dpred, g * dpred_unit, what=f"{loss.name}.dpred(g) vs g*dpred(1)", **bound(upcast(g) * grad_t))
+        assert np.all(np.isfinite(dpred)) and np.isfinite(value)
+        assert np.max(np.abs(dpred)) > 0  # so the comparisons below are not 0 == 0
+        compare(value, value_ref, what=f"{what}.value", **bound(value_t))
+        compare(dpred, g_case * grad_ref, what=f"{what}.dpred", **bound(g_t * grad_t))
+        compare(dpred, g_case * dpred_unit, what=f"{what}.dpred(g) vs g*dpred(1)", **bound(g_t * grad_t))
 
 
 # ------------------------------------------------------------------------ gradients vs autodiff
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
-@pytest.mark.parametrize("name,shape", CASES, ids=CASE_IDS)
-def test_gradient_matches_value_and_grad(name, shape, dtype):
-    factory, (pred, target) = _inputs(name, shape, dtype)
-    _check_against_jax(factory, pred, target, g=1.7)  # g != 1: the cotangent scales the gradient
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
-@pytest.mark.parametrize("name", [n for n in LOSSES if n != "mse"])
-def test_large_logits_are_stable(name, dtype):
-    factory, (logits, target) = _inputs(name, LOSSES[name][2][0], dtype, scale=1000.0)
-    logits = logits.at[(0,) * logits.ndim].set(-1000.0)  # one entry far below the others, too
-    _check_against_jax(factory, logits, target, g=-0.6)
+def test_gradient_matches_value_and_grad():
+    # Every case in float64 and float32, in one program per dtype (the float32 check's truth is the
+    # float64 program); g != 1: the cotangent scales the gradient. At scale 1000 (one logit at -1000, far
+    # below the others, too): stability at large logits.
+    for scale, g in ((3.0, 1.7), (1000.0, -0.6)):
+        for dtype in DTYPES:
+            cases = {}
+            for i, (case_id, (factory, make, shape)) in enumerate(GRADIENT_CASES.items()):
+                pred, target = make(np.random.default_rng(i), shape, dtype, scale)
+                if scale > 100:
+                    pred = np.array(pred)
+                    pred[(0,) * pred.ndim] = -1000.0
+                cases[case_id] = factory, pred, target
+            _check_against_jax(cases, g)
 
 
 def test_check_catches_a_wrong_pullback():
@@ -149,20 +189,24 @@ def test_check_catches_a_wrong_pullback():
         return Loss(mean.apply, lambda z, y: (mean.apply(z, y), total.vjp(z, y)[1]), "Wrong")
 
     _, (logits, labels) = _inputs("ce", (2, 3, 4), jnp.float64)
-    with pytest.raises(GradientMismatch, match=r"Wrong\.dpred"):
-        _check_against_jax(forgets_the_mean, logits, labels, g=1.0)
+    with pytest.raises(GradientMismatch, match=r"Wrong\[wrong, mean\]\.dpred"):
+        _check_against_jax({"wrong": (forgets_the_mean, logits, labels)}, g=1.0)
 
 
 def test_large_logits_closed_form():
-    logits = jnp.array([[1000.0, 0.0], [0.0, 1000.0], [-1000.0, 1000.0]])
-    labels = jnp.array([0, 0, 0])
-    value, pullback = softmax_cross_entropy(reduction="sum").vjp(logits, labels)
+    @jax.jit
+    def values_and_gradients():
+        value, pullback = softmax_cross_entropy(reduction="sum").vjp(
+            jnp.array([[1000.0, 0.0], [0.0, 1000.0], [-1000.0, 1000.0]]), jnp.array([0, 0, 0]))
+        binary, binary_pullback = sigmoid_binary_cross_entropy(reduction="sum").vjp(
+            jnp.array([1000.0, -1000.0, 1000.0]), jnp.array([1.0, 0.0, 0.0]))
+        return value, pullback(1.0), binary, binary_pullback(1.0)
+
+    value, dlogits, binary, dbinary = values_and_gradients()
     np.testing.assert_allclose(value, 3000.0, rtol=1e-12)
-    np.testing.assert_allclose(pullback(1.0), [[0.0, 0.0], [-1.0, 1.0], [-1.0, 1.0]], atol=1e-12)
-    value, pullback = sigmoid_binary_cross_entropy(reduction="sum").vjp(
-        jnp.array([1000.0, -1000.0, 1000.0]), jnp.array([1.0, 0.0, 0.0]))
-    np.testing.assert_allclose(value, 1000.0, rtol=1e-12)
-    np.testing.assert_allclose(pullback(1.0), [0.0, 0.0, 1.0], atol=1e-12)
+    np.testing.assert_allclose(dlogits, [[0.0, 0.0], [-1.0, 1.0], [-1.0, 1.0]], atol=1e-12)
+    np.testing.assert_allclose(binary, 1000.0, rtol=1e-12)
+    np.testing.assert_allclose(dbinary, [0.0, 0.0, 1.0], atol=1e-12)
 
 
 # ---------------------------------------------------------------------------- values vs optax
@@ -183,19 +227,17 @@ def _optax_value(name, pred, target, reduction):
     return total / jnp.sum(target.mask) if reduction == "mean" else total
 
 
-@pytest.mark.parametrize("name,shape", CASES, ids=CASE_IDS)
-def test_value_matches_optax(name, shape):
-    factory = LOSSES[name][0]
-
-    @jax.jit
-    def ours_and_optax(pred, target):
-        return [(factory(reduction=r).apply(pred, target), _optax_value(name, pred, target, r))
-                for r in REDUCTIONS]
+def test_value_matches_optax():
+    @jax.jit  # every case, both reductions, in one program
+    def ours_and_optax(inputs):
+        return {(name, shape, r): (LOSSES[name][0](reduction=r).apply(pred, target),
+                                   _optax_value(name, pred, target, r))
+                for (name, shape), (pred, target) in inputs.items() for r in REDUCTIONS}
 
     for scale in (3.0, 1000.0):  # the same shapes: one compilation
-        _, (pred, target) = _inputs(name, shape, jnp.float64, scale)
-        for value, reference in ours_and_optax(pred, target):
-            np.testing.assert_allclose(value, reference, rtol=1e-12)
+        inputs = {(name, shape): _inputs(name, shape, jnp.float64, scale)[1] for name, shape in CASES}
+        for case, (value, reference) in ours_and_optax(inputs).items():
+            np.testing.assert_allclose(value, reference, rtol=1e-12, err_msg=str(case))
 
 
 def test_mse_is_the_mean_over_every_element():
@@ -225,53 +267,69 @@ def test_masked_mean_counts_only_unmasked_tokens():
     _, (logits, labels) = _inputs("ce", (2, 3, 4), jnp.float64)
     mask = np.array([[True, False, True], [False, False, True]])
     padded = jnp.where(mask, labels, -100)  # labels under the mask may hold any integer (padding)
-    value, pullback = masked_softmax_cross_entropy().vjp(logits, TokenTargets(padded, jnp.asarray(mask)))
-    ref_value, ref_pullback = softmax_cross_entropy().vjp(logits[mask], labels[mask])  # kept tokens only
-    dlogits = pullback(1.0)
+
+    @jax.jit
+    def masked_and_kept(logits):
+        value, pullback = masked_softmax_cross_entropy().vjp(logits, TokenTargets(padded, jnp.asarray(mask)))
+        ref_value, ref_pullback = softmax_cross_entropy().vjp(logits[mask], labels[mask])  # kept tokens only
+        return value, pullback(1.0), ref_value, ref_pullback(1.0)
+
+    value, dlogits, ref_value, ref_dlogits = masked_and_kept(logits)
     np.testing.assert_allclose(value, ref_value, rtol=1e-12)
-    np.testing.assert_allclose(dlogits[mask], ref_pullback(1.0), rtol=1e-12)
+    np.testing.assert_allclose(dlogits[mask], ref_dlogits, rtol=1e-12)
     assert float(jnp.max(jnp.abs(dlogits[~mask]))) == 0.0
 
 
 def test_masked_float_mask_weights_tokens():
+    # (Its pullback against jax.value_and_grad: the case masked-ce-float-mask of
+    # test_gradient_matches_value_and_grad.)
     _, (logits, labels) = _inputs("ce", (1, 3, 4), jnp.float64, scale=1.0)
     weights = jnp.array([[0.5, 0.0, 2.0]])
-    per_token = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-    value = masked_softmax_cross_entropy().apply(logits, TokenTargets(labels, weights))
-    np.testing.assert_allclose(value, jnp.sum(weights * per_token) / 2.5, rtol=1e-12)
-    _check_against_jax(masked_softmax_cross_entropy, logits, TokenTargets(labels, weights), g=0.7)
+
+    @jax.jit
+    def ours_and_optax(logits):
+        per_token = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+        return masked_softmax_cross_entropy().apply(logits, TokenTargets(labels, weights)), per_token
+
+    value, per_token = ours_and_optax(logits)
+    np.testing.assert_allclose(value, np.sum(weights * per_token) / 2.5, rtol=1e-12)
 
 
-@pytest.mark.parametrize("reduction", REDUCTIONS)
-def test_masked_fully_masked_batch_is_zero(reduction):
+def test_masked_fully_masked_batch_is_zero():
     _, (logits, labels) = _inputs("ce", (2, 3, 4), jnp.float64)
     target = TokenTargets(labels, jnp.zeros((2, 3), bool))
-    loss = masked_softmax_cross_entropy(reduction=reduction)
-    value, pullback = loss.vjp(logits, target)
-    assert float(value) == 0.0
-    assert float(jnp.max(jnp.abs(pullback(1.0)))) == 0.0
-    value_ref, grad_ref = jax.jit(jax.value_and_grad(loss.apply))(logits, target)
-    assert float(value_ref) == 0.0 and float(jnp.max(jnp.abs(grad_ref))) == 0.0
 
+    @jax.jit  # both reductions, ours and JAX's, in one program
+    def ours_and_jax(logits):
+        results = []
+        for reduction in REDUCTIONS:
+            loss = masked_softmax_cross_entropy(reduction=reduction)
+            value, pullback = loss.vjp(logits, target)
+            results.append((value, pullback(1.0), *jax.value_and_grad(loss.apply)(logits, target)))
+        return results
 
-SMOOTHED = functools.partial(masked_softmax_cross_entropy, label_smoothing=0.1)
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
-def test_masked_label_smoothing_gradient_matches_value_and_grad(dtype):
-    _, (logits, target) = _inputs("masked-ce", (3, 4, 5), dtype)
-    _check_against_jax(SMOOTHED, logits, target, g=1.3)
+    for value, dlogits, value_ref, grad_ref in ours_and_jax(logits):
+        assert float(value) == 0.0 and float(np.max(np.abs(dlogits))) == 0.0
+        assert float(value_ref) == 0.0 and float(np.max(np.abs(grad_ref))) == 0.0
 
 
 def test_masked_label_smoothing_value_matches_optax():
+    # (Its pullback against jax.value_and_grad: the case masked-ce-smoothed of
+    # test_gradient_matches_value_and_grad.)
     _, (logits, target) = _inputs("masked-ce", (3, 4, 5), jnp.float64)
-    smoothed = optax.smooth_labels(jax.nn.one_hot(target.labels, 5, dtype=jnp.float64), 0.1)
-    per_token = optax.softmax_cross_entropy(logits, smoothed)  # (3, 4)
-    weights = target.mask.astype(jnp.float64)
-    expected = jnp.sum(weights * per_token) / jnp.sum(weights)
-    np.testing.assert_allclose(SMOOTHED().apply(logits, target), expected, rtol=1e-12)
-    np.testing.assert_allclose(masked_softmax_cross_entropy(label_smoothing=0.0).apply(logits, target),
-                               masked_softmax_cross_entropy().apply(logits, target), rtol=0)
+
+    @jax.jit
+    def values(logits, target):
+        smoothed = optax.smooth_labels(jax.nn.one_hot(target.labels, 5, dtype=jnp.float64), 0.1)
+        per_token = optax.softmax_cross_entropy(logits, smoothed)  # (3, 4)
+        weights = target.mask.astype(jnp.float64)
+        return (SMOOTHED().apply(logits, target), jnp.sum(weights * per_token) / jnp.sum(weights),
+                masked_softmax_cross_entropy(label_smoothing=0.0).apply(logits, target),
+                masked_softmax_cross_entropy().apply(logits, target))
+
+    smoothed, expected, zero_smoothing, plain = values(logits, target)
+    np.testing.assert_allclose(smoothed, expected, rtol=1e-12)
+    np.testing.assert_allclose(zero_smoothing, plain, rtol=0)
     with pytest.raises(ValueError, match=exactly(
             "MaskedSoftmaxCrossEntropy: label_smoothing must be in [0, 1), got label_smoothing=1.0")):
         masked_softmax_cross_entropy(label_smoothing=1.0)
@@ -295,10 +353,10 @@ def test_jit_equals_eager(name):
     np.testing.assert_allclose(eager[2], eager[0], rtol=1e-15)
 
 
-def test_model_gradient_through_loss(key):
+def test_model_gradient_through_loss():
     """serial(Dense, Dense) + cross-entropy: handwritten dparams == jax.grad through apply."""
     model, loss = serial(Dense(6), Dense(4)), softmax_cross_entropy()
-    _, params, state = init_model(model, key, (5, 3), dtype=jnp.float64)
+    params, state = random_params(model, (5, 3), jnp.float64)
     x = _normal(np.random.default_rng(1), (5, 3), jnp.float64)
     labels = jnp.array([0, 3, 1, 1, 2])
 

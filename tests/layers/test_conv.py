@@ -8,12 +8,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax import lax
 
-from purenet.check import check_dot_product, check_layer, compare, upcast
-from purenet.core import init_model
+from purenet.check import check_function, compare, tolerance, upcast
 from purenet.layers.dense import Dense
 from purenet.layers.conv import (Conv1D, Conv2D, Conv3D, ConvTranspose1D, ConvTranspose2D, ConvTranspose3D,
                                  _input_grad_pads, _out_spatial, _pads, _swapper_trap)
@@ -85,13 +84,86 @@ def _normal(seed, shape):
     return np.random.default_rng(seed).standard_normal(shape)
 
 
+def _declared(layer, in_shape, seed=0, dtype=np.float64):
+    """(out_shape, params) of layer.init, only traced (nothing compiles): the params standard normal, of
+    init's shapes, drawn by numpy in `dtype`."""
+    out_shapes = []
+
+    def init(key):
+        out_shape, params, _ = layer.init(key, in_shape)
+        out_shapes.append(out_shape)
+        return params
+
+    shapes = jax.eval_shape(init, _key(0))
+    rng = np.random.default_rng(seed + 1)
+    return out_shapes[0], {k: rng.standard_normal(shapes[k].shape).astype(dtype) for k in sorted(shapes)}
+
+
 def _run(layer, in_shape, seed=0):
-    """init (float64) and apply on a standard-normal x; -> (x, params as numpy, y as numpy)."""
-    out_shape, params, state = init_model(layer, _key(seed), in_shape, dtype=jnp.float64)
+    """apply on a standard-normal x with standard-normal params; -> (x, params as numpy, y as numpy)."""
+    out_shape, params = _declared(layer, in_shape, seed)
     x = _normal(seed, in_shape)
-    y, _ = layer.apply(params, state, x)
+    y, _ = layer.apply(params, {}, x)
     assert y.shape == out_shape
-    return x, {k: np.asarray(v) for k, v in params.items()}, np.asarray(y)
+    return x, params, np.asarray(y)
+
+
+# Pullback checks of several layers in one program, every random value drawn here by numpy: a draw inside
+# the program (as check_layer and check_dot_product make them: params, input, tangents, cotangent) costs
+# more to compile than a convolution's forward and pullback together (about 0.2 s per drawn shape, at the
+# suite's LLVM level 0).
+
+
+def _draws(layers, in_shapes, dtype, seed=0):
+    """Standard-normal params, inputs and output cotangents for the layers, in `dtype`; checks each
+    layer's declared out_shape against its output."""
+    params = [_declared(layer, in_shape, seed + i, dtype)[1] for i, (layer, in_shape) in enumerate(zip(layers,
+                                                                                                         in_shapes))]
+    rng = np.random.default_rng(seed)
+    xs = [rng.standard_normal(in_shape).astype(dtype) for in_shape in in_shapes]
+    ys = jax.eval_shape(lambda params, xs: [layer.apply(p, {}, x)[0] for layer, p, x in zip(layers, params, xs)],
+                        params, xs)
+    for layer, in_shape, y in zip(layers, in_shapes, ys):
+        assert _declared(layer, in_shape)[0] == y.shape, layer.name
+    return params, xs, [rng.standard_normal(y.shape).astype(dtype) for y in ys]
+
+
+def _pullbacks_equal_jax(layers, in_shapes, dtype=np.float64):
+    """Each layer's (y, (dparams, dx)) against jax.vjp of its apply, one program per side, by the suite's
+    rule for `dtype` (check_function: float64 within 1e-10, float32 against the float64 truth)."""
+    def ours(params, xs, dys):
+        return [(y, pullback(dy)) for (y, _, pullback), dy in
+                zip((layer.vjp(p, {}, x) for layer, p, x in zip(layers, params, xs)), dys)]
+
+    def theirs(params, xs, dys):
+        results = []
+        for layer, p, x, dy in zip(layers, params, xs, dys):
+            y, pullback = jax.vjp(lambda p, x, layer=layer: layer.apply(p, {}, x)[0], p, x)
+            results.append((y, pullback(dy)))
+        return results
+
+    check_function(ours, theirs, *_draws(layers, in_shapes, dtype), what="pullbacks")
+
+
+def _adjoint_identities_hold(layers, in_shapes, dtype=np.float64):
+    """<dy, J t> = <pullback(dy), t> for each layer, J t by jax.jvp of apply at random tangents t of the
+    params and x (what check_dot_product checks; needs no jax.vjp), within the table's tolerance."""
+    params, xs, dys = _draws(layers, in_shapes, dtype)
+    rng = np.random.default_rng(1)
+    tangents = jax.tree.map(lambda a: rng.standard_normal(a.shape).astype(dtype), (params, xs))
+
+    @jax.jit
+    def gaps(params, xs, tangents, dys):
+        result = []
+        for layer, p, x, t_p, t_x, dy in zip(layers, params, xs, *tangents, dys):
+            _, jt = jax.jvp(lambda p, x, layer=layer: layer.apply(p, {}, x)[0], (p, x), (t_p, t_x))
+            grads = layer.vjp(p, {}, x)[2](dy)
+            rhs = sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves((t_p, t_x))))
+            result.append(jnp.abs(jnp.vdot(dy, jt) - rhs) / (jnp.linalg.norm(dy) * jnp.linalg.norm(jt)))
+        return result
+
+    for layer, in_shape, gap in zip(layers, in_shapes, gaps(params, xs, tangents, dys)):
+        assert float(gap) <= tolerance(dtype), f"{layer.name} on {in_shape}: adjoint gap {float(gap):.2e}"
 
 
 # ------------------------------------------------------------------------------- forward references
@@ -141,18 +213,28 @@ def test_conv1d_forward_matches_loops():
     np.testing.assert_allclose(y, expected + params["b"].reshape(1, 1, -1), rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("conv, kwargs, in_shape", [
+TAPS = [  # (conv, kwargs, in_shape): one input channel
     (Conv2D, dict(kernel_size=5), (3, 12, 11, 1)),
     (Conv2D, dict(kernel_size=(3, 2), strides=(2, 3), dilation=(1, 2), padding=((1, 0), (2, 3))), (1, 9, 10, 1)),
     (Conv2D, dict(kernel_size=3, strides=2, padding="SAME"), (2, 7, 8, 1)),
     (Conv1D, dict(kernel_size=4, strides=3, dilation=2, padding=((2, 1),)), (2, 17, 1)),
     (Conv3D, dict(kernel_size=(2, 3, 2), strides=(1, 2, 1), padding="SAME"), (1, 3, 5, 4, 1)),
-])
-def test_taps_formulation_equals_lax_conv(conv, kwargs, in_shape):
-    # Same params (same key) under both algorithms: the outputs agree to rounding.
-    _, _, y_taps = _run(conv(4, **kwargs, algorithm="taps"), in_shape)
-    _, _, y_xla = _run(conv(4, **kwargs, algorithm="xla"), in_shape)
-    np.testing.assert_allclose(y_taps, y_xla, rtol=1e-12, atol=1e-12)
+]
+
+
+def test_taps_formulation_equals_lax_conv():
+    # The same params under both algorithms: the outputs agree to rounding. Every case in one program.
+    cases = [(conv(4, **kwargs, algorithm="taps"), conv(4, **kwargs, algorithm="xla"), in_shape)
+             for conv, kwargs, in_shape in TAPS]
+    params = [_declared(taps, in_shape)[1] for taps, _, in_shape in cases]
+    xs = [_normal(0, in_shape) for _, _, in_shape in cases]
+
+    @jax.jit
+    def both_algorithms(params, xs):
+        return [(taps.apply(p, {}, x)[0], xla.apply(p, {}, x)[0]) for (taps, xla, _), p, x in zip(cases, params, xs)]
+
+    for (conv, kwargs, _), (y_taps, y_xla) in zip(TAPS, both_algorithms(params, xs)):
+        np.testing.assert_allclose(y_taps, y_xla, rtol=1e-12, atol=1e-12, err_msg=f"{conv.__name__} {kwargs}")
 
 
 @pytest.mark.parametrize("kwargs, lo, out_spatial", [
@@ -239,22 +321,23 @@ TRAPPED_CONV2D = [  # (kwargs, in_shape): each aborted XLA in check_dot_product 
 ]
 
 
-@pytest.mark.parametrize("kwargs, in_shape", TRAPPED_CONV2D)
-@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
-def test_conv2d_pullback_where_xla_swaps_operands(kwargs, in_shape, dtype):
-    # jax.vjp of this Conv2D aborts the process inside XLA, so check_layer cannot serve as the reference
-    # here; the adjoint identity against jax.jvp of the forward checks dx and dw instead.
-    assert _dx_trap(in_shape[1:-1], kwargs["kernel_size"], kwargs["strides"], kwargs.get("dilation", 1),
-                    kwargs["padding"])
-    check_dot_product(Conv2D(3, **kwargs), in_shape, key=_key(0), dtype=dtype)
-
-
 # 3-D: the same abort (each compiled in a subprocess before the workaround covered 3-D: SIGABRT). 1-D
 # never aborts: with no other axis, XLA never finds the swap worth it.
-def test_conv3d_pullback_where_xla_swaps_operands():
-    kwargs = dict(kernel_size=(1, 3, 2), strides=(1, 1, 2), padding=((1, 0), (1, 0), (1, 2)))
-    assert _dx_trap((1, 2, 6), kwargs["kernel_size"], kwargs["strides"], 1, kwargs["padding"])
-    check_dot_product(Conv3D(3, **kwargs), (1, 1, 2, 6, 2), key=_key(0))
+TRAPPED_CONV3D = (dict(kernel_size=(1, 3, 2), strides=(1, 1, 2), padding=((1, 0), (1, 0), (1, 2))),
+                  (1, 1, 2, 6, 2))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_conv_pullback_where_xla_swaps_operands(dtype):
+    # jax.vjp of these convolutions aborts the process inside XLA, so jax.vjp cannot serve as the
+    # reference here; the adjoint identity against jax.jvp of the forward checks dx and dw instead, for
+    # all of them in one program (each keeps its own input-gradient convolution).
+    cases = [((Conv2D if len(in_shape) == 4 else Conv3D)(3, **kwargs), kwargs, in_shape)
+             for kwargs, in_shape in [*TRAPPED_CONV2D, TRAPPED_CONV3D]]
+    for _, kwargs, in_shape in cases:
+        assert _dx_trap(in_shape[1:-1], kwargs["kernel_size"], kwargs["strides"], kwargs.get("dilation", 1),
+                        kwargs["padding"])
+    _adjoint_identities_hold([layer for layer, _, _ in cases], [in_shape for _, _, in_shape in cases], dtype)
 
 
 def test_grouped_conv_transpose3d_forward_where_xla_swaps_operands():
@@ -282,21 +365,22 @@ def test_conv_transpose2d_forward_where_xla_swaps_operands():
 
 
 def test_declared_shapes_keep_unknown_batch():
-    key = _key(0)
-    assert Conv2D(5, 3, strides=2).init(key, (-1, 7, 9, 4))[0] == (-1, 3, 4, 5)
-    assert Conv2D(5, 3, strides=2, padding="SAME").init(key, (-1, 7, 9, 4))[0] == (-1, 4, 5, 5)
-    assert Conv1D(2, 3, dilation=3).init(key, (-1, 11, 4))[0] == (-1, 5, 2)
-    assert ConvTranspose2D(5, 3, strides=2).init(key, (-1, 7, 9, 4))[0] == (-1, 15, 19, 5)
-    assert ConvTranspose2D(5, 3, strides=2, padding="SAME").init(key, (-1, 7, 9, 4))[0] == (-1, 14, 18, 5)
-    _, params, _ = Conv2D(6, (3, 2), feature_group_count=2).init(key, (-1, 7, 9, 4))
+    def out_shape(layer, in_shape):
+        return _declared(layer, in_shape)[0]
+
+    assert out_shape(Conv2D(5, 3, strides=2), (-1, 7, 9, 4)) == (-1, 3, 4, 5)
+    assert out_shape(Conv2D(5, 3, strides=2, padding="SAME"), (-1, 7, 9, 4)) == (-1, 4, 5, 5)
+    assert out_shape(Conv1D(2, 3, dilation=3), (-1, 11, 4)) == (-1, 5, 2)
+    assert out_shape(ConvTranspose2D(5, 3, strides=2), (-1, 7, 9, 4)) == (-1, 15, 19, 5)
+    assert out_shape(ConvTranspose2D(5, 3, strides=2, padding="SAME"), (-1, 7, 9, 4)) == (-1, 14, 18, 5)
+    _, params = _declared(Conv2D(6, (3, 2), feature_group_count=2), (-1, 7, 9, 4))
     assert params["w"].shape == (3, 2, 2, 6) and params["b"].shape == (6,)
-    out_shape, params, _ = Conv3D(6, (3, 2, 1), strides=2, feature_group_count=3).init(key, (-1, 7, 5, 4, 3))
-    assert out_shape == (-1, 3, 2, 2, 6) and params["w"].shape == (3, 2, 1, 1, 6)
-    out_shape, params, _ = ConvTranspose1D(6, 3, strides=2, feature_group_count=2).init(key, (-1, 5, 4))
-    assert out_shape == (-1, 11, 6) and params["w"].shape == (3, 4, 3)
-    transpose = ConvTranspose3D(4, 2, strides=2, padding="SAME", feature_group_count=2)
-    out_shape, params, _ = transpose.init(key, (-1, 2, 3, 4, 2))
-    assert out_shape == (-1, 4, 6, 8, 4) and params["w"].shape == (2, 2, 2, 2, 2)
+    out, params = _declared(Conv3D(6, (3, 2, 1), strides=2, feature_group_count=3), (-1, 7, 5, 4, 3))
+    assert out == (-1, 3, 2, 2, 6) and params["w"].shape == (3, 2, 1, 1, 6)
+    out, params = _declared(ConvTranspose1D(6, 3, strides=2, feature_group_count=2), (-1, 5, 4))
+    assert out == (-1, 11, 6) and params["w"].shape == (3, 4, 3)
+    out, params = _declared(ConvTranspose3D(4, 2, strides=2, padding="SAME", feature_group_count=2), (-1, 2, 3, 4, 2))
+    assert out == (-1, 4, 6, 8, 4) and params["w"].shape == (2, 2, 2, 2, 2)
 
 
 # ------------------------------------------------------------------------------------------ errors
@@ -307,9 +391,8 @@ def _init(layer, in_shape):
 
 
 def _apply(layer, in_shape, x_shape):
-    """init on `in_shape` (valid), then apply to an x of `x_shape`."""
-    _, params, state = layer.init(_key(0), in_shape)
-    return layer.apply(params, state, jnp.zeros(x_shape))
+    """init on `in_shape` (valid; traced only), then apply to an x of `x_shape`."""
+    return layer.apply(_declared(layer, in_shape)[1], {}, np.zeros(x_shape))
 
 
 ERRORS = {
@@ -411,58 +494,87 @@ def test_invalid_configuration_raises(name):
 
 
 # -------------------------------------------------------------------------------------------- fuzz
+# Each example checks a list of 4 distinct configurations in one program per side (_pullbacks_equal_jax;
+# compiling dominates, per configuration): 3 examples, 12 configurations, where 10 examples of one
+# configuration each, in check_layer's program with its draws, gave 10.
 
 paddings = st.one_of(st.sampled_from(["SAME", "VALID"]),
                      st.tuples(*[st.tuples(st.integers(0, 3), st.integers(0, 3))] * 2))
 pairs = lambda low, high: st.tuples(st.integers(low, high), st.integers(low, high))  # noqa: E731
 
 
-@settings(max_examples=10, deadline=None)
-@given(spatial=pairs(1, 9), kernel=pairs(1, 3), strides=pairs(1, 3), dilation=pairs(1, 2),
-       padding=paddings, groups=st.sampled_from([1, 2]), channels=st.sampled_from([1, 2]),
-       batch=st.integers(1, 2))
-def test_fuzz_conv2d_pullback(spatial, kernel, strides, dilation, padding, groups, channels, batch):
-    # channels * groups == 1 takes the per-tap formulation ('auto' on the CPU).
+def _conv_fits(config):
+    spatial, kernel, strides, dilation, padding, *_ = config
     pads = padding if not isinstance(padding, str) else ((0, 0), (0, 0))
-    if padding != "SAME":
-        assume(all((k - 1) * d + 1 <= s + lo + hi for k, d, s, (lo, hi) in zip(kernel, dilation, spatial, pads)))
-    layer = Conv2D(2 * groups, kernel, strides=strides, padding=padding, dilation=dilation,
-                   feature_group_count=groups)
-    in_shape = (batch, *spatial, channels * groups)
-    if _dx_trap(spatial, kernel, strides, dilation, padding):  # jax.vjp would abort (see above)
-        check_dot_product(layer, in_shape, key=_key(0))
-    else:
-        check_layer(layer, in_shape, key=_key(0), x=_normal(0, in_shape), num_cotangents=1)
+    return padding == "SAME" or all((k - 1) * d + 1 <= s + lo + hi
+                                    for k, d, s, (lo, hi) in zip(kernel, dilation, spatial, pads))
 
 
-@settings(max_examples=10, deadline=None)
-@given(spatial=pairs(1, 5), kernel=pairs(1, 3), strides=pairs(1, 3), dilation=pairs(1, 2),
-       padding=paddings, batch=st.integers(1, 2))
-def test_fuzz_conv_transpose2d_pullback(spatial, kernel, strides, dilation, padding, batch):
-    if not isinstance(padding, str):
-        full = [(h - 1) * s + (k - 1) * d + 1 for h, k, s, d in zip(spatial, kernel, strides, dilation)]
-        assume(all(f > lo + hi for f, (lo, hi) in zip(full, padding)))
-    layer = ConvTranspose2D(3, kernel, strides=strides, padding=padding, dilation=dilation)
-    in_shape = (batch, *spatial, 2)
-    check_layer(layer, in_shape, key=_key(0), x=_normal(0, in_shape), num_cotangents=1)
+def _transpose_fits(config):
+    spatial, kernel, strides, dilation, padding, _ = config
+    full = [(h - 1) * s + (k - 1) * d + 1 for h, k, s, d in zip(spatial, kernel, strides, dilation)]
+    return isinstance(padding, str) or all(f > lo + hi for f, (lo, hi) in zip(full, padding))
 
 
-@pytest.mark.parametrize("layer", [Conv2D(2, 3), ConvTranspose2D(2, 3, strides=2)], ids=["conv", "transpose"])
-def test_integer_and_bfloat16_inputs_are_promoted_as_dense_does(layer, key):
-    _, params, _ = layer.init(key, (1, 5, 5, 2))
+# (spatial, kernel, strides, dilation, padding, batch)
+conv2d_configs = st.tuples(pairs(1, 9), pairs(1, 3), pairs(1, 3), pairs(1, 2), paddings,
+                           st.integers(1, 2)).filter(_conv_fits)
+# The i-th configuration of a list gets (groups, channels per group) GROUPS[i]: each list takes the
+# per-tap formulation (1 channel, 'auto' on the CPU), lax.conv, and grouped lax.conv.
+GROUPS = [(1, 1), (1, 2), (2, 1), (2, 2)]
+# (spatial, kernel, strides, dilation, padding, batch)
+transpose2d_configs = st.tuples(pairs(1, 5), pairs(1, 3), pairs(1, 3), pairs(1, 2), paddings,
+                                st.integers(1, 2)).filter(_transpose_fits)
+
+
+@settings(max_examples=3, deadline=None)
+@given(configs=st.lists(conv2d_configs, min_size=len(GROUPS), max_size=len(GROUPS), unique=True))
+def test_fuzz_conv2d_pullback(configs):
+    checked, trapped = ([], []), ([], [])
+    for (spatial, kernel, strides, dilation, padding, batch), (groups, channels) in zip(configs, GROUPS):
+        layer = Conv2D(2 * groups, kernel, strides=strides, padding=padding, dilation=dilation,
+                       feature_group_count=groups)
+        # jax.vjp would abort (see above): the adjoint identity instead
+        layers, in_shapes = trapped if _dx_trap(spatial, kernel, strides, dilation, padding) else checked
+        layers.append(layer)
+        in_shapes.append((batch, *spatial, channels * groups))
+    for check, (layers, in_shapes) in ((_pullbacks_equal_jax, checked), (_adjoint_identities_hold, trapped)):
+        if layers:
+            check(layers, in_shapes)
+
+
+@settings(max_examples=3, deadline=None)
+@given(configs=st.lists(transpose2d_configs, min_size=4, max_size=4, unique=True))
+def test_fuzz_conv_transpose2d_pullback(configs):
+    layers = [ConvTranspose2D(3, kernel, strides=strides, padding=padding, dilation=dilation)
+              for _, kernel, strides, dilation, padding, _ in configs]
+    _pullbacks_equal_jax(layers, [(batch, *spatial, 2) for spatial, *_, batch in configs])
+
+
+def test_integer_and_bfloat16_inputs_are_promoted_as_dense_does(key):
+    layers = {"conv": Conv2D(2, 3), "transpose": ConvTranspose2D(2, 3, strides=2)}
+    params = {name: jax.tree.map(lambda a: a.astype(jnp.float32), _declared(layer, (1, 5, 5, 2))[1])
+              for name, layer in layers.items()}
     x = jnp.round(3 * jax.random.normal(key, (1, 5, 5, 2))).astype(jnp.bfloat16)  # exact in every dtype
+    dtypes = {"float32": jnp.float32, "truth": jnp.float64, "int32": jnp.int32, "bfloat16": jnp.bfloat16}
 
-    @jax.jit
+    @jax.jit  # every layer on every dtype of x, in one program
     def run(params, x):
-        y, _, pullback = layer.vjp(params, {}, x)
-        dense = Dense(2).apply({"w": params["w"][0, 0], "b": params["b"]}, {}, x[:, 0, 0])[0]
-        return y, pullback(jnp.ones_like(y)), dense.dtype == y.dtype
+        results = {}
+        for name, layer in layers.items():
+            for dtype_name, dtype in dtypes.items():
+                p = upcast(params[name]) if dtype_name == "truth" else params[name]
+                y, _, pullback = layer.vjp(p, {}, x.astype(dtype))
+                dense = Dense(2).apply({"w": p["w"][0, 0], "b": p["b"]}, {}, x.astype(dtype)[:, 0, 0])[0]
+                results[name, dtype_name] = y, pullback(jnp.ones_like(y)), dense.dtype == y.dtype
+        return results
 
-    reference = run(params, x.astype(jnp.float32))[0]
-    truth = run(upcast(params), x.astype(jnp.float64))[0]
-    for dtype in (jnp.int32, jnp.bfloat16):
-        y, (dparams, dx), like_dense = run(params, x.astype(dtype))
-        assert y.dtype == jnp.float32 and like_dense
-        compare(y, reference, truth=truth, what=f"{layer.name} on {jnp.dtype(dtype).name}")
-        assert dparams["w"].dtype == jnp.float32 and dx.shape == x.shape
-        assert dx.dtype == (jnp.bfloat16 if dtype == jnp.bfloat16 else jnp.float32)
+    results = run(params, x)
+    for name, layer in layers.items():
+        reference, truth = results[name, "float32"][0], results[name, "truth"][0]
+        for dtype in ("int32", "bfloat16"):
+            y, (dparams, dx), like_dense = results[name, dtype]
+            assert y.dtype == jnp.float32 and like_dense
+            compare(y, reference, truth=truth, what=f"{layer.name} on {dtype}")
+            assert dparams["w"].dtype == jnp.float32 and dx.shape == x.shape
+            assert dx.dtype == (jnp.bfloat16 if dtype == "bfloat16" else jnp.float32)

@@ -12,14 +12,23 @@ from purenet.layers.feedforward import FeedForward
 
 
 def _normal(key, i, shape):
-    return jax.random.normal(jax.random.fold_in(key, i), shape, jnp.float64)
+    """Drawn by numpy (seed i; `key` unused): jax.random compiles a draw per shape."""
+    return np.random.default_rng(i).standard_normal(shape)
 
 
 def _params(layer, key, in_shape):
-    out_shape, params, state = layer.init(key, in_shape)
-    # Nonzero biases, so a missing bias term shows.
-    params = {k: v + 0.1 * (i + 1) if k.startswith("b_") else v for i, (k, v) in enumerate(params.items())}
-    return out_shape, jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), params), state
+    """(out_shape, params, state) of init, only traced: params standard normal (biases nonzero, so a
+    missing bias term shows), float64, drawn by numpy."""
+    out_shapes = []
+
+    def init(key):
+        out_shape, params, state = layer.init(key, in_shape)
+        out_shapes.append(out_shape)
+        return params, state
+
+    shapes, state = jax.eval_shape(init, key)
+    params = {k: _normal(key, i + 1, v.shape) for i, (k, v) in enumerate(shapes.items())}
+    return out_shapes[0], params, state
 
 
 ACTIVATIONS = {"gelu": lambda v: jax.nn.gelu(v, approximate=True), "relu": jax.nn.relu, "silu": jax.nn.silu}
@@ -58,26 +67,30 @@ def test_parameter_names_and_shapes(kwargs, names, shapes, key):
 def test_dropout_drops_hidden_units_in_training_only(key):
     rate = 0.5
     layer = FeedForward(400, activation="relu", dropout=rate, use_bias=False)
-    _, params, state = _params(layer, key, (1, 1))
     params = {"w_in": jnp.ones((1, 400)), "w_out": jnp.ones((400, 1))}  # y = sum of the kept hidden units
     x = jnp.ones((1, 1))
-    y_eval, _ = layer.apply(params, state, x)
-    y_train, _ = layer.apply(params, state, x, key=key, train=True)
-    y_again, _, pullback = layer.vjp(params, state, x, key=key, train=True)
+
+    @jax.jit  # every call in one program
+    def calls(params, key):
+        y_eval, _ = layer.apply(params, {}, x)
+        y_train, _ = layer.apply(params, {}, x, key=key, train=True)
+        y_again, _, pullback = layer.vjp(params, {}, x, key=key, train=True)
+        other, _ = layer.apply(params, {}, x, key=jax.random.fold_in(key, 1), train=True)
+        return y_eval, y_train, y_again, pullback(jnp.ones((1, 1)))[0], other
+
+    y_eval, y_train, y_again, dparams, other = calls(params, key)
     assert float(y_eval[0, 0]) == 400.0
     kept = float(y_train[0, 0]) * (1 - rate)  # kept units count 1 / (1 - rate) each
     assert abs(kept - 400 * (1 - rate)) < 40 and kept == round(kept)
     np.testing.assert_array_equal(y_again, y_train)  # same key, same mask
-    dparams, _ = pullback(jnp.ones((1, 1)))
-    assert int(jnp.sum(dparams["w_in"] != 0)) == round(kept)  # the pullback uses the forward's mask
-    other, _ = layer.apply(params, state, x, key=jax.random.fold_in(key, 1), train=True)
+    assert int(np.sum(dparams["w_in"] != 0)) == round(kept)  # the pullback uses the forward's mask
     assert float(other[0, 0]) != float(y_train[0, 0])
 
 
 def test_dropout_needs_a_key_only_when_it_drops(key):
     x = jnp.ones((2, 3))
     layer = FeedForward(4, dropout=0.1)
-    _, params, state = layer.init(key, x.shape)
+    _, params, state = _params(layer, key, x.shape)
     with pytest.raises(ValueError, match=r"^FeedForward: train=True with dropout=0.1 needs a PRNG key, got key=None$"):
         layer.vjp(params, state, x, train=True)
     layer.apply(params, state, x)  # eval: no key needed
@@ -126,7 +139,7 @@ def test_shape_errors(key):
     with pytest.raises(ValueError, match=r"^FeedForward: the feature dimension in_shape\[-1\] must be a positive int, "
                                          r"got shape \(2, -1\)$"):
         layer.init(key, (2, -1))
-    _, params, state = layer.init(key, (2, 3, 5))
+    _, params, state = _params(layer, key, (2, 3, 5))
     with pytest.raises(ValueError, match=r"^FeedForward: expected input shape \(N, \.\.\., 5\), got \(2, 3, 4\)$"):
         layer.apply(params, state, jnp.ones((2, 3, 4)))
     with pytest.raises(ValueError, match=r"^FeedForward: expected input shape \(N, \.\.\., 5\), got \(5,\)$"):

@@ -11,11 +11,24 @@ from purenet.layers.tokens import ClassToken, TokenAt
 
 
 def test_class_token_is_prepended_and_read_back(key):
-    shape, params, _ = ClassToken().init(key, (-1, 4, 3))
-    x = jnp.ones((2, 4, 3))
-    y, _ = ClassToken().apply(params, {}, x)
-    assert shape == (-1, 5, 3) and y.shape == (2, 5, 3)
-    np.testing.assert_array_equal(TokenAt(0).apply({}, {}, y)[0], jnp.broadcast_to(params["token"], (2, 3)))
+    out_shapes = []
+
+    def init(k):  # traced only: the token is drawn by numpy
+        out_shape, params, _ = ClassToken().init(k, (-1, 4, 3))
+        out_shapes.append(out_shape)
+        return params
+
+    params = jax.tree_util.tree_map(lambda a: np.random.default_rng(0).standard_normal(a.shape),
+                                    jax.eval_shape(init, key))
+
+    @jax.jit
+    def prepend_and_read_back(x):
+        y, _ = ClassToken().apply(params, {}, x)
+        return y, TokenAt(0).apply({}, {}, y)[0]
+
+    y, read_back = prepend_and_read_back(jnp.ones((2, 4, 3)))
+    assert out_shapes[0] == (-1, 5, 3) and y.shape == (2, 5, 3)
+    np.testing.assert_array_equal(read_back, np.broadcast_to(params["token"], (2, 3)))
     assert TokenAt(-1).init(key, (-1, 5, 3))[0] == (-1, 3)
 
 
