@@ -29,7 +29,7 @@ def assert_outputs(out, pngs, checkpoints, models_and_shapes, optimizer=adam(1e-
     return metrics, loaded
 
 
-def test_lenet5_quick_falls_back_to_sample_and_checkpoint_reproduces_accuracy(tmp_path, capsys):
+def test_lenet5_quick_falls_back_to_sample_checkpoint_reproduces_accuracy_and_float16_scales(tmp_path, capsys):
     lenet = load_experiment("lenet5_mnist")
     out = tmp_path / "out"
     (tmp_path / "empty").mkdir()  # a directory without MNIST's files: the sample, and the run says so
@@ -48,10 +48,8 @@ def test_lenet5_quick_falls_back_to_sample_and_checkpoint_reproduces_accuracy(tm
     assert float(jnp.mean(jnp.argmax(logits, axis=1) == y)) == pytest.approx(metrics["test_accuracy"])
     assert "['params']['conv1']['w']" in np.load(out / "checkpoint.npz").files  # named layers
 
-
-def test_lenet5_quick_in_float16_with_dynamic_loss_scaling(tmp_path):
-    lenet = load_experiment("lenet5_mnist")
-    metrics = lenet.main(["--quick", "--compute-dtype", "float16", "--out-dir", str(tmp_path)])
+    # float16 with dynamic loss scaling, in the same test: it reuses the compiled initializers above.
+    metrics = lenet.main(["--quick", "--compute-dtype", "float16", "--out-dir", str(tmp_path / "float16")])
     assert (metrics["compute_dtype"], metrics["loss_scale"]) == ("float16", "dynamic")
     assert metrics["train_loss_scale"] == 2.0**15 and np.isfinite(metrics["test_loss"])
 
