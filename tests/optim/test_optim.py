@@ -4,6 +4,8 @@ Every row of ROWS runs 100 steps of fresh random gradients on a nested tree (dic
 bias-like vector, scalars) through ours and optax's, inside one jitted `lax.scan`; every step's updates
 and the final params must agree, by the suite's rule (tests/README.md). float64 runs with x64 on; float32
 runs with x64 off, as users run it, and is held to optax's trajectory in float64 from the same inputs.
+All rows of a dtype are one jitted program, and one test checks them all (with the eager steps that
+reuse the float64 run), so that the suite's workers compile each program once, not once per worker.
 `python tests/optim/test_optim.py` prints the worst relative error of every row against its bound.
 """
 
@@ -96,28 +98,27 @@ ROWS = [
 ]
 
 
-def make_params(key, dtype):
-    """A nested tree (dict, list, tuple) of a matrix, a bias-like vector, a rank-3 kernel and a scalar."""
-    k = jax.random.split(key, 4)
-    return {"dense": {"w": jax.random.normal(k[0], (4, 3), dtype), "b": jax.random.normal(k[1], (3,), dtype)},
-            "blocks": [(jax.random.normal(k[2], (2, 2, 3), dtype), jax.random.normal(k[3], (), dtype))]}
+def make_params(rng):
+    """A nested tree (dict, list, tuple) of a matrix, a bias-like vector, a rank-3 kernel and a scalar;
+    float32, drawn with NumPy (a jax.random draw would be a program to compile)."""
+    def normal(*shape):
+        return np.asarray(rng.standard_normal(shape, dtype=np.float32))
+
+    return {"dense": {"w": normal(4, 3), "b": normal(3)}, "blocks": [(normal(2, 2, 3), normal())]}
 
 
-def random_like(key, tree):
+def random_like(rng, tree):
     """Fresh gradients: standard normal leaves times one random factor in [e^-2, e^2] (so clipping by
     global norm triggers on some steps and not on others)."""
-    leaves, treedef = jax.tree.flatten(tree)
-    keys = jax.random.split(key, len(leaves) + 1)
-    factor = jnp.exp(jax.random.uniform(keys[-1], (), minval=-2.0, maxval=2.0)).astype(leaves[0].dtype)
-    return treedef.unflatten([factor * jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)])
+    factor = np.float32(np.exp(rng.uniform(-2.0, 2.0)))
+    return jax.tree.map(lambda x: factor * rng.standard_normal(x.shape, dtype=np.float32), tree)
 
 
-@functools.partial(jax.jit, static_argnames="dtype")
-def make_inputs(key, dtype):
-    """Params and STEPS fresh gradients (each leaf stacked on a leading step axis)."""
-    k_params, k_grads = jax.random.split(key)
-    params = make_params(k_params, dtype)
-    return params, jax.vmap(lambda k: random_like(k, params))(jax.random.split(k_grads, STEPS))
+def make_inputs(seed):
+    """Params and STEPS fresh gradients (each leaf stacked on a leading step axis), float32."""
+    rng = np.random.default_rng(seed)
+    params = make_params(rng)
+    return params, jax.tree.map(lambda *steps: np.stack(steps), *(random_like(rng, params) for _ in range(STEPS)))
 
 
 def trajectory(opt, apply_updates, params, grads):
@@ -140,11 +141,9 @@ def per_step(tree) -> list:
 
 @functools.cache
 def inputs(dtype: str) -> tuple:
-    """Params and STEPS gradients drawn in float32 (x64 off, as users run it) and cast to `dtype`: the
-    float64 run is then, exactly, the truth of the float32 one (tests/README.md)."""
-    with jax.enable_x64(False):
-        drawn = jax.tree.map(np.asarray, make_inputs(jax.random.PRNGKey(0), "float32"))
-    return jax.tree.map(lambda a: a.astype(dtype), drawn)
+    """Params and STEPS gradients drawn in float32 and cast to `dtype`: the float64 run is then, exactly,
+    the truth of the float32 one (tests/README.md)."""
+    return jax.tree.map(lambda a: a.astype(dtype), make_inputs(0))
 
 
 _RUNS: dict = {}
@@ -186,12 +185,6 @@ def all_rows_against_optax(dtype: str) -> tuple[dict[str, dict], dict]:
     return compare_with_optax(ROWS, dtype)
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("row", ROWS, ids=[row.id for row in ROWS])
-def test_matches_optax_step_by_step(row, dtype):
-    assert not failures(all_rows_against_optax(dtype)[0][row.id])
-
-
 def test_comparison_can_fail():
     wrong = Row("sgd-vs-other-momentum", optim.sgd, lambda **kw: optax.sgd(**{**kw, "momentum": 0.8}),
                 {"learning_rate": 0.1, "momentum": 0.9})
@@ -231,20 +224,42 @@ def first_steps(opt, params, grads_per_step):
     return updates_per_step
 
 
+def test_matches_optax_step_by_step_and_jit_equals_eager():
+    """Every row, float64 and float32: our updates at every step and the final params equal optax's (the
+    module's docstring). Then every row's first EAGER_STEPS steps, eagerly in float64: no step changes its
+    inputs, updates and float state keep float64, and the updates equal those of the jitted run."""
+    bad = [line for dtype in ("float64", "float32") for report in all_rows_against_optax(dtype)[0].values()
+           for line in failures(report)]
+    assert not bad, "\n".join(bad)
+    for row in ROWS:
+        eager = first_steps(row.ours(**row.kwargs), *jax.tree.map(jnp.asarray, inputs("float64")))
+        jitted = all_rows_against_optax("float64")[1][row.id]
+        for step, updates in enumerate(eager):
+            for a, b in zip(jax.tree.leaves(updates), jax.tree.leaves(jitted), strict=True):
+                np.testing.assert_allclose(a, b[step], rtol=1e-12, atol=1e-14, err_msg=f"{row.id}, step {step}")
+
+
 @pytest.mark.parametrize("row", ROWS, ids=[row.id for row in ROWS])
-def test_pure_dtype_keeping_and_jit_equals_eager(row):
-    """Eager steps: inputs unchanged; float32 stays float32 with x64 on (nothing promotes to float64);
-    float64 updates equal those of the jitted run compared with optax."""
-    first_steps(row.ours(**row.kwargs), *make_inputs(jax.random.PRNGKey(2), "float32"))
-    eager = first_steps(row.ours(**row.kwargs), *jax.tree.map(jnp.asarray, inputs("float64")))
-    jitted = all_rows_against_optax("float64")[1][row.id]
-    for step, updates in enumerate(eager):
-        for a, b in zip(jax.tree.leaves(updates), jax.tree.leaves(jitted), strict=True):
-            np.testing.assert_allclose(a, b[step], rtol=1e-12, atol=1e-14)
+def test_float32_stays_float32_with_x64_on(row):
+    """With x64 on, nothing promotes float32 to float64: the updates, params and float state of
+    EAGER_STEPS steps, traced (the dtypes an eager run gives)."""
+    opt = row.ours(**row.kwargs)
+
+    def steps(params, grads_per_step):
+        state, out = opt.init(params), []
+        for step in range(EAGER_STEPS):
+            updates, state = opt.update(jax.tree.map(lambda g: g[step], grads_per_step), state, params)
+            params = optim.apply_updates(params, updates)
+            out.append((updates, params, state))
+        return out
+
+    for updates, params, state in jax.eval_shape(steps, *inputs("float32")):
+        assert all(x.dtype == jnp.float32 for x in jax.tree.leaves((updates, params))), row.id
+        assert all(x.dtype in (jnp.float32, jnp.int32) for x in jax.tree.leaves(state)), row.id
 
 
 def test_adamw_default_mask_skips_vectors_and_scalars():
-    params, _ = make_inputs(jax.random.PRNGKey(4), "float64")
+    params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), make_params(np.random.default_rng(4)))
     opt = optim.adamw(0.1, weight_decay=0.5)
     updates, _ = opt.update(jax.tree.map(jnp.zeros_like, params), opt.init(params), params)
     for p, u in zip(jax.tree.leaves(params), jax.tree.leaves(updates)):
@@ -305,22 +320,25 @@ CONVERGE = {
 PEAK_LR = {"sgd": 0.5, "sgd-nesterov": 0.1, "adagrad": 1.0, "lion": 0.05}
 
 
-@pytest.mark.parametrize("name", CONVERGE)
-def test_converges_on_a_quadratic(name):
-    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(5), 3)
-    center = {"w": jax.random.normal(k1, (3, 2)), "b": jax.random.normal(k2, (2,))}
-    curvature = jax.tree.map(lambda c: jax.random.uniform(k3, c.shape, minval=0.5, maxval=2.0), center)
-    params = jax.tree.map(jnp.zeros_like, center)
-    opt = CONVERGE[name](cosine_decay_schedule(PEAK_LR.get(name, 0.1), 600))
+def test_converges_on_a_quadratic():
+    """Every optimizer of CONVERGE, 800 steps from zero (one jitted program for all): max |x - x*| < 1e-3."""
+    rng = np.random.default_rng(5)
+    center = {"w": rng.normal(size=(3, 2)), "b": rng.normal(size=(2,))}
+    curvature = jax.tree.map(lambda c: rng.uniform(0.5, 2.0, c.shape), center)
+    opts = {name: make(cosine_decay_schedule(PEAK_LR.get(name, 0.1), 600)) for name, make in CONVERGE.items()}
 
-    def step(i, carry):
-        params, state = carry
-        updates, state = opt.update(quadratic_gradient(params, center, curvature), state, params)
-        return optim.apply_updates(params, updates), state
+    def run(opt, params):
+        def step(i, carry):
+            params, state = carry
+            updates, state = opt.update(quadratic_gradient(params, center, curvature), state, params)
+            return optim.apply_updates(params, updates), state
 
-    params, _ = jax.jit(lambda p: lax.fori_loop(0, 800, step, (p, opt.init(p))))(params)
-    error = max(float(jnp.max(jnp.abs(p - c))) for p, c in zip(jax.tree.leaves(params), jax.tree.leaves(center)))
-    assert error < 1e-3, f"{name}: max |x - x*| = {error:.2e}"
+        return lax.fori_loop(0, 800, step, (params, opt.init(params)))[0]
+
+    finals = jax.jit(lambda p: {name: run(opt, p) for name, opt in opts.items()})(jax.tree.map(np.zeros_like, center))
+    errors = {name: max(np.max(np.abs(p - c)) for p, c in zip(jax.tree.leaves(params), jax.tree.leaves(center)))
+              for name, params in finals.items()}
+    assert all(error < 1e-3 for error in errors.values()), {n: f"{e:.2e}" for n, e in errors.items()}
 
 
 def rosenbrock_gradient(xy):
