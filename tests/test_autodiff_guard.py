@@ -89,15 +89,20 @@ def test_guard_model_uses_every_layer_family():
 
 
 def test_training_step_traces_without_autodiff(autodiff_forbidden, key):
-    # The whole jitted training step (every layer family's vjp, the loss's, Adam) under JAX autodiff
-    # patched to raise; then the patch itself is shown to work.
+    # The whole jitted training step (every layer family's vjp, the loss's, Adam) traced under JAX autodiff
+    # patched to raise; then the patch itself is shown to work. Tracing runs every Python call the step
+    # makes, so a use of JAX's autodiff anywhere in it raises here; compiling and running the traced
+    # program would call nothing more from Python. The init is traced too (shapes, no arrays).
     model, _ = _every_family_model()
     in_shape = {"image": (4, 8, 8, 1), "ids": (4, 6)}
-    _, params, state = init_model(model, key, in_shape)
-    x = {"image": jax.random.normal(key, (4, 8, 8, 1), jnp.float32), "ids": jax.random.randint(key, (4, 6), 0, 7)}
     optimizer = adam(1e-3)
+    params, state, opt_state = jax.eval_shape(
+        lambda k: (lambda p, s: (p, s, optimizer.init(p)))(*init_model(model, k, in_shape)[1:]), key)
+    x = {"image": jax.ShapeDtypeStruct((4, 8, 8, 1), jnp.float32), "ids": jax.ShapeDtypeStruct((4, 6), jnp.int32)}
+    batch = {"x": x, "y": jax.ShapeDtypeStruct((4,), jnp.int32)}
     step = make_train_step(model, softmax_cross_entropy(), optimizer)
-    params, state, _, metrics = step(params, state, optimizer.init(params), {"x": x, "y": jnp.arange(4) % 3}, key)
-    assert jnp.isfinite(metrics["loss"]) and params["head"][7]["w"].shape == (4, 3)
+    new_params, _, _, metrics = step.trace(params, state, opt_state, batch, key).out_info
+    assert jax.tree.structure(new_params) == jax.tree.structure(params)
+    assert new_params["head"][7]["w"].shape == (4, 3) and metrics["loss"].shape == ()
     with pytest.raises(AssertionError, match="autodiff was called"):
         jax.grad(lambda x: jnp.sum(x))(jnp.ones(2))

@@ -7,6 +7,7 @@ import zlib
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from purenet.check import check_layer
@@ -14,6 +15,7 @@ from purenet.combinators import Tape, at, parallel, residual, select, serial, ta
 from purenet.core import Layer, init_model, stateless
 from purenet.debug import NonFiniteLayerError, debug_nonfinite
 from purenet.layers import GRU, BatchNorm, Bidirectional, Dense, Dropout, Tanh
+from tests.helpers import random_params
 
 
 def _shared_dense_model() -> Layer:
@@ -113,7 +115,7 @@ def test_routed_parallel_takes_the_router_s_name_in_messages(key):
     layer = Bidirectional(GRU(3), GRU(4, reverse=True), merge="sum")
     assert layer.name == "Bidirectional"
     with pytest.raises(ValueError, match=r"Bidirectional: merge='sum' needs equal output shapes"):
-        layer.init(key, (2, 5, 2))
+        jax.eval_shape(lambda k: layer.init(k, (2, 5, 2))[1:], key)  # traced: the GRUs' draws are not run
     with pytest.raises(ValueError, match=r"Parallel: route must be a Layer, got 'swap'"):
         parallel(Dense(2), route="swap")
 
@@ -121,15 +123,16 @@ def test_routed_parallel_takes_the_router_s_name_in_messages(key):
 # -------------------------------------------------------------------------------------- debug mode
 
 
-def test_debug_mode_names_a_nan_inside_attention_inside_a_block_inside_a_model(key):
+def test_debug_mode_names_a_nan_inside_attention_inside_a_block_inside_a_model():
     """The issue's case: blocks and models used to run their sub-layers directly, so a NaN in attention
     was reported as the EncoderBlock child of serial; now every child is named down to the attention."""
     from purenet.models import GPTConfig, Seq2SeqInput, TransformerConfig, gpt, transformer_seq2seq
 
+    # Params drawn by numpy (the init only traced): debug mode runs op by op, and an eager init would compile
+    # a sampler per shape. The seq2seq below has the GPT's widths and lengths, so most ops compile once.
     model = gpt(GPTConfig(vocab_size=7, context=5, layers=2, d_model=8, heads=2))  # tied: a model function
-    _, params, state = init_model(model, key, (2, 5))
-    attn = params["body"]["blocks"][1]["attn"]
-    attn["w_o"] = attn["w_o"].at[0, 0].set(jnp.nan)
+    params, state = random_params(model, (2, 5), np.float32)
+    params["body"]["blocks"][1]["attn"]["w_o"][0, 0] = np.nan
     ids = jnp.zeros((2, 5), jnp.int32)
     for run in (model.apply, model.vjp):
         with debug_nonfinite(), pytest.raises(NonFiniteLayerError) as error:
@@ -138,13 +141,11 @@ def test_debug_mode_names_a_nan_inside_attention_inside_a_block_inside_a_model(k
             "child 'body' (Serial) > child 'blocks' (Serial) > child 1 (EncoderBlock) > child 0 (Residual) > "
             "inner layer (Serial) > child 'attn' (MultiHeadAttention): non-finite output (value: 10 nan")
     # an encoder-decoder run by a Tape: down to the cross-attention of the decoder block
-    seq2seq = transformer_seq2seq(TransformerConfig(src_vocab=9, tgt_vocab=7, layers=1, d_model=8, heads=2,
-                                                    hidden=16))
-    _, params, state = init_model(seq2seq.layer, key, Seq2SeqInput((2, 4), (2, 3)))
-    cross = params["decoder"]["blocks"][0]["cross_attn"]
-    cross["w_v"] = cross["w_v"].at[0, 0].set(jnp.inf)
+    seq2seq = transformer_seq2seq(TransformerConfig(src_vocab=9, tgt_vocab=7, layers=1, d_model=8, heads=2))
+    params, state = random_params(seq2seq.layer, Seq2SeqInput((2, 5), (2, 5)), np.float32)
+    params["decoder"]["blocks"][0]["cross_attn"]["w_v"][0, 0] = np.inf
     with debug_nonfinite(), pytest.raises(NonFiniteLayerError) as error:
-        seq2seq.layer.vjp(params, state, Seq2SeqInput(jnp.ones((2, 4), jnp.int32), jnp.ones((2, 3), jnp.int32)))
+        seq2seq.layer.vjp(params, state, Seq2SeqInput(jnp.ones((2, 5), jnp.int32), jnp.ones((2, 5), jnp.int32)))
     assert str(error.value).startswith(
         "child 'decoder' (Serial) > child 'blocks' (Serial) > child 0 (DecoderBlock) > child 2 (Residual) > "
         "inner layer (Serial) > child 'cross_attn' (MultiHeadAttention): non-finite output")

@@ -30,14 +30,20 @@ def test_dtypes_at_every_boundary(key):
     _, params, state = init_model(model, key, (-1, 6, 6, 2))
     assert {a.dtype for a in jax.tree.leaves((params, state))} == {jnp.dtype(jnp.float32)}
     x = jax.random.normal(key, (4, 6, 6, 2), jnp.float32)
-    y, new_state, pullback = model.vjp(params, state, x, train=True)
+
+    @jax.jit  # one program, not the bfloat16 ops one by one
+    def forward_and_backward(params, state, x):
+        y, new_state, pullback = model.vjp(params, state, x, train=True)
+        return y, new_state, pullback(jnp.ones_like(y))
+
+    y, new_state, (dparams, dx) = forward_and_backward(params, state, x)
     assert y.dtype == jnp.float32  # output_dtype
     assert {a.dtype for a in jax.tree.leaves(new_state)} == {jnp.dtype(jnp.float32)}  # running statistics
     assert not np.array_equal(new_state["norm"]["mean"], state["norm"]["mean"])
-    dparams, dx = pullback(jnp.ones_like(y))
     assert jax.tree.structure(dparams) == jax.tree.structure(params)
     assert {a.dtype for a in jax.tree.leaves(dparams)} == {jnp.dtype(jnp.float32)} and dx.dtype == jnp.float32
-    assert model.apply(params, state, x.astype(jnp.float16))[0].dtype == jnp.float32  # any float input
+    y16 = jax.eval_shape(lambda x: model.apply(params, state, x)[0], x.astype(jnp.float16))  # dtypes: a trace
+    assert y16.dtype == jnp.float32  # any float input
 
 
 def test_a_training_step_keeps_params_and_optimizer_state_in_float32(key):
@@ -79,18 +85,28 @@ def test_integer_inputs_pass_and_have_no_cotangent(key):
     model = with_policy(serial(embed=Embedding(7, 4), norm=LayerNorm()), BF16)
     _, params, state = init_model(model, key, (-1, 3))
     ids = jnp.array([[1, 2, 3]])
-    y, _, pullback = model.vjp(params, state, ids)
-    dparams, dx = pullback(jnp.ones_like(y))
+
+    def run(params, ids):  # traced only (jax.eval_shape): the claim is about dtypes and the None rule
+        y, _, pullback = model.vjp(params, state, ids)
+        return y, pullback(jnp.ones_like(y))
+
+    y, (dparams, dx) = jax.eval_shape(run, params, ids)
     assert y.dtype == jnp.float32 and dx is None and dparams["embed"]["w"].dtype == jnp.float32
 
 
 def test_decode_under_a_policy(key):
+    # Traced only (jax.eval_shape): the claim is the cache's and the logits' dtypes and shapes, which the
+    # trace of init, init_cache and a step fixes as a run would (the eager run compiled ~110 programs).
     model = with_policy(gpt(GPTConfig(vocab_size=11, context=8, layers=1, d_model=8, heads=2, hidden=16)), BF16)
-    _, params, _ = init_model(model, key, (-1, 8))
-    cache = model.decode.init_cache(params, 2, 8)
+
+    def decode_one(key):
+        _, params, _ = init_model(model, key, (-1, 8))
+        cache = model.decode.init_cache(params, 2, 8)
+        return cache, model.decode.step(params, cache, jnp.array([1, 2]), pos=0)[0]
+
+    cache, logits = jax.eval_shape(decode_one, key)
     assert {a.dtype for a in jax.tree.leaves(cache) if jnp.issubdtype(a.dtype, jnp.floating)} == {
         jnp.dtype(jnp.bfloat16)}
-    logits, cache = model.decode.step(params, cache, jnp.array([1, 2]), pos=0)
     assert logits.shape == (2, 11) and logits.dtype == jnp.float32
 
 

@@ -10,6 +10,7 @@ file that does not exist, or to a function the file does not define, is a warnin
 from __future__ import annotations
 
 import ast
+import functools
 import html
 import logging
 import posixpath
@@ -22,8 +23,10 @@ log = logging.getLogger("mkdocs.hooks.sources")
 LINK = re.compile(r"\]\((?P<target>[^)\s#]+\.py)(?:#(?P<anchor>[\w.-]+))?\)")
 
 
+@functools.cache  # by the source text: a file is parsed once per build, not once per link to it
 def definitions(source: str) -> dict[str, int]:
-    """qualified name -> line, for every function and class of a module (nested ones dotted)."""
+    """qualified name -> line, for every function and class of a module (nested ones dotted); the dict is
+    cached, not to be changed."""
     out = {}
 
     def visit(node, prefix):
