@@ -3,6 +3,8 @@ optimizer's on the unscaled gradients, a non-finite one is skipped), its composi
 and fit, and float16 training on a small problem: its gradients underflow to zero without loss scaling,
 a too large static scale overflows every step, and the dynamic scale trains as float32 does."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -100,14 +102,20 @@ def test_bad_arguments_are_refused(make, message):
 # ------------------------------------------------------------------------ with make_train_step and fit
 
 
+@jax.jit  # one program: eagerly, each draw would be a program of its own to compile
+def _draw(key, target_scale):
+    kx, ka = jax.random.split(key)
+    x = jax.random.normal(kx, (256, 16), jnp.float32)
+    return x, target_scale * jnp.tanh(x @ jax.random.normal(ka, (16, 64), jnp.float32) / 4)
+
+
+@functools.cache
 def _problem(target_scale: float):
     """A regression whose targets are `target_scale` small, the loss a mean over 256 x 64 outputs; the
     last layer starts at zero. -> (model, params, state, batch)."""
-    kx, ka = jax.random.split(jax.random.PRNGKey(0))
-    x = jax.random.normal(kx, (256, 16), jnp.float32)
-    y = target_scale * jnp.tanh(x @ jax.random.normal(ka, (16, 64), jnp.float32) / 4)
+    x, y = _draw(jax.random.PRNGKey(0), np.float32(target_scale))
     model = serial(Dense(32), Tanh(), Dense(64, w_init=initializers.zeros))
-    _, params, state = init_model(model, jax.random.PRNGKey(1), (-1, 16))
+    params, state = jax.jit(lambda key: init_model(model, key, (-1, 16))[1:])(jax.random.PRNGKey(1))
     return model, params, state, {"x": x, "y": y}
 
 

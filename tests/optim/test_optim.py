@@ -23,7 +23,7 @@ import pytest
 from jax import lax
 
 from purenet import optim
-from purenet.check import compare, failures, upcast
+from purenet.check import compare, failures
 from purenet.core import leaf_path
 from purenet.optim.schedules import cosine_decay_schedule, warmup_cosine_decay_schedule
 

@@ -2,7 +2,8 @@
 
 Each row is compared over counts 0..COUNTS-1 given as int64 (with x64 on, so optax computes in float64
 too) and as Python ints; float32 runs with x64 off on int32 counts, held to optax's float64 values by
-the suite's rule (tests/README.md). A traced int32 count under `jax.jit` gives the eager values.
+the suite's rule (tests/README.md). The array counts of all rows go through one jitted program per
+dtype; a traced int32 count under `jax.jit` gives the eager values.
 `python tests/optim/test_schedules.py` prints the worst error of every row against its bound.
 """
 
@@ -63,29 +64,44 @@ ROWS = [
 IDS = [row.id for row in ROWS]
 
 
-def compare_with_optax(row: Row, dtype: str) -> dict:
-    """compare's report of ours vs optax's at every count (each count on its own scale; Python int counts
-    too in float64); float32 (x64 off) is held to optax's float64 values, the truth."""
-    with jax.enable_x64(dtype == "float64"):
-        ours, reference = row.ours(**row.kwargs), row.reference(**row.kwargs)
-        counts = jnp.arange(COUNTS)  # int64 with x64 on, int32 with it off
-        ours_values = ours(counts)
-        assert ours_values.dtype == jnp.dtype(dtype) and ours_values.shape == (COUNTS,)
-        pairs = [(list(np.asarray(ours_values)), list(np.asarray(jnp.broadcast_to(reference(counts), (COUNTS,)))))]
-        if dtype == "float64":
-            python = [0, 1, 9, 10, 11, 49, 50, 51, COUNTS]
-            pairs.append(([np.asarray(ours(c)) for c in python], [np.asarray(reference(c)) for c in python]))
-    if dtype == "float64":
-        return compare([p[0] for p in pairs], [p[1] for p in pairs], rtol=1e-12, what=row.id, raise_=False)
-    with jax.enable_x64(True):
-        truth = list(np.asarray(jnp.broadcast_to(row.reference(**row.kwargs)(jnp.arange(COUNTS)), (COUNTS,))))
-    return compare(pairs[0][0], pairs[0][1], truth=truth, what=row.id, raise_=False)
+PYTHON_COUNTS = [0, 1, 9, 10, 11, 49, 50, 51, COUNTS]
+_VALUES: dict = {}
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("row", ROWS, ids=IDS)
-def test_matches_optax(row, dtype):
-    assert not failures(compare_with_optax(row, dtype))
+def values(rows, dtype: str) -> list:
+    """[((ours, optax's values at counts 0..COUNTS-1), (ours, optax's at each of PYTHON_COUNTS))] of every
+    row, all rows in one jitted program: the array of counts int64 with x64 on (float64), int32 with it
+    off (float32); the Python ints given to the schedules as they are (constants of the program); cached."""
+    key = (tuple(row.id for row in rows), dtype)
+    if key not in _VALUES:
+        with jax.enable_x64(dtype == "float64"):
+            built = [(row.ours(**row.kwargs), row.reference(**row.kwargs)) for row in rows]
+            run = jax.jit(lambda counts: [((ours(counts), jnp.broadcast_to(reference(counts), (COUNTS,))),
+                                           ([ours(c) for c in PYTHON_COUNTS], [reference(c) for c in PYTHON_COUNTS]))
+                                          for ours, reference in built])
+            _VALUES[key] = jax.tree.map(np.asarray, run(jnp.arange(COUNTS)))
+    return _VALUES[key]
+
+
+def compare_with_optax(rows, dtype: str) -> dict[str, dict]:
+    """{row id: compare's report of ours vs optax's at every count (each count on its own scale; the Python
+    int counts too in float64)}; float32 (x64 off) is held to optax's float64 values, the truth."""
+    reports = {}
+    for row, ((ours, reference), python), ((_, truth), _) in zip(rows, values(rows, dtype), values(rows, "float64")):
+        assert ours.dtype == jnp.dtype(dtype) and ours.shape == (COUNTS,), row.id
+        if dtype == "float32":
+            reports[row.id] = compare(list(ours), list(reference), truth=list(truth), what=row.id, raise_=False)
+        else:
+            reports[row.id] = compare([list(ours), python[0]], [list(reference), python[1]], rtol=1e-12, what=row.id,
+                                      raise_=False)
+    return reports
+
+
+def test_matches_optax():
+    """Every row, float64 and float32 (one test: each dtype's program of all rows compiles once)."""
+    bad = [line for dtype in ("float64", "float32") for report in compare_with_optax(ROWS, dtype).values()
+           for line in failures(report)]
+    assert not bad, "\n".join(bad)
 
 
 def test_comparison_can_fail():
@@ -93,7 +109,7 @@ def test_comparison_can_fail():
                 lambda **kw: optax.cosine_decay_schedule(**{**kw, "decay_steps": kw["decay_steps"] + 1}),
                 {"init_value": 1.0, "decay_steps": 50})
     for dtype in ("float64", "float32"):
-        report = compare_with_optax(wrong, dtype)
+        report = compare_with_optax([wrong], dtype)[wrong.id]
         assert failures(report) and max(e.max_rel for e in report.values()) > 1e-3
 
 
@@ -164,7 +180,7 @@ def test_error_messages(build, message):
 if __name__ == "__main__":
     jax.config.update("jax_enable_x64", True)
     print(f"{'schedule':40s} {'float64':>10s} {'float32':>10s}")
+    reports = {dtype: compare_with_optax(ROWS, dtype) for dtype in ("float64", "float32")}
     for row in ROWS:
-        worst = [max(e.max_rel / e.rtol for e in compare_with_optax(row, dtype).values())
-                 for dtype in ("float64", "float32")]
+        worst = [max(e.max_rel / e.rtol for e in reports[dtype][row.id].values()) for dtype in ("float64", "float32")]
         print(f"{row.id:40s} {worst[0]:10.2e} {worst[1]:10.2e}")

@@ -74,17 +74,22 @@ MODELS = {
 }
 
 
+def _data(name, seed=0):
+    """-> (model, loss, a batch of 16, two more batches of 16 stacked)."""
+    build, loss, _, make_batch = MODELS[name]
+    rng = np.random.default_rng(seed)
+    batch, *two = (make_batch(rng, 16) for _ in range(3))
+    return build(), loss(), batch, jax.tree_util.tree_map(lambda *a: np.stack(a), *two)
+
+
 @functools.cache
 def _setup(name, seed=0):
     """-> (model, loss, params, state, a batch of 16, two more batches of 16 stacked); the model's
     initialization in one jitted program (eagerly, every initializer's draw is a program to compile)."""
-    build, loss, in_shape, make_batch = MODELS[name]
-    model = build()
-    params, state = jax.jit(lambda key: init_model(model, key, in_shape)[1:])(jax.random.PRNGKey(seed))
+    model, loss, batch, batches = _data(name, seed)
+    params, state = jax.jit(lambda key: init_model(model, key, MODELS[name][2])[1:])(jax.random.PRNGKey(seed))
     params, state = jax.tree_util.tree_map(np.asarray, (params, state))  # upcast then casts in NumPy
-    rng = np.random.default_rng(seed)
-    batch, *two = (make_batch(rng, 16) for _ in range(3))
-    return model, loss(), params, state, batch, jax.tree_util.tree_map(lambda *a: np.stack(a), *two)
+    return model, loss, params, state, batch, batches
 
 
 # SGD's learning rate per model: each loss falls over the 20 steps. (At 0.1 the GPT is at the edge of
@@ -113,19 +118,20 @@ def _twenty_steps(gradients, learning_rate, params, state, batches):
 # (its Dense, activation and softmax cross-entropy are in "lenet-bn" here too).
 @pytest.mark.parametrize("name", list(LEARNING_RATE))
 def test_gradients_and_twenty_steps_equal_the_single_device_full_batch(name):
-    model, loss, params, state, _, batches = _setup(name)
+    model, loss, _, batches = _data(name)
     single = model if name != "lenet-bn" else lenet_bn(axis_name=None)
     lr = LEARNING_RATE[name]
 
     def single_device(params, state, batches):
         return _twenty_steps(lambda p, s, b, k: grad_step(single, loss, p, s, b, k), lr, params, state, batches)
 
-    @jax.jit  # one program: 8 devices and one device in float32, one device in float64 (the truth)
-    def run(params, state, batches):
+    @jax.jit  # one program: the initialization; 8 devices and one device in float32; one device in float64
+    def run(key, batches):
+        _, params, state = init_model(model, key, MODELS[name][2])
         return (_twenty_steps(data_parallel_grad(model, loss, mesh()), lr, params, state, batches),
                 single_device(params, state, batches), single_device(*upcast((params, state, batches))))
 
-    ours, reference, truth = run(params, state, batches)
+    ours, reference, truth = run(jax.random.PRNGKey(0), batches)
     compare(ours, reference, truth=truth, what=f"{name} (losses, dparams)")
     losses = np.asarray(reference[0])
     assert losses[-1] < losses[0], losses
@@ -157,10 +163,10 @@ def test_auto_and_explicit_meshes_agree():
 def test_each_shard_draws_with_its_own_key():
     # Each shard's key is fold_in(key, shard index): Dropout masks differ between shards.
     draw = data_parallel("draw", lambda params, state, batch, key: jax.random.uniform(key, (3,)), mesh(), "data")
-    shards = jax.jit(lambda key: [jax.random.uniform(jax.random.fold_in(key, i), (3,)) for i in range(DEVICES)])
-    key = jax.random.PRNGKey(1)
-    mean = jax.jit(draw)({}, {}, {"x": np.zeros((DEVICES, 1))}, key)
-    expected = np.mean(shards(key), axis=0)
+    mean, shards = jax.jit(lambda key: (draw({}, {}, {"x": jnp.zeros((DEVICES, 1))}, key),  # one program
+                                        [jax.random.uniform(jax.random.fold_in(key, i), (3,)) for i in range(DEVICES)])
+                           )(jax.random.PRNGKey(1))
+    expected = np.mean(shards, axis=0)
     # mean of 8 float32 uniforms: the two sums may round differently, by at most 8 ulp of the largest term
     np.testing.assert_allclose(mean, expected, rtol=0, atol=8 * np.finfo(np.float32).eps)
 

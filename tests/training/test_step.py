@@ -21,17 +21,22 @@ def mlp():
     return serial(Dense(16), Tanh(), Dense(4))
 
 
-def _batch(key, in_shape, classes, dtype):
-    kx, ky = jax.random.split(key)
-    return {"x": jax.random.normal(kx, in_shape, dtype),
-            "y": jax.random.randint(ky, in_shape[:1], 0, classes, jnp.int32)}
+def _batch(seed, in_shape, classes, dtype):
+    # NumPy's draws: eagerly, each jax.random draw is a program of its own to compile
+    rng = np.random.default_rng(seed)
+    return {"x": rng.normal(size=in_shape).astype(dtype), "y": rng.integers(0, classes, in_shape[:1], dtype=np.int32)}
+
+
+def _init(model, key, in_shape, dtype=jnp.float32):
+    """init_model's params and state, in one jitted program (eagerly, every initializer's draw compiles)."""
+    return jax.jit(lambda key: init_model(model, key, in_shape, dtype=dtype)[1:])(key)
 
 
 def test_model_gradient_equals_jax_grad(key):
     # The zoo's models (tests/models) check LeNet-5 and the recurrent LMs the same way.
     model, loss = mlp(), softmax_cross_entropy()
-    _, params, state = init_model(model, key, (5, 3), dtype=jnp.float64)
-    batch = _batch(jax.random.fold_in(key, 1), (5, 3), 4, jnp.float64)
+    params, state = _init(model, key, (5, 3), dtype=jnp.float64)
+    batch = _batch(1, (5, 3), 4, np.float64)
     report = check_model(model, loss, params, state, batch["x"], batch["y"])
     assert max(e.max_rel for e in report.values()) <= tolerance(jnp.float64)
 
@@ -39,8 +44,8 @@ def test_model_gradient_equals_jax_grad(key):
 def test_grad_step_and_train_step_follow_the_true_gradient(key):
     """grad_step equals jax.value_and_grad; one train step with sgd(lr) is params - lr * gradient."""
     model, loss = mlp(), softmax_cross_entropy()
-    _, params, state = init_model(model, key, (6, 3), dtype=jnp.float64)
-    batch = _batch(jax.random.fold_in(key, 1), (6, 3), 4, jnp.float64)
+    params, state = _init(model, key, (6, 3), dtype=jnp.float64)
+    batch = _batch(1, (6, 3), 4, np.float64)
 
     @jax.jit
     def reference(params):
@@ -60,16 +65,16 @@ def test_grad_step_and_train_step_follow_the_true_gradient(key):
     optimizer = sgd(0.1)
     step = make_train_step(model, loss, optimizer)
     new_params, _, _, metrics = step(params, state, optimizer.init(params), batch, key)
-    expected = jax.tree_util.tree_map(lambda p, g: p - 0.1 * g, params, grads_ref)
+    expected = jax.tree_util.tree_map(lambda p, g: np.asarray(p) - 0.1 * np.asarray(g), params, grads_ref)
     compare(new_params, expected, rtol=1e-10, what="params")
     np.testing.assert_allclose(metrics["loss"], value_ref, rtol=1e-12)
-    np.testing.assert_allclose(metrics["accuracy"], jnp.mean((jnp.argmax(logits, -1) == batch["y"]).astype(jnp.float64)),
+    np.testing.assert_allclose(metrics["accuracy"], np.mean(np.argmax(np.asarray(logits), -1) == batch["y"]),
                                rtol=1e-12)
 
 
 def test_regression_step_reports_loss_only_and_custom_metrics(key):
     model, loss = serial(Dense(4), Tanh(), Dense(1)), mean_squared_error()
-    _, params, state = init_model(model, key, (8, 1))
+    params, state = _init(model, key, (8, 1))
     data = regression_1d(8)
     optimizer = adam(1e-2)
     step = make_train_step(model, loss, optimizer)
