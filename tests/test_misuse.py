@@ -198,7 +198,8 @@ def test_the_training_steps_refuse_other_libraries_habits():
 # A row per family where a layer computes on its input: an integer input must give the float value.
 # (Conv2D, ConvTranspose2D and Dense with integer and bfloat16 input: tests/layers/test_conv.py.)
 VALUE_ROWS = ["relu", "softmax-axis1", "maxpool2d", "maxpool2d-overlap", "avgpool2d-same-excl", "globalavgpool-2d",
-              "batchnorm-train-rank4", "rmsnorm-rank2", "rotary-t5", "sinusoidal-positions-odd-f", "flatten"]
+              "batchnorm-train-unbiased-running-var", "rmsnorm-rank3", "rotary-t5", "sinusoidal-positions-odd-f",
+              "flatten"]
 
 
 def test_integer_input_equals_its_float_value():
