@@ -201,13 +201,6 @@ def _float_leaves(x) -> _FloatLeaves:
                         [a for a, f in zip(leaves, is_float) if not f])
 
 
-def _random_like(key, tree):
-    """Standard-normal arrays shaped like every leaf of `tree` (all floating-point)."""
-    leaves, treedef = jax.tree_util.tree_flatten(tree)
-    keys = jax.random.split(key, max(len(leaves), 1))
-    return treedef.unflatten([jax.random.normal(k, a.shape, a.dtype) for k, a in zip(keys, leaves)])
-
-
 def random_cotangent(key, y):
     """A random cotangent for an output `y`: standard normal at float leaves, None at integer and
     boolean ones (a mask a layer passes through), as pullbacks receive it. -> (ours, JAX's), JAX's
@@ -219,27 +212,58 @@ def random_cotangent(key, y):
     return treedef.unflatten(ours), treedef.unflatten(theirs)
 
 
+def _host_rng(key: jax.Array) -> np.random.Generator:
+    """A numpy generator seeded by a JAX key. The checkers draw their random points (inputs, cotangents,
+    tangents) with it, outside the program they compile: every `jax.random.normal` in a jitted program
+    compiles its own threefry and inverse-erf expansion (about 0.15 s each at LLVM level 0, per leaf),
+    which for a small layer is half of what its check costs."""
+    return np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+
+
+def _host_normal(rng: np.random.Generator, tree: Any) -> Any:
+    """Standard-normal numpy arrays shaped like every floating-point leaf of `tree` (arrays or
+    ShapeDtypeStructs), in its dtype; None at integer and boolean leaves."""
+    return jax.tree_util.tree_map(
+        lambda a: rng.standard_normal(a.shape).astype(a.dtype) if is_differentiable(a) else None, tree)
+
+
+def _host_input(rng: np.random.Generator, in_shape, dtype) -> Any:
+    """A standard-normal input of `in_shape` in `dtype` (a batch dimension of -1 becomes 2), as numpy
+    arrays: `random_input`'s draw, made on the host."""
+    return jax.tree_util.tree_map(
+        lambda s: rng.standard_normal(tuple(2 if d == -1 else d for d in s)).astype(dtype),
+        as_shape_tree(in_shape), is_leaf=is_shape)
+
+
+def _jax_cotangent(dy, y):
+    """Our cotangent `dy` (None at y's integer and boolean leaves) in JAX's form: float0 zeros there."""
+    leaves, treedef = jax.tree_util.tree_flatten(y)
+    ours = treedef.flatten_up_to(dy)
+    return treedef.unflatten([d if d is not None else np.zeros(a.shape, jax.dtypes.float0)
+                              for d, a in zip(ours, leaves)])
+
+
 def _compiled(layer: Layer, in_shape, dtype, body):
-    """`program(k_init, k_x, x) -> (x, body(params, state, x))` jitted as one program that first runs
-    `init_model` at k_init (and, for `x` None, draws a standard-normal input at k_x), so that a check
-    compiles once; `out_shapes` receives the declared out_shape while it traces. -> (program, out_shapes)."""
+    """`program(k_init, x, *args) -> (x, body(params, state, x, *args))` jitted as one program that
+    first runs `init_model` at k_init, so that a check compiles once; `out_shapes` receives the
+    declared out_shape while it traces. -> (program, out_shapes)."""
     out_shapes = []
 
     @jax.jit
-    def program(k_init, k_x, x):
+    def program(k_init, x, *args):
         out_shape, params, state = init_model(layer, k_init, in_shape, dtype=dtype)
         out_shapes.append(out_shape)
-        x = random_input(k_x, in_shape, dtype) if x is None else x
-        return x, body(params, state, x)
+        return x, body(params, state, x, *args)
 
     return program, out_shapes
 
 
-def _forward_mode(layer, params, state, x, k_t, ctx):
-    """JAX's forward mode of `apply` at random tangents t on params and the float leaves of x
+def _forward_mode(layer, params, state, x, tangent, ctx):
+    """JAX's forward mode of `apply` at tangents `tangent` = (on params, on the float leaves of x)
     -> (y, J t, t), traced."""
     split = _float_leaves(x)
-    tangent = _random_like(k_t, (params, split.leaves))
+    tangent = jax.tree_util.tree_map(lambda t, a: jnp.asarray(t, a.dtype), tuple(tangent),
+                                     (params, split.leaves))
     y, jt = jax.jvp(lambda p, xf: layer.apply(p, state, split.merge(xf), **ctx)[0], (params, split.leaves),
                     tangent)
     return y, jt, tangent
@@ -278,6 +302,8 @@ def check_layer(
     num_cotangents: int = 2,
     adjoint: bool = False,
     rtol: float | None = None,
+    eager: bool = False,
+    decode: bool = False,
 ) -> dict[str, LeafError]:
     """Check one layer: declared out_shape, primal output and new state equal `apply`'s, and for
     `num_cotangents` random cotangents `dy` our `(dparams, dx)` equal `jax.vjp(apply)`'s; with
@@ -291,34 +317,55 @@ def check_layer(
     `(jnp.float64, jnp.float32)`: every dtype is checked at the same point (params, x and cotangents drawn
     in the lowest one, then cast up exactly), the float64 evaluation also serving as the truth, and the
     report's keys name the dtype (`Dense[float32].dx`). Init, every side and the adjoint run in one
-    `jax.jit` program (the registry tests check separately that jit equals eager).
+    `jax.jit` program. With `eager` (float64 among the dtypes), our `vjp` and pullback also run op by op,
+    outside `jax.jit`, at the float64 point, and must equal the jitted results and `apply`'s output
+    within `EAGER_RTOL` (`{name}.eager...` in the report): the layer computes the same traced and eager.
+    With `decode`, also what `check_decode` checks, in the same program at the highest dtype's point:
+    stepping `layer.decode` through x's time axis equals `apply` in eval mode (`{name}.decode`).
     -> per-leaf report; raises GradientMismatch naming every leaf out of bounds."""
     dtypes = [jnp.dtype(d) for d in (dtype if isinstance(dtype, (tuple, list)) else (dtype,))]
     for d in dtypes:
         _check_dtype("check_layer", d)
     low, high = (f(dtypes, key=lambda d: jnp.finfo(d).bits) for f in (min, max))
+    if decode and not can_decode(layer):
+        raise GradientMismatch(f"{layer.name}: has no decode step")
+    if eager and high != jnp.float64:
+        fail("check_layer", f"eager=True compares jit and eager in float64 (within {EAGER_RTOL}): include "
+                            f"jnp.float64 in dtype")
     with_truth = rtol is None and any(needs_truth(d) for d in dtypes)
+    decode_rule = decode and rtol is None and needs_truth(high)  # decode checked below float64: a truth
     k_init, k_x, k_dy, k_layer = jax.random.split(key, 4)
     k_t = jax.random.fold_in(k_dy, 1)  # the adjoint's tangents
     ctx = dict(key=k_layer, train=train)
 
+    # The point, drawn on the host (_host_rng) in the lowest dtype: x, the cotangents and the tangents.
+    x = _host_input(_host_rng(k_x), in_shape, low) if x is None else _cast(x, low)
+
+    def shapes(k_init, x):
+        _, params, state = init_model(layer, k_init, in_shape, dtype=low)
+        return params, checked_apply("check_layer", layer.name, layer, params, state, x, **ctx)[0]
+
+    params_shape, y_shape = jax.eval_shape(shapes, k_init, x)
+    rng = _host_rng(k_dy)
+    dys = [_host_normal(rng, y_shape) for _ in range(num_cotangents)]
+    tangent = _host_normal(_host_rng(k_t), (params_shape, _float_leaves(x).leaves)) if adjoint else None
+
     def jax_side(params, state, x, dys):
         """JAX's `(y, new_state)` and, per cotangent, `(dparams, dx)` of `apply` at this point."""
-        y, new_state = checked_apply("check_layer", layer.name, layer, params, state, x, **ctx)
         split = _float_leaves(x)
-        _, jax_pullback = jax.vjp(lambda p, xf: layer.apply(p, state, split.merge(xf), **ctx)[0], params,
-                                  split.leaves)
+        y, jax_pullback, new_state = jax.vjp(
+            lambda p, xf: checked_apply("check_layer", layer.name, layer, p, state, split.merge(xf), **ctx), params,
+            split.leaves, has_aux=True)
         grads = [jax_pullback(dy) for dy in dys]
         return (y, new_state), [(dparams, split.with_none(dxf)) for dparams, dxf in grads]
 
-    def ours_and_jax(params, state, x):  # params, state and x in the lowest dtype
+    def ours_and_jax(params, state, x, dys, tangent):  # params, state, x and dys in the lowest dtype
         y = jax.eval_shape(lambda p, s, x: checked_apply("check_layer", layer.name, layer, p, s, x, **ctx)[0],
                            params, state, x)
-        y = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), y)
-        dys = [random_cotangent(k, y) for k in jax.random.split(k_dy, num_cotangents)]
-        sides = {}
+        dys = [(dy, _jax_cotangent(dy, y)) for dy in dys]
+        sides, points = {}, {}
         for d in dtypes:
-            p, s, xd, dys_d = (_cast(t, d) for t in (params, state, x, dys))
+            p, s, xd, dys_d = points[d] = tuple(_cast(t, d) for t in (params, state, x, dys))
             out, new_state, pullback = checked_vjp("check_layer", layer.name, layer, p, s, xd, **ctx)
             ours = (out, new_state), [pullback(dy) for dy, _ in dys_d]
             sides[d] = ours, jax_side(p, s, xd, [dy for _, dy in dys_d])
@@ -330,12 +377,18 @@ def check_layer(
         gap = None
         if adjoint:  # in the highest dtype, at its first cotangent, with the pullback computed above
             (ours, _), dy = sides[high], _cast(dys[0][0], high)
-            gap = _adjoint_gap(*_forward_mode(layer, *(_cast(t, high) for t in (params, state, x)), k_t, ctx), dy,
-                               ours[1][0])
-        return sides, truth, gap
+            gap = _adjoint_gap(*_forward_mode(layer, *points[high][:3], tangent, ctx), dy, ours[1][0])
+        stepped = None
+        if decode:  # eval mode, in the highest dtype (below float64: the float64 evaluation its truth)
+            p, s, xd, _ = points[high]
+            y_eval = layer.apply(p, s, xd, train=False)[0]
+            decode_truth = layer.apply(*map(upcast, (p, s, xd)), train=False)[0] if decode_rule else None
+            stepped = _stepped(layer, p, xd, y_eval), y_eval, decode_truth
+        point = (*points[high][:3], [dy for dy, _ in points[high][3]]) if eager else None
+        return sides, truth, gap, point, stepped
 
     program, out_shapes = _compiled(layer, in_shape, low, ours_and_jax)
-    x, (sides, truth, gap) = program(k_init, k_x, None if x is None else _cast(x, low))
+    x, (sides, truth, gap, point, stepped) = program(k_init, x, dys, tangent)
     report = {}
     for d, (ours, theirs) in sides.items():
         name = layer.name if len(dtypes) == 1 else f"{layer.name}[{d.name}]"
@@ -353,11 +406,31 @@ def check_layer(
         for i, ((dparams, dx), (dparams_ref, dx_ref)) in enumerate(zip(ours[1], theirs[1])):
             report = _worst(report, check(dx, dx_ref, lambda t: t[1][i][1], "dx"))
             report = _worst(report, check(dparams, dparams_ref, lambda t: t[1][i][0], "dparams"))
+    name = layer.name if len(dtypes) == 1 else f"{layer.name}[{high.name}]"
     if adjoint:
-        name = layer.name if len(dtypes) == 1 else f"{layer.name}[{high.name}]"
         report |= _gap_report(layer, *gap, tolerance(high) if rtol is None else rtol, raise_=False, name=name)
+    if eager:
+        report |= _eager_report(layer, point, sides[high], ctx, name)
+    if decode:
+        stepped, y_eval, decode_truth = stepped
+        bound = dict(truth=decode_truth) if decode_rule else dict(rtol=tolerance(high) if rtol is None else rtol)
+        report |= compare(stepped, y_eval, what=f"{name}.decode", raise_=False, **bound)
     _raise_failures(report)
     return report
+
+
+EAGER_RTOL = 1e-12
+
+
+def _eager_report(layer: Layer, point, side, ctx, name: str) -> dict[str, LeafError]:
+    """Our vjp and pullbacks op by op (outside jit) at the float64 `point` = (params, state, x, dys) of a
+    check, against `side` = (ours, JAX's) as the jitted program computed them there."""
+    params, state, x, dys = point
+    y, new_state, pullback = checked_vjp("check_layer", layer.name, layer, params, state, x, **ctx)
+    eager = (y, new_state), [pullback(dy) for dy in dys]
+    (ours, theirs), what = side, f"{name}.eager"
+    return (compare(eager, ours, what=what, rtol=EAGER_RTOL, raise_=False)
+            | compare(y, theirs[0][0], what=f"{what}.y_of_apply", rtol=EAGER_RTOL, raise_=False))
 
 
 def _cast(tree: Any, dtype) -> Any:
@@ -414,13 +487,22 @@ def check_dot_product(
     rtol = tolerance(dtype) if rtol is None else rtol
     k_init, k_x, k_t, k_dy, k_layer = jax.random.split(key, 5)
     ctx = dict(key=k_layer, train=train)
-    def gap(params, state, x):
-        y, jt, tangent = _forward_mode(layer, params, state, x, k_t, ctx)
-        dy, _ = random_cotangent(k_dy, y)  # None at integer and boolean outputs
+    x = _host_input(_host_rng(k_x), in_shape, dtype) if x is None else x
+
+    def shapes(k_init, x):
+        _, params, state = init_model(layer, k_init, in_shape, dtype=dtype)
+        return params, checked_apply("check_dot_product", layer.name, layer, params, state, x, **ctx)[0]
+
+    params_shape, y_shape = jax.eval_shape(shapes, k_init, x)
+    tangent = _host_normal(_host_rng(k_t), (params_shape, _float_leaves(x).leaves))
+    dy = _host_normal(_host_rng(k_dy), y_shape)  # None at integer and boolean outputs
+
+    def gap(params, state, x, tangent, dy):
+        y, jt, tangent = _forward_mode(layer, params, state, x, tangent, ctx)
         return _adjoint_gap(y, jt, tangent, dy, layer.vjp(params, state, x, **ctx)[2](dy))
 
     program, _ = _compiled(layer, in_shape, dtype, gap)
-    return _gap_report(layer, *program(k_init, k_x, x)[1], rtol)[f"{layer.name}.adjoint"].max_rel
+    return _gap_report(layer, *program(k_init, x, tangent, dy)[1], rtol)[f"{layer.name}.adjoint"].max_rel
 
 
 def check_model(
@@ -506,24 +588,29 @@ def check_decode(layer: Layer, params, state, x: Any, *, rtol: float | None = No
     @jax.jit
     def both(params, state, x):
         y, _ = layer.apply(params, state, x, train=False)
-        steps = jax.tree_util.tree_leaves(x)[0].shape[1]
-        cache = layer.decode.init_cache(params, jax.tree_util.tree_leaves(x)[0].shape[0], steps)
-
-        def step(cache, inputs):
-            x_t, pos = inputs
-            y_t, cache = layer.decode.step(params, cache, x_t, pos=pos)
-            return cache, y_t
-
-        time_major = jax.tree_util.tree_map(lambda a: jnp.swapaxes(a, 0, 1), x)
-        _, ys = jax.lax.scan(step, cache, (time_major, jnp.arange(steps)))
-        stepped = jax.tree_util.tree_map(
-            lambda full, s: s[-1] if s.ndim == full.ndim + 1 else jnp.swapaxes(s, 0, 1), y, ys)
         truth = layer.apply(*map(upcast, (params, state, x)), train=False)[0] if with_truth else y
-        return stepped, y, truth
+        return _stepped(layer, params, x, y), y, truth
 
     stepped, y, truth = both(params, state, x)
     return compare(stepped, y, what=f"{layer.name}.decode",
                    **(dict(truth=truth) if with_truth else dict(rtol=rtol)))
+
+
+def _stepped(layer: Layer, params, x, y):
+    """`layer.decode` stepped through x's time axis (axis 1 of every leaf), shaped like `apply`'s output
+    `y` (its last step where y has no time axis), traced."""
+    steps = jax.tree_util.tree_leaves(x)[0].shape[1]
+    cache = layer.decode.init_cache(params, jax.tree_util.tree_leaves(x)[0].shape[0], steps)
+
+    def step(cache, inputs):
+        x_t, pos = inputs
+        y_t, cache = layer.decode.step(params, cache, x_t, pos=pos)
+        return cache, y_t
+
+    time_major = jax.tree_util.tree_map(lambda a: jnp.swapaxes(a, 0, 1), x)
+    _, ys = jax.lax.scan(step, cache, (time_major, jnp.arange(steps)))
+    return jax.tree_util.tree_map(lambda full, s: s[-1] if s.ndim == full.ndim + 1 else jnp.swapaxes(s, 0, 1), y,
+                                  ys)
 
 
 def as_jax_function(layer: Layer, state, *, key: jax.Array | None = None, train: bool = False,

@@ -2,9 +2,6 @@
 integer leaves that get no cotangent), with positional and named children; `at`, `residual(at=...)`
 and a routed `parallel` on structured inputs."""
 
-import jax
-import jax.numpy as jnp
-
 from purenet.combinators import at, identity, parallel, residual, select, serial
 from purenet.core import stateless
 from purenet.layers import Dense, Embedding, Tanh
@@ -14,11 +11,10 @@ from tests.registry import Case
 def _with_ids(vocab_size, *paths):
     """make_x: standard-normal floats, random ids in [0, vocab_size) at the given top-level parts."""
 
-    def make(key, in_shape):
+    def make(rng, in_shape):
         parts = dict(enumerate(in_shape)) if isinstance(in_shape, tuple) else dict(in_shape)
-        keys = dict(zip(parts, jax.random.split(key, len(parts))))
-        made = {p: jax.random.randint(keys[p], s, 0, vocab_size) if p in paths
-                else jax.random.normal(keys[p], s, jnp.float64) for p, s in parts.items()}
+        made = {p: rng.integers(0, vocab_size, s) if p in paths else rng.standard_normal(s)
+                for p, s in parts.items()}
         return tuple(made[i] for i in range(len(made))) if isinstance(in_shape, tuple) else made
 
     return make
@@ -57,7 +53,7 @@ CASES = [
     Case("parallel-sum", lambda: parallel(Dense(3), identity(), merge="sum"), {}, (2, 3)),
     Case("parallel-named-structure", lambda: parallel(a=Dense(2), b=Tanh(), merge=None), {}, (2, 3)),
     Case("parallel-two-embeddings-sum", lambda: parallel(Embedding(5, 4), Embedding(5, 4), merge="sum"), {},
-         (2, 6), make_x=lambda key, shape: jax.random.randint(key, shape, 0, 5)),
+         (2, 6), make_x=lambda rng, shape: rng.integers(0, 5, shape)),
     Case("residual", lambda: residual(serial(Dense(6), Dense(4))), {}, (1, 4)),
     Case("select-tuple-with-ids", _token_and_feature_sum, {}, ((2, 5, 3), (2, 5)), make_x=_with_ids(6, 1)),
     Case("select-dict-two-towers", _image_and_text_towers, {}, {"image": (2, 4), "text": (2, 3)},

@@ -34,7 +34,7 @@ CASES = [
     Case("conv1d-batch1-stride3-explicit", Conv1D,
          {"out_channels": 2, "kernel_size": 2, "strides": 3, "padding": ((2, 1),)}, (1, 9, 2)),
     # One input channel: 'auto' takes the per-tap formulation on the CPU; 'xla' keeps lax.conv.
-    Case("conv2d-c1-taps-valid-lenet", Conv2D, {"out_channels": 6, "kernel_size": 5, "algorithm": "taps"},
+    Case("conv2d-c1-taps-valid", Conv2D, {"out_channels": 6, "kernel_size": 3, "algorithm": "taps"},
          (2, 9, 8, 1)),
     Case("conv2d-c1-taps-batch1-stride2-same-ragged", Conv2D,
          {"out_channels": 3, "kernel_size": (3, 2), "strides": 2, "padding": "SAME", "algorithm": "taps"},

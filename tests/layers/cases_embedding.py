@@ -1,14 +1,12 @@
 """Registry rows: Embedding (integer ids, repeated, so dw must sum the cotangents of a row used twice)."""
 
-import jax
-
 from purenet.layers.embedding import Embedding
 from tests.registry import Case
 
 
 def _ids(vocab_size):
     # Fewer distinct ids than positions: rows repeat.
-    return lambda key, shape: jax.random.randint(key, shape, 0, vocab_size)
+    return lambda rng, shape: rng.integers(0, vocab_size, shape)
 
 
 CASES = [
