@@ -390,11 +390,15 @@ def test_the_custom_layer_guide_shows_a_stateful_layer():
 
 def test_exact_gelu_is_the_activation_pytorch_calls_gelu():
     ff = pn.FeedForward(8, activation="gelu_exact")
-    _, params, state = ff.init(KEY, (-1, 4))
+    params, state = random_params(ff, (-1, 4), np.float32)
     x = jax.random.normal(KEY, (3, 4))
-    h = x @ params["w_in"] + params["b_in"][None]
-    np.testing.assert_allclose(ff.apply(params, state, x)[0],
-                               jax.nn.gelu(h, approximate=False) @ params["w_out"] + params["b_out"][None], rtol=1e-12)  # float64 x
+
+    @jax.jit  # ours and the formula in one program
+    def both(params, x):  # float64 x
+        h = x @ params["w_in"] + params["b_in"][None]
+        return ff.apply(params, state, x)[0], jax.nn.gelu(h, approximate=False) @ params["w_out"] + params["b_out"][None]
+
+    np.testing.assert_allclose(*both(params, x), rtol=1e-12)
     jax.eval_shape(lambda: pn.EncoderBlock(2, 8, activation="gelu_exact").init(KEY, (-1, 3, 4))[1:])  # blocks too
 
 
@@ -423,10 +427,16 @@ def test_float16_input_into_a_float32_lstm():
     lstm = pn.LSTM(4)
     params, state = random_params(lstm, (2, 3, 5), np.float32)
     x = jax.random.normal(KEY, (2, 3, 5)).astype(jnp.float16)
-    y, _, pullback = lstm.vjp(params, state, x)
-    assert y.dtype == jnp.float32 and pullback(jnp.ones_like(y))[1].dtype == jnp.float16
-    pn.check.compare(y, lstm.apply(params, state, x.astype(jnp.float32))[0],  # the suite's rule, tests/README.md
-                     truth=lstm.apply(pn.check.upcast(params), state, x.astype(jnp.float64))[0], what="LSTM")
+
+    @jax.jit  # one program: ours with the float16 input, the float32 reference and the float64 truth
+    def run(params, x):
+        y, _, pullback = lstm.vjp(params, state, x)
+        return (y, pullback(jnp.ones_like(y))[1], lstm.apply(params, state, x.astype(jnp.float32))[0],
+                lstm.apply(pn.check.upcast(params), state, x.astype(jnp.float64))[0])
+
+    y, dx, reference, truth = run(params, x)
+    assert y.dtype == jnp.float32 and dx.dtype == jnp.float16
+    pn.check.compare(y, reference, truth=truth, what="LSTM")  # the suite's rule, tests/README.md
 
 
 # ----------------------------------------------------------------------------------- the summary
