@@ -77,7 +77,7 @@ def test_weights_come_out_of_a_checkpoint_trained_with_another_optimizer(tmp_pat
     # Old: load_checkpoint with a constant rate where training used a schedule:
     #   `unexpected leaves ["['opt_state'][1][2].count"]`; opt_state=None listed every mu/nu leaf.
     model = mlp()
-    _, params, state = pn.init_model(model, KEY, (-1, 2))
+    params, state = random_params(model, (-1, 2), np.float32)
     scheduled = pn.optim.adam(pn.schedules.cosine_decay_schedule(1e-2, 100))
     pn.fit(model, pn.softmax_cross_entropy(), scheduled, params, state, four_clusters(32), epochs=1, batch_size=16,
            seed=0, progress=False, checkpoint_dir=tmp_path)
@@ -135,7 +135,7 @@ def test_fit_trains_on_a_tuple_input_with_a_key_padding_mask():
     # also run_steps on a dict batch holding a tuple input.
     ids, valid, y = padded_text(64)
     model = classifier()
-    _, params, state = pn.init_model(model, KEY, ((-1, 6), (-1, 6)))
+    params, state = random_params(model, ((-1, 6), (-1, 6)), np.float32)  # numpy draws, no eager init
     result = pn.fit(model, pn.softmax_cross_entropy(), pn.optim.adam(1e-2), params, state,
                     {"x": (ids, valid), "y": y}, epochs=2, batch_size=16, seed=0, progress=False,
                     val_data={"x": (ids[:20], valid[:20]), "y": y[:20]})
@@ -149,8 +149,8 @@ def test_fit_trains_on_a_tuple_input_with_a_key_padding_mask():
 def test_the_key_padding_mask_equals_the_broadcast_one():
     _, valid, _ = padded_text(8)
     attn = pn.MultiHeadAttention(2)
-    x = jax.random.normal(KEY, (8, 6, 4))
-    _, p, s = attn.init(KEY, ((-1, 6, 4), (-1, 6)))
+    x = np.random.default_rng(0).normal(size=(8, 6, 4))  # float64
+    p, s = random_params(attn, ((-1, 6, 4), (-1, 6)), np.float32)
     broadcast = jnp.broadcast_to(jnp.asarray(valid)[:, None, None, :], (8, 1, 6, 6))
     both = jax.jit(lambda p, x: (attn.apply(p, s, (x, jnp.asarray(valid)))[0], attn.apply(p, s, (x, broadcast))[0]))
     np.testing.assert_allclose(*both(p, x), rtol=1e-12)
@@ -261,7 +261,8 @@ HABITS = {  # habit -> (call, the error's type, the message's start); the old me
                                     "with keys ['image', 'label']: name the model's input 'x'"),
     # `add got incompatible shapes for broadcasting: (16,), (4,)` / JAX's "pytree structure error"
     "another model's opt_state": (
-        lambda: train_step_call(opt_state=pn.optim.adam(1e-3).init(pn.models.mlp((5,), 4).init(KEY, (-1, 2))[1])),
+        lambda: train_step_call(opt_state=pn.optim.adam(1e-3).init(random_params(pn.models.mlp((5,), 4), (-1, 2),
+                                                                                  np.float32)[0])),
         ValueError, "make_train_step: opt_state"),
     "another optimizer's opt_state": (lambda: train_step_call(opt_state=pn.optim.sgd(0.1).init(MLP_PARAMS)),
                                       ValueError, "make_train_step: opt_state does not have the tree"),
@@ -390,11 +391,15 @@ def test_the_custom_layer_guide_shows_a_stateful_layer():
 
 def test_exact_gelu_is_the_activation_pytorch_calls_gelu():
     ff = pn.FeedForward(8, activation="gelu_exact")
-    _, params, state = ff.init(KEY, (-1, 4))
+    params, state = random_params(ff, (-1, 4), np.float32)
     x = jax.random.normal(KEY, (3, 4))
-    h = x @ params["w_in"] + params["b_in"][None]
-    np.testing.assert_allclose(ff.apply(params, state, x)[0],
-                               jax.nn.gelu(h, approximate=False) @ params["w_out"] + params["b_out"][None], rtol=1e-12)  # float64 x
+
+    @jax.jit  # ours and the formula in one program
+    def both(params, x):  # float64 x
+        h = x @ params["w_in"] + params["b_in"][None]
+        return ff.apply(params, state, x)[0], jax.nn.gelu(h, approximate=False) @ params["w_out"] + params["b_out"][None]
+
+    np.testing.assert_allclose(*both(params, x), rtol=1e-12)
     jax.eval_shape(lambda: pn.EncoderBlock(2, 8, activation="gelu_exact").init(KEY, (-1, 3, 4))[1:])  # blocks too
 
 
@@ -404,7 +409,7 @@ def test_exact_gelu_is_the_activation_pytorch_calls_gelu():
 def test_a_nan_batch_is_skipped_by_the_train_step():
     # Old: every weight NaN after one step, no guard.
     model, optimizer = mlp(), pn.optim.adam(1e-2)
-    _, params, state = pn.init_model(model, KEY, (-1, 2))
+    params, state = random_params(model, (-1, 2), np.float32)
     data = four_clusters(8)
     data["x"] = data["x"].copy()
     data["x"][3, 0] = np.nan
@@ -423,10 +428,16 @@ def test_float16_input_into_a_float32_lstm():
     lstm = pn.LSTM(4)
     params, state = random_params(lstm, (2, 3, 5), np.float32)
     x = jax.random.normal(KEY, (2, 3, 5)).astype(jnp.float16)
-    y, _, pullback = lstm.vjp(params, state, x)
-    assert y.dtype == jnp.float32 and pullback(jnp.ones_like(y))[1].dtype == jnp.float16
-    pn.check.compare(y, lstm.apply(params, state, x.astype(jnp.float32))[0],  # the suite's rule, tests/README.md
-                     truth=lstm.apply(pn.check.upcast(params), state, x.astype(jnp.float64))[0], what="LSTM")
+
+    @jax.jit  # one program: ours with the float16 input, the float32 reference and the float64 truth
+    def run(params, x):
+        y, _, pullback = lstm.vjp(params, state, x)
+        return (y, pullback(jnp.ones_like(y))[1], lstm.apply(params, state, x.astype(jnp.float32))[0],
+                lstm.apply(pn.check.upcast(params), state, x.astype(jnp.float64))[0])
+
+    y, dx, reference, truth = run(params, x)
+    assert y.dtype == jnp.float32 and dx.dtype == jnp.float16
+    pn.check.compare(y, reference, truth=truth, what="LSTM")  # the suite's rule, tests/README.md
 
 
 # ----------------------------------------------------------------------------------- the summary
