@@ -48,8 +48,8 @@ def fixture(arch: str) -> dict[str, np.ndarray]:
     return read(DATA / f"{arch}_reference.safetensors")
 
 
-def _cast(tree, dtype):
-    return jax.tree.map(lambda a: jnp.asarray(a, dtype), tree)
+def _cast(tree, dtype):  # by numpy: jnp would compile a conversion per leaf shape
+    return jax.tree.map(lambda a: np.asarray(a).astype(dtype), tree)
 
 
 def ours(arch: str, config, model, params, state, inputs: dict, dtype) -> dict[str, np.ndarray]:
@@ -57,17 +57,20 @@ def ours(arch: str, config, model, params, state, inputs: dict, dtype) -> dict[s
     parameters cast to it), named as the reference fixture names them."""
     params, state = _cast(params, dtype), _cast(state, dtype)
     train = arch == "resnet18"
+    # Inputs and targets built by numpy (jnp would compile each operation on its own).
     if arch == "gpt2":
-        ids = jnp.asarray(inputs["ids"])
+        ids = np.asarray(inputs["ids"])
         x, loss = ids, masked_softmax_cross_entropy()
-        target = TokenTargets(jnp.roll(ids, -1, axis=1), jnp.ones(ids.shape, bool).at[:, -1].set(False))
+        valid = np.ones(ids.shape, bool)
+        valid[:, -1] = False
+        target = TokenTargets(np.roll(ids, -1, axis=1), valid)
     elif arch == "bert":
-        labels = jnp.asarray(inputs["labels"])
-        x = (jnp.asarray(inputs["ids"]), jnp.asarray(inputs["token_type_ids"]), jnp.asarray(inputs["attention_mask"]))
-        loss, target = masked_softmax_cross_entropy(), TokenTargets(jnp.maximum(labels, 0), labels >= 0)
+        labels = np.asarray(inputs["labels"])
+        x = (np.asarray(inputs["ids"]), np.asarray(inputs["token_type_ids"]), np.asarray(inputs["attention_mask"]))
+        loss, target = masked_softmax_cross_entropy(), TokenTargets(np.maximum(labels, 0), labels >= 0)
     else:
         images = inputs["pixel_values" if arch == "vit" else "images"]
-        x, loss, target = jnp.asarray(images.transpose(0, 2, 3, 1), dtype), softmax_cross_entropy(), inputs["labels"]
+        x, loss, target = images.transpose(0, 2, 3, 1).astype(dtype), softmax_cross_entropy(), inputs["labels"]
 
     @jax.jit
     def step(params, state, x, target):
@@ -93,7 +96,7 @@ def ours(arch: str, config, model, params, state, inputs: dict, dtype) -> dict[s
     result = {f"grad/{name}": a for name, a in grads.items() if name in parameters}
     new_state = out.pop("state")
     if train:  # the running statistics after one training forward, under torch's buffer names
-        running = _tensors.to_tensors(family, jax.tree.map(jnp.zeros_like, params), new_state, config)
+        running = _tensors.to_tensors(family, jax.tree.map(np.zeros_like, params), new_state, config)
         result |= {f"running/{name}": a for name, a in running.items() if name.endswith(("_mean", "_var"))}
     return result | {k: np.asarray(v) for k, v in out.items()}
 

@@ -6,7 +6,6 @@ gradients only (make_train_step), masked cross-entropy, clipping, a warmup + cos
 import jax
 import numpy as np
 
-from purenet.core import init_model
 from purenet.data.pairs import BOS, EOS
 from purenet.losses import TokenTargets, masked_softmax_cross_entropy
 from purenet.models.search import greedy_search
@@ -14,11 +13,15 @@ from purenet.models.seq2seq import Seq2SeqInput, TransformerConfig, transformer_
 from purenet.optim import adam, chain, clip_by_global_norm
 from purenet.optim.schedules import warmup_cosine_decay_schedule
 from purenet.training import make_train_step
+from tests.models.common import fan_in_init
 
 VOCAB, LENGTH = 11, 9  # symbols are ids 3..10
-# One block each side, 32 wide, pre-LN: 100% on 500 sequences for seeds 0, 1 and 2 after 300 steps.
+# One block each side, 32 wide, pre-LN: 100% on 500 sequences for seeds 0, 1 and 2 after 200 steps of 32
+# sequences (97.8-99.6% after 150 steps; 99.2-99.8% with batches of 16). Untrained, seeds 0, 1, 2: 0% of
+# the sequences exact (4-11% of the tokens right). The params: `fan_in_init` (compiling `init` costs more
+# than it serves).
 CONFIG = TransformerConfig(VOCAB, VOCAB, layers=1, d_model=32, heads=4, hidden=64, dropout=0.0, pre_ln=True)
-STEPS, BATCH, LR = 300, 64, 5e-3
+STEPS, BATCH, LR = 200, 32, 1e-2
 
 
 def copy_batch(rng, n):
@@ -30,8 +33,7 @@ def copy_batch(rng, n):
 
 def train_copy(seed=0, steps=STEPS):
     model = transformer_seq2seq(CONFIG)
-    params = jax.jit(lambda key: init_model(model.layer, key, Seq2SeqInput((-1, LENGTH + 1), (-1, LENGTH + 1)))[1])(
-        jax.random.PRNGKey(seed))
+    _, params, _ = fan_in_init(model.layer, Seq2SeqInput((-1, LENGTH + 1), (-1, LENGTH + 1)), seed=seed)
     optimizer = chain(clip_by_global_norm(1.0), adam(warmup_cosine_decay_schedule(0.0, LR, steps // 10, steps)))
     step = make_train_step(model.layer, masked_softmax_cross_entropy(), optimizer)
     state, opt_state, rng = {}, optimizer.init(params), np.random.default_rng(seed)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from purenet.check import check_function, check_model
+from purenet.check import check_model, compare
 from purenet.core import init_model
 from purenet.layers import DecoderBlock
 from purenet.models import (BoxTruth, DETRConfig, DetrOutput, average_precision, detections, detr_cost, detr_loss,
@@ -17,15 +17,15 @@ from purenet.models import (BoxTruth, DETRConfig, DetrOutput, average_precision,
 from purenet.models.detr import generalized_iou, generalized_iou_loss
 from purenet.models.set_prediction import class_targets
 
-# One backbone stage (the multi-stage backbone: tests/models/test_maskformer.py), an encoder block, two
-# decoder layers (the auxiliary outputs, the memory's cotangent summed over both).
+# One backbone stage (the multi-stage backbone: tests/models/test_maskformer.py), an encoder block, one
+# decoder layer (two, the auxiliary outputs: test_maskformer.py too).
 TINY = DETRConfig(num_classes=3, image_size=8, channels=(3,), d_model=8, heads=2, hidden=8, encoder_layers=1,
-                  decoder_layers=2, queries=3)
+                  decoder_layers=1, queries=3)
 # Three images: two boxes, one, none (a batch without objects in one image).
 TRUTH = BoxTruth(np.array([[0, 2], [1, -1], [-1, -1]]),
                  np.array([[[0.3, 0.3, 0.2, 0.3], [0.6, 0.7, 0.3, 0.2]], [[0.5, 0.5, 0.4, 0.4], [0, 0, 0, 0]],
                            [[0, 0, 0, 0], [0, 0, 0, 0]]], np.float32), np.array([2, 1, 0]))
-ASSIGNMENT = np.array([[[1, -1, 0], [0, 1, -1]], [[-1, 0, -1], [-1, -1, 0]], [[-1, -1, -1]] * 2])  # (N, L, Q)
+ASSIGNMENT = np.array([[[1, -1, 0]], [[-1, 0, -1]], [[-1, -1, -1]]])  # (N, L, Q)
 
 
 def build(model, in_shape, dtype, seed=0):
@@ -33,21 +33,25 @@ def build(model, in_shape, dtype, seed=0):
     (a random draw per leaf) costs more than the checks it serves."""
     shapes = jax.eval_shape(lambda key: init_model(model, key, in_shape, dtype=dtype)[1:], jax.random.PRNGKey(0))
     rng = np.random.default_rng(seed)
-    return jax.tree_util.tree_map(lambda s: jnp.asarray(0.5 * rng.standard_normal(s.shape), s.dtype), shapes)
+    return jax.tree_util.tree_map(lambda s: (0.5 * rng.standard_normal(s.shape)).astype(s.dtype), shapes)
 
 
-# float32 without the encoder, on one decoder layer (compiling costs more than the checks).
-@pytest.mark.parametrize("dtype, layers", [(jnp.float64, 2), (jnp.float32, 1)], ids=["f64-aux", "f32"])
-def test_whole_model_gradient_equals_jax(dtype, layers):
-    model = mini_detr(TINY._replace(decoder_layers=layers, encoder_layers=layers - 1))
-    params, state = build(model, (-1, 8, 8, 1), dtype)
-    x = jnp.asarray(np.random.default_rng(1).uniform(size=(3, 8, 8, 1)), dtype)
+def test_whole_model_gradient_equals_jax():  # float64 and float32 at one point
+    """The encoder block and one decoder layer. The auxiliary outputs of two decoder layers (the memory's
+    cotangent summed over both): MiniMaskFormer's check (tests/models/test_maskformer.py), the same
+    query decoder (`set_prediction.backbone_and_decoder`); MiniDETR's heads and `detr_loss` take the
+    layers as one more axis (N, L, Q); the targets' per-layer weights: class_targets of two layers in
+    test_hungarian_matching_and_targets_on_a_hand_made_case."""
+    model = mini_detr(TINY)
+    params, state = build(model, (-1, 8, 8, 1), np.float32)
+    x = np.random.default_rng(1).uniform(size=(3, 8, 8, 1)).astype(np.float32)
     shapes = jax.eval_shape(lambda x: model.apply(params, state, x)[0], x)
-    assert shapes.logits.shape == (3, layers, 3, 4) and shapes.boxes.shape == (3, layers, 3, 4)
-    targets = detr_targets(ASSIGNMENT[:, :layers], TRUTH, num_classes=3)  # matching: tested on its own below
-    report = check_model(model, detr_loss(), params, state, x, targets)
+    assert shapes.logits.shape == (3, 1, 3, 4) and shapes.boxes.shape == (3, 1, 3, 4)
+    targets = detr_targets(ASSIGNMENT, TRUTH, num_classes=3)  # matching: tested on its own below
+    report = check_model(model, detr_loss(), params, state, x, targets, dtype=(jnp.float64, jnp.float32))
     assert all(e.max_rel <= e.rtol for e in report.values())
     assert any("backbone" in leaf for leaf in report) and any("queries" in leaf for leaf in report)
+    assert any("['memory']['blocks'][0]" in leaf for leaf in report)  # the encoder block
 
 
 # pred vs target: random; pred degenerate (w = 0, then a point); identical (every min/max ties);
@@ -58,26 +62,32 @@ BOXES = [([0.4, 0.5, 0.3, 0.2], [0.45, 0.4, 0.2, 0.3]), ([0.4, 0.5, 0.0, 0.2], [
          ([0.5, 0.5, 0.3, 0.3], [0.6, 0.5, 0.0, 0.0]), ([0.5, 0.5, 0.0, 0.0], [0.5, 0.5, 0.0, 0.0])]
 
 
-@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
-def test_generalized_iou_loss_pullback_equals_jax_with_degenerate_boxes(dtype):
-    pred, target = (jnp.asarray([b[i] for b in BOXES], dtype) for i in (0, 1))
-    g = jnp.asarray(np.random.default_rng(0).standard_normal(len(BOXES)), dtype)
+def test_generalized_iou_loss_pullback_equals_jax_with_degenerate_boxes():
+    """float64 and float32 in one program at one point (the boxes in float32, cast up exactly): float64
+    within 1e-10, float32 by the suite's rule with the float64 evaluation of JAX's as the truth."""
+    pred, target = (np.asarray([b[i] for b in BOXES], np.float32) for i in (0, 1))
+    g = np.random.default_rng(0).standard_normal(len(BOXES)).astype(np.float32)
 
-    @jax.jit
     def ours(pred, target, g):
         loss, pullback = generalized_iou_loss(pred, target)
         return loss, pullback(g)
 
-    @jax.jit
     def theirs(pred, target, g):
         loss, pullback = jax.vjp(lambda p: 1 - generalized_iou(p, target), pred)
         return loss, pullback(g)[0]
 
-    check_function(ours, theirs, pred, target, g, what="generalized_iou_loss")
-    loss, dpred = ours(pred, target, g)
-    loss = np.asarray(loss)
-    assert abs(loss[3]) < 1e-5 and loss[4] > 1 and np.all(np.isfinite(np.asarray(dpred)))
-    np.testing.assert_allclose(loss[7], 1.0, atol=1e-5)  # two equal points: I = 0, U = C = 0 (+ EPS)
+    @jax.jit
+    def both(pred, target, g):
+        return [(ours(*point), theirs(*point)) for point in
+                ([a.astype(d) for a in (pred, target, g)] for d in (jnp.float64, jnp.float32))]
+
+    (ours64, theirs64), (ours32, theirs32) = both(pred, target, g)
+    compare(ours64, theirs64, what="generalized_iou_loss[float64]")
+    compare(ours32, theirs32, truth=theirs64, what="generalized_iou_loss[float32]")
+    for loss, dpred in (ours64, ours32):
+        loss = np.asarray(loss)
+        assert abs(loss[3]) < 1e-5 and loss[4] > 1 and np.all(np.isfinite(np.asarray(dpred)))
+        np.testing.assert_allclose(loss[7], 1.0, atol=1e-5)  # two equal points: I = 0, U = C = 0 (+ EPS)
 
 
 def test_hungarian_matching_without_scipy_names_the_extra(monkeypatch):

@@ -1,27 +1,22 @@
-"""MiniViT of the zoo: named params, the whole model's handwritten gradient against jax.grad, and config
-errors. (Dropout's pullback is the registry's; here it would add a second of compilation per dtype.)"""
+"""MiniViT of the zoo: named params and config errors. Its whole-model gradient: the loaded ViT of
+tests/interop (this `vit`, two blocks, its outputs, loss and every parameter's gradient against
+PyTorch's, float64 within 1e-10 and float32 by the suite's rule); this config's differences from that one
+are layer options (the tanh GELU, LayerNorm's epsilon), whose pullbacks the registry checks against JAX
+in both dtypes. (Dropout's pullback is the registry's too.)"""
 
-import jax
-import jax.numpy as jnp
 import pytest
 
-from purenet.check import check_model
-from purenet.core import init_model
-from purenet.losses import softmax_cross_entropy
 from purenet.models import ViTConfig, vit
+from tests.models.common import random_init
 
 TINY = ViTConfig(image_size=8, patch_size=4, d_model=8, layers=1, heads=2, hidden=12, num_classes=5)
 
 
-def test_whole_model_gradient_equals_jax(key):  # float64 and float32 at one point
-    model = vit(TINY)
-    out_shape, params, state = init_model(model, key, (-1, 8, 8, 1))
-    assert out_shape == (-1, 5) and params["patches"]["w"].shape == (4, 4, 1, 8)
+def test_named_params_and_shapes():
+    out_shape, params, _ = random_init(vit(TINY), (3, 8, 8, 1))
+    assert out_shape == (3, 5) and params["patches"]["w"].shape == (4, 4, 1, 8)
     assert params["cls"]["token"].shape == (8,) and params["pos"]["w"].shape == (5, 8)  # 4 patches + class token
     assert params["blocks"][0]["attn"]["w_q"].shape == (8, 8) and params["head"]["w"].shape == (8, 5)
-    x = jax.random.normal(jax.random.PRNGKey(1), (3, 8, 8, 1), jnp.float32)
-    report = check_model(model, softmax_cross_entropy(), params, state, x, jnp.array([0, 4, 2]), dtype=(jnp.float64, jnp.float32))
-    assert all(e.max_rel <= e.rtol for e in report.values())
 
 
 def test_config_errors_name_the_argument():
