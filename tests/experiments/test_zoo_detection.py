@@ -13,7 +13,9 @@ def check_run(metrics: dict, out, plot: str) -> None:
     assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
     assert is_png(out / "curves.png") and is_png(out / plot) and (out / "checkpoint.npz").exists()
     losses = metrics["history"]["loss"]
-    assert len(losses) == metrics["epochs"] == 2 and all(map(math.isfinite, losses)) and losses[1] < losses[0]
+    # The matched set loss falls by more than 1% over the second epoch: DETR 7.61 -> 6.83, MaskFormer 9.49 ->
+    # 9.11; untrained (lr 1e-30) 7.7987 -> 7.7969 and 9.5781 -> 9.5777, which pass a bare `<`.
+    assert len(losses) == metrics["epochs"] == 2 and all(map(math.isfinite, losses)) and losses[1] < 0.99 * losses[0]
     assert metrics["report_split"] == "test" and metrics["gradient"] == "ours" and metrics["num_params"] > 0
 
 
