@@ -25,15 +25,21 @@ under the mixed-precision policy `Policy(compute_dtype=bfloat16)` (float32 param
 and pullbacks in bfloat16, sums in float32), timed in the same rounds: its ms, its time over the float32 step's,
 and its XLA temporary bytes. Flax, Equinox and PyTorch come
 with `pip install -e ".[bench]"`; a peer whose library is missing, or that has no natural form for a row
-(Equinox GPT), prints "-".
+(Equinox GPT), prints "-". The row "GPT-2 124M B4 T256" is GPT-2 small's architecture at a real size
+(`GPT2LMHeadModel`'s, as `purenet.interop.load_gpt2` builds it: 12 layers, 768 wide, 50,257 ids, a tied
+head without bias), batch 4 of 256 tokens, against jax.grad of our forward and PyTorch running
+`transformers`' own GPT2LMHeadModel (in the `bench` extra) with purenet's weights; its step takes seconds,
+so it times at most 6 rounds, and it runs only when named (about 6 minutes and 10 GB of memory in all).
 
     python experiments/benchmark.py                 # full run, writes runs/benchmark/{results.json,table.md}
     python experiments/benchmark.py --quick         # tiny configuration (harness check only)
     python experiments/benchmark.py --models "char-LSTM 65-64-256" "char-GRU 65-64-256"   # some rows
+    python experiments/benchmark.py --models "GPT-2 124M B4 T256"                         # the 124M row only
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import itertools
 import json
 import math
@@ -53,6 +59,7 @@ from jax import lax
 import common
 from purenet import losses, optim
 from purenet.combinators import serial
+from purenet.interop import gpt2 as gpt2_interop
 from purenet.layers import GRU, Dense, Embedding
 from purenet.models import CharLMConfig, GPTConfig, LeNetConfig, char_lm, gpt, lenet5, mlp
 from purenet.models.lenet import CLASSIC
@@ -63,33 +70,46 @@ LEARNING_RATE = 1e-3
 # ------------------------------------------------------------------------------------------------- rows
 
 
-class Row(NamedTuple):
-    """One benchmark row: which model family, its configuration, the batch, and whether peers run it."""
+ALL_PEERS = ("plain jax.grad", "Flax", "Equinox", "PyTorch CPU")  # PEERS' names, below
 
-    kind: str  # "mlp", "lenet", "char" or "gpt": how purenet and the peers build it
+
+class Row(NamedTuple):
+    """One benchmark row: which model family, its configuration, the batch, and which peers run it."""
+
+    kind: str  # "mlp", "lenet", "char", "gpt" or "gpt2": how purenet and the peers build it
     config: Any  # MLP: the layer widths (784, 512, 512, 10); LeNetConfig; CharLMConfig; GPTConfig
     batch: int
     steps: int = 0  # token models: the sequence length T (ids (N, T) over config.vocab_size)
-    peers: bool = True  # False: a purenet-only row (jax.grad of our forward still runs)
+    peers: tuple = ALL_PEERS  # (): a purenet-only row (jax.grad of our forward still runs)
+    rounds: int = 0  # at most this many timed rounds (a step of seconds); 0: the run's --rounds
+    opt_in: bool = False  # True: runs only when --models names it (a row of minutes and gigabytes)
 
 
 def rows(batch_size: int = 128, quick: bool = False) -> dict[str, Row]:
-    """The rows by name. MLP and LeNet take `batch_size`; the char models B 32, T 64; GPT B 16, T 128.
-    `quick`: batch 4 everywhere, character sequences of 8, GPT 2 layers of context 16 (a harness check only)."""
+    """The rows by name. MLP and LeNet take `batch_size`; the char models B 32, T 64; GPT B 16, T 128;
+    GPT-2 124M (`GPT2LMHeadModel`'s architecture as `purenet.interop.load_gpt2` builds it) B 4, T 256, at
+    most 6 rounds (its step takes seconds), against PyTorch running `transformers`' reference model, only
+    when --models names it (about 6 minutes and 10 GB of memory here).
+    `quick`: batch 4 everywhere, character sequences of 8, GPT 2 layers of context 16, GPT-2 2 layers 16
+    wide over 76 ids (a harness check only)."""
     chars = partial(CharLMConfig, 65, hidden=256, layers=1, embedding=64)
     char_batch, char_steps, context = (4, 8, 16) if quick else (32, 64, 128)
     gpt_config = GPTConfig(65, context=context, layers=2 if quick else 4, d_model=128, heads=4, hidden=512,
                            residuals="logsumexp")
+    gpt2_config = (GPTConfig(76, context=32, layers=2, d_model=16, heads=2, head_bias=False) if quick else
+                   GPTConfig(50257, context=1024, layers=12, d_model=768, heads=12, head_bias=False))
     batch_size = 4 if quick else batch_size
     return {
         "MLP 784-512-512-10": Row("mlp", (784, 512, 512, 10), batch_size),
         "LeNet-5": Row("lenet", LeNetConfig(), batch_size),
         "LeNet-5 classic": Row("lenet", CLASSIC, batch_size),
-        "LeNet-5, conv1 on lax.conv": Row("lenet", LeNetConfig(algorithm="xla"), batch_size, peers=False),
+        "LeNet-5, conv1 on lax.conv": Row("lenet", LeNetConfig(algorithm="xla"), batch_size, peers=()),
         "char-LSTM 65-64-256": Row("char", chars(cell="lstm"), char_batch, char_steps),
         "char-GRU 65-64-256": Row("char", chars(cell="gru"), char_batch, char_steps),
         "char-SimpleRNN 65-64-256": Row("char", chars(cell="rnn"), char_batch, char_steps),
         "GPT 4L d128 h4 T128": Row("gpt", gpt_config, 4 if quick else 16, context),
+        "GPT-2 124M B4 T256": Row("gpt2", gpt2_config, 4, 16 if quick else 256, peers=("PyTorch CPU",), rounds=6,
+                                  opt_in=True),
     }
 
 
@@ -101,7 +121,7 @@ def purenet_model(row: Row):
         return mlp(row.config[1:-1], row.config[-1]), (row.batch, row.config[0])
     if row.kind == "lenet":
         return lenet5(row.config), (row.batch, 28, 28, 1)
-    if row.kind == "gpt":
+    if row.kind in ("gpt", "gpt2"):
         return gpt(row.config), (row.batch, row.steps)
     c = row.config
     if c.cell != "gru":
@@ -114,7 +134,7 @@ def purenet_model(row: Row):
 def make_batch(row: Row, in_shape, key):
     """-> (x, labels): images x float32 with labels (N,) in [0, 10), or ids (N, T) with one label per token."""
     key_x, key_y = jax.random.split(key)
-    if row.kind in ("char", "gpt"):
+    if row.kind in ("char", "gpt", "gpt2"):
         vocab = row.config.vocab_size
         return jax.random.randint(key_x, in_shape, 0, vocab), jax.random.randint(key_y, in_shape, 0, vocab)
     classes = row.config[-1] if row.kind == "mlp" else row.config.num_classes
@@ -353,11 +373,37 @@ def _torch_gpt_state(p) -> dict:
     return state
 
 
+def _torch_gpt2_state(config, params) -> dict:
+    """GPT-2's params under `GPT2LMHeadModel`'s parameter names (purenet.interop's table; GPT-2 keeps every
+    tensor in purenet's layout, Conv1D weights (in, out)). The tied `lm_head.weight` is `wte.weight`."""
+    trees = {"params": params}
+    state = {}
+    for entry in gpt2_interop.GPT2.entries(config):
+        assert entry.kind == "same", entry  # no transpose to make: the conversion is a renaming
+        leaf = trees
+        for part in entry.path:
+            leaf = leaf[part]
+        state[entry.name] = leaf
+    return state
+
+
 def _torch_modules(row: Row):
-    """-> () -> the row's torch.nn.Module (NCHW LeNet, batch-first recurrent layers, minGPT's GPT)."""
+    """-> () -> the row's torch.nn.Module (NCHW LeNet, batch-first recurrent layers, minGPT's GPT,
+    `transformers`' GPT2LMHeadModel)."""
     from torch import nn
 
     c = row.config
+    if row.kind == "gpt2":
+        import transformers
+
+        def build():  # the reference config `save_gpt2` writes beside the weights; no dropout, no KV cache
+            reference = gpt2_interop.GPT2.reference_config(c, {})
+            del reference["architectures"], reference["model_type"]
+            config = transformers.GPT2Config(**reference, use_cache=False)
+            config._attn_implementation = "sdpa"  # the reference's default on the CPU, set explicitly
+            return transformers.GPT2LMHeadModel(config)
+
+        return build
     if row.kind == "mlp":
         def build():
             layers = [m for a, b in itertools.pairwise(c[:-1]) for m in (nn.Linear(a, b), nn.ReLU())]
@@ -439,6 +485,10 @@ def torch_peer(row: Row) -> Peer | None:
         def convert(params):
             return {"embed.weight": params["embed"]["w"], "out.weight": params["head"]["w"].T,
                     "out.bias": params["head"]["b"], **_torch_rnn_state(row.config, params)}
+    elif row.kind == "gpt2":
+        if importlib.util.find_spec("transformers") is None:
+            return None
+        convert = partial(_torch_gpt2_state, row.config)
     else:
         convert = _torch_gpt_state
 
@@ -447,7 +497,7 @@ def torch_peer(row: Row) -> Peer | None:
         return torch.from_numpy(x.astype(np.int64) if x.dtype.kind == "i" else x.copy())
 
     def loss(module, x, y):
-        logits = module(x)
+        logits = module(x).logits if row.kind == "gpt2" else module(x)
         return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
 
     return Peer(convert, loss, inputs, module=_torch_modules(row))
@@ -687,6 +737,7 @@ def equinox_peer(row: Row) -> Peer | None:
 
 # name -> (Row -> Peer, or None where the library is missing or has no natural form for the row)
 PEERS = {"plain jax.grad": plain_peer, "Flax": flax_peer, "Equinox": equinox_peer, "PyTorch CPU": torch_peer}
+assert tuple(PEERS) == ALL_PEERS
 OURS_AUTODIFF = "jax.grad of our forward"
 BF16 = Policy(compute_dtype=jnp.bfloat16)  # the bf16 column: purenet's step under this policy
 
@@ -695,7 +746,12 @@ def _torch_module(peer: Peer, params):
     import torch
 
     module = peer.module()
-    module.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in jax.jit(peer.convert)(params).items()})
+    converted = jax.jit(peer.convert)(params)
+    loaded = module.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in converted.items()}, strict=False)
+    # Every parameter filled; a name left out may only be another name of one (GPT-2's lm_head.weight is
+    # transformer.wte.weight, tied).
+    unfilled = set(loaded.missing_keys) & {name for name, _ in module.named_parameters()}
+    assert not loaded.unexpected_keys and not unfilled, (loaded.unexpected_keys, unfilled)
     return module
 
 
@@ -802,7 +858,7 @@ def bench_row(name: str, row: Row, rounds: int, peak: float) -> dict:
     ours_bf16, bf16_temp, _ = compile_step(mixed, *args)
     jax_steps, temps, torch_steps = {OURS_AUTODIFF: lambda: ref(*args)}, {OURS_AUTODIFF: ref_temp}, {}
     for peer_name, make in PEERS.items():
-        peer = make(row) if row.peers else None
+        peer = make(row) if peer_name in row.peers else None
         if peer is not None and peer.module is None:
             jax_steps[peer_name], temps[peer_name] = jax_peer_step(peer, params, x, y)
         elif peer is not None:
@@ -851,14 +907,15 @@ def main(argv=None):
     parser.add_argument("--rounds", type=common.positive_int, default=30, help="timed calls of each step")
     parser.add_argument("--quick", action="store_true", help="tiny shapes, 3 rounds: checks the harness only")
     parser.add_argument("--models", nargs="+", metavar="NAME", choices=list(rows()),
-                        help="only these rows (default: all)")
+                        help="only these rows (default: all but the GPT-2 124M row, which runs when named)")
     parser.add_argument("--out-dir", default="runs/benchmark")
     args = parser.parse_args(argv)
     table_rows = rows(args.batch_size, quick=args.quick)
     rounds = 3 if args.quick else args.rounds
     peak = matmul_peak_gflops(256 if args.quick else 1024, rounds)
-    names = args.models or list(table_rows)
-    results = [bench_row(name, table_rows[name], rounds, peak) for name in names]
+    names = args.models or [name for name, row in table_rows.items() if not row.opt_in]
+    results = [bench_row(name, table_rows[name], min(rounds, table_rows[name].rounds or rounds), peak)
+               for name in names]
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, jax {jax.__version__}, {jax.devices()[0].platform}"
     for package in ("flax", "equinox", "torch"):
         try:

@@ -19,11 +19,12 @@ BENCH = load_experiment("benchmark")  # with experiments/ importable: it shares 
 ROWS = BENCH.rows(quick=True)
 LIBRARIES = {"plain jax.grad": (), "Flax": ("flax", "optax"), "Equinox": ("equinox", "optax"),
              "PyTorch CPU": ("torch",)}  # what each peer needs installed
-# The peers run every row but the purenet-only one ("LeNet-5, conv1 on lax.conv") and "LeNet-5": each peer
+# Each row's peers (GPT-2's: PyTorch running transformers' GPT2LMHeadModel; none for the purenet-only
+# "LeNet-5, conv1 on lax.conv"), on every row but "LeNet-5": each peer
 # builds both LeNets with the same code, only the kernels and paddings differ, and "LeNet-5 classic" covers
 # both paddings (conv1 'SAME', conv2 'VALID', so both branches of the flattened width) and the same
 # purenet layers (conv1 on its one-channel taps, as "auto" picks for both).
-CASES = [(name, peer) for name, row in ROWS.items() if row.peers and name != "LeNet-5" for peer in BENCH.PEERS]
+CASES = [(name, peer) for name, row in ROWS.items() if name != "LeNet-5" for peer in row.peers]
 
 
 def installed(peer: str) -> bool:
@@ -46,7 +47,7 @@ def purenet_case(name: str):
                           shapes)
     # The batch of `BENCH.make_batch`'s shapes and dtypes: ids and per-token labels over the vocabulary, or
     # float32 images with one label in [0, classes) each.
-    if row.kind in ("char", "gpt"):
+    if row.kind in ("char", "gpt", "gpt2"):
         x, y = (rng.integers(0, row.config.vocab_size, in_shape).astype(np.int32) for _ in range(2))
     else:
         classes = row.config[-1] if row.kind == "mlp" else row.config.num_classes
@@ -59,8 +60,8 @@ def purenet_case(name: str):
 
 @pytest.mark.parametrize("name, peer", CASES)
 def test_peer_computes_purenet_loss_and_gradients(name, peer):
-    for library in LIBRARIES[peer]:
-        pytest.importorskip(library)
+    for library in LIBRARIES[peer] + (("transformers",) if ROWS[name].kind == "gpt2" else ()):
+        pytest.importorskip(library)  # GPT-2's PyTorch peer is transformers' reference model
     made = BENCH.PEERS[peer](ROWS[name])
     if made is None:
         assert (peer, ROWS[name].kind) == ("Equinox", "gpt")  # the one row without a natural form
@@ -86,8 +87,7 @@ def test_quick_benchmark_writes_table_and_json(tmp_path):
         assert row["purenet_flops"] > 0 and row["jax_grad_flops"] > 0 and row["purenet_temp_bytes"] >= 0
         assert row["bf16_ms"] > 0 and row["bf16_temp_bytes"] >= 0  # the bf16-policy column
         assert row["bf16_over_purenet"] == pytest.approx(row["bf16_ms"] / row["purenet_ms"])
-        expected = {BENCH.OURS_AUTODIFF} | ({p for p in BENCH.PEERS if installed(p)} if ROWS[row["model"]].peers
-                                            else set())
+        expected = {BENCH.OURS_AUTODIFF} | {p for p in ROWS[row["model"]].peers if installed(p)}
         assert {p for p, ms in row["peer_ms"].items() if ms is not None} == expected
         assert all(row["peer_ratio"][p] > 0 for p in expected) and row["fastest_peer"] in expected
         assert row["purenet_over_fastest"] == pytest.approx(row["purenet_ms"] / row["peer_ms"][row["fastest_peer"]])
