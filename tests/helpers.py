@@ -59,10 +59,25 @@ def write_fake_mnist(directory: pathlib.Path, num_train: int, num_test: int, see
         write_idx(directory / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, count).astype(np.uint8))
 
 
+def traced_init(model, in_shape, key=None) -> tuple:
+    """`model.init` traced (jax.eval_shape), not run: -> (out_shape, params, state), the arrays as
+    ShapeDtypeStructs. Run eagerly, `init` compiles each of its random draws as a program of its own;
+    where the trees and shapes are the claim, or numpy draws the values, tracing is all it takes."""
+    declared = []
+
+    def init(k):
+        out_shape, params, state = model.init(k, in_shape)
+        declared.append(out_shape)
+        return params, state
+
+    params, state = jax.eval_shape(init, jax.random.PRNGKey(0) if key is None else key)
+    return declared[0], params, state
+
+
 def random_params(model, in_shape, dtype, *, scale: float = 0.5, seed: int = 0) -> tuple:
     """(params, state) of `model.init`'s trees for `in_shape`, every param drawn N(0, scale^2) in `dtype`
-    by numpy: the init is only traced (jax.eval_shape), so a gradient check compiles one program, not
+    by numpy: the init is only traced (`traced_init`), so a gradient check compiles one program, not
     the init's ops one by one. For stateless models (state has no leaves)."""
-    shapes, state = jax.eval_shape(lambda k: model.init(k, in_shape)[1:], jax.random.PRNGKey(0))
+    _, shapes, state = traced_init(model, in_shape)
     rng = np.random.default_rng(seed)
     return jax.tree.map(lambda s: (scale * rng.normal(size=s.shape)).astype(dtype), shapes), state

@@ -11,36 +11,21 @@ from purenet.combinators import identity, parallel, residual, select, serial
 from purenet.core import Decode, Layer, can_decode, init_model, tree_add, zero_cotangent
 from purenet.layers import LSTM, Conv1D, Dense, Dropout, Embedding, GRU, LayerNorm, Relu, SequenceInput, Tanh
 from purenet.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from tests.helpers import random_params
+from tests.helpers import random_params, traced_init
 
 
-def traced_init(model, key, in_shape):
-    """`model.init` traced (jax.eval_shape), not run: (out_shape, params, state), the arrays as
-    ShapeDtypeStructs. Where shapes and trees are the claim, an eager init would only add a compiled
-    sampler per parameter shape."""
-    declared = []
-
-    def init(k):
-        out_shape, params, state = model.init(k, in_shape)
-        declared.append(out_shape)
-        return params, state
-
-    params, state = jax.eval_shape(init, key)
-    return declared[0], params, state
-
-
-def test_serial_infers_shapes_without_data(key):
-    out_shape, params, state = traced_init(serial(Dense(8), Dense(3)), key, (-1, 5))
+def test_serial_infers_shapes_without_data():
+    out_shape, params, state = traced_init(serial(Dense(8), Dense(3)), (-1, 5))
     assert out_shape == (-1, 3)
     assert params[0]["w"].shape == (5, 8) and params[1]["b"].shape == (3,)
     assert state == ({}, {})
 
 
-def test_parallel_shapes(key):
-    assert traced_init(parallel(Dense(2), Dense(3)), key, (-1, 4))[0] == (-1, 5)
-    assert traced_init(parallel(Dense(4), identity(), merge="sum"), key, (-1, 4))[0] == (-1, 4)
-    assert traced_init(parallel(a=Dense(2), b=Dense(3), merge=None), key, (-1, 4))[0] == {"a": (-1, 2), "b": (-1, 3)}
-    assert traced_init(parallel(Dense(2), Dense(3), merge=None), key, [-1, 4])[0] == ((-1, 2), (-1, 3))
+def test_parallel_shapes():
+    assert traced_init(parallel(Dense(2), Dense(3)), (-1, 4))[0] == (-1, 5)
+    assert traced_init(parallel(Dense(4), identity(), merge="sum"), (-1, 4))[0] == (-1, 4)
+    assert traced_init(parallel(a=Dense(2), b=Dense(3), merge=None), (-1, 4))[0] == {"a": (-1, 2), "b": (-1, 3)}
+    assert traced_init(parallel(Dense(2), Dense(3), merge=None), [-1, 4])[0] == ((-1, 2), (-1, 3))
 
 
 def test_init_model_casts_params(key):
@@ -197,7 +182,7 @@ def test_sequence_input_is_a_structured_input(key):
     # The recurrent layers' optional initial state follows the same rule: in_shape and dx mirror it.
     layer = LSTM(4)
     in_shape = SequenceInput((2, 5, 3), ((2, 4), (2, 4)))
-    assert traced_init(layer, key, in_shape)[0] == (2, 5, 4)
+    assert traced_init(layer, in_shape)[0] == (2, 5, 4)
     report = check_layer(layer, in_shape, key=key)
     assert "LSTM.dx.initial[1]" in report and "LSTM.dx.x" in report
     with pytest.raises(ValueError, match=r"LSTM: expected initial state h and c of shape \(2, 4\)"):

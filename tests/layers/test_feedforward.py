@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from purenet.layers.feedforward import FeedForward
+from tests.helpers import traced_init
 
 
 def _normal(key, i, shape):
@@ -19,16 +20,9 @@ def _normal(key, i, shape):
 def _params(layer, key, in_shape):
     """(out_shape, params, state) of init, only traced: params standard normal (biases nonzero, so a
     missing bias term shows), float64, drawn by numpy."""
-    out_shapes = []
-
-    def init(key):
-        out_shape, params, state = layer.init(key, in_shape)
-        out_shapes.append(out_shape)
-        return params, state
-
-    shapes, state = jax.eval_shape(init, key)
+    out_shape, shapes, state = traced_init(layer, in_shape, key)
     params = {k: _normal(key, i + 1, v.shape) for i, (k, v) in enumerate(shapes.items())}
-    return out_shapes[0], params, state
+    return out_shape, params, state
 
 
 ACTIVATIONS = {"gelu": lambda v: jax.nn.gelu(v, approximate=True), "relu": jax.nn.relu, "silu": jax.nn.silu}

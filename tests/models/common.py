@@ -1,23 +1,19 @@
 """Params for the zoo's tests without compiling `init`: run eagerly, `init` compiles each of its random
 draws as a program of its own (about 0.1 s apiece, paid again in every module: conftest.py clears the
-caches), more than the checks it serves cost. `init` is only traced here (jax.eval_shape) for the tree,
+caches), more than the checks it serves cost. `init` is only traced here (`traced_init`) for the tree,
 the shapes and the output shape; numpy draws the values."""
 
 import jax
 import numpy as np
+
+from tests.helpers import traced_init
 
 
 def random_init(model, in_shape, dtype=np.float32, *, scale: float = 0.5, seed: int = 0) -> tuple:
     """-> (out_shape, params, state) of `init_model(model, key, in_shape, dtype=dtype)`'s form: every param
     drawn N(0, scale^2) by numpy; state's floating-point leaves are running statistics (BatchNorm's):
     variances ("var") 1, the others 0; integer state 0."""
-    box = {}
-
-    def init(key):
-        box["out_shape"], params, state = model.init(key, in_shape)
-        return params, state
-
-    params, state = jax.eval_shape(init, jax.random.PRNGKey(0))
+    out_shape, params, state = traced_init(model, in_shape)
     rng = np.random.default_rng(seed)
     params = jax.tree.map(lambda s: (scale * rng.standard_normal(s.shape)).astype(dtype), params)
 
@@ -26,7 +22,7 @@ def random_init(model, in_shape, dtype=np.float32, *, scale: float = 0.5, seed: 
             return np.zeros(s.shape, s.dtype)
         return np.full(s.shape, 1.0 if jax.tree_util.keystr(path).endswith("['var']") else 0.0, dtype)
 
-    return box["out_shape"], params, jax.tree_util.tree_map_with_path(statistic, state)
+    return out_shape, params, jax.tree_util.tree_map_with_path(statistic, state)
 
 
 def fan_in_init(model, in_shape, dtype=np.float32, *, seed: int = 0, bias_scale: float = 0.0) -> tuple:
@@ -35,13 +31,7 @@ def fan_in_init(model, in_shape, dtype=np.float32, *, seed: int = 0, bias_scale:
     LayerNorm gamma 1; other 1-D leaves (biases, beta) N(0, bias_scale^2), 0 by default; embedding tables
     ("embed" in the path) N(0, 1 / F); other kernels LeCun's N(0, 1 / fan_in), fan_in = the product of
     all axes but the last. For stateless models."""
-    box = {}
-
-    def init(key):
-        box["out_shape"], params, state = model.init(key, in_shape)
-        return params, state
-
-    shapes, state = jax.eval_shape(init, jax.random.PRNGKey(0))
+    out_shape, shapes, state = traced_init(model, in_shape)
     rng = np.random.default_rng(seed)
 
     def draw(path, s):
@@ -53,4 +43,4 @@ def fan_in_init(model, in_shape, dtype=np.float32, *, seed: int = 0, bias_scale:
         fan_in = s.shape[-1] if "embed" in name else int(np.prod(s.shape[:-1]))
         return (rng.standard_normal(s.shape) / np.sqrt(fan_in)).astype(dtype)
 
-    return box["out_shape"], jax.tree_util.tree_map_with_path(draw, shapes), state
+    return out_shape, jax.tree_util.tree_map_with_path(draw, shapes), state
