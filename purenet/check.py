@@ -207,9 +207,9 @@ def random_cotangent(key, y):
     with float0 zeros where ours has None."""
     leaves, treedef = jax.tree_util.tree_flatten(y)
     keys = jax.random.split(key, max(len(leaves), 1))
-    ours = [jax.random.normal(k, a.shape, a.dtype) if is_differentiable(a) else None for k, a in zip(keys, leaves)]
-    theirs = [d if d is not None else np.zeros(a.shape, jax.dtypes.float0) for d, a in zip(ours, leaves)]
-    return treedef.unflatten(ours), treedef.unflatten(theirs)
+    ours = treedef.unflatten([jax.random.normal(k, a.shape, a.dtype) if is_differentiable(a) else None
+                              for k, a in zip(keys, leaves)])
+    return ours, _jax_cotangent(ours, y)
 
 
 def _host_rng(key: jax.Array) -> np.random.Generator:
@@ -241,6 +241,17 @@ def _jax_cotangent(dy, y):
     ours = treedef.flatten_up_to(dy)
     return treedef.unflatten([d if d is not None else np.zeros(a.shape, jax.dtypes.float0)
                               for d, a in zip(ours, leaves)])
+
+
+def _point_shapes(owner: str, layer: Layer, k_init, in_shape, dtype, x, ctx) -> tuple:
+    """The shapes a check draws its point for, traced, not run: -> (params, y) as ShapeDtypeStructs of
+    `init_model` at k_init in `dtype` and `apply` at x."""
+
+    def shapes(k_init, x):
+        _, params, state = init_model(layer, k_init, in_shape, dtype=dtype)
+        return params, checked_apply(owner, layer.name, layer, params, state, x, **ctx)[0]
+
+    return jax.eval_shape(shapes, k_init, x)
 
 
 def _compiled(layer: Layer, in_shape, dtype, body):
@@ -341,11 +352,7 @@ def check_layer(
     # The point, drawn on the host (_host_rng) in the lowest dtype: x, the cotangents and the tangents.
     x = _host_input(_host_rng(k_x), in_shape, low) if x is None else _cast(x, low)
 
-    def shapes(k_init, x):
-        _, params, state = init_model(layer, k_init, in_shape, dtype=low)
-        return params, checked_apply("check_layer", layer.name, layer, params, state, x, **ctx)[0]
-
-    params_shape, y_shape = jax.eval_shape(shapes, k_init, x)
+    params_shape, y_shape = _point_shapes("check_layer", layer, k_init, in_shape, low, x, ctx)
     rng = _host_rng(k_dy)
     dys = [_host_normal(rng, y_shape) for _ in range(num_cotangents)]
     tangent = _host_normal(_host_rng(k_t), (params_shape, _float_leaves(x).leaves)) if adjoint else None
@@ -360,9 +367,7 @@ def check_layer(
         return (y, new_state), [(dparams, split.with_none(dxf)) for dparams, dxf in grads]
 
     def ours_and_jax(params, state, x, dys, tangent):  # params, state, x and dys in the lowest dtype
-        y = jax.eval_shape(lambda p, s, x: checked_apply("check_layer", layer.name, layer, p, s, x, **ctx)[0],
-                           params, state, x)
-        dys = [(dy, _jax_cotangent(dy, y)) for dy in dys]
+        dys = [(dy, _jax_cotangent(dy, y_shape)) for dy in dys]
         sides, points = {}, {}
         for d in dtypes:
             p, s, xd, dys_d = points[d] = tuple(_cast(t, d) for t in (params, state, x, dys))
@@ -489,11 +494,7 @@ def check_dot_product(
     ctx = dict(key=k_layer, train=train)
     x = _host_input(_host_rng(k_x), in_shape, dtype) if x is None else x
 
-    def shapes(k_init, x):
-        _, params, state = init_model(layer, k_init, in_shape, dtype=dtype)
-        return params, checked_apply("check_dot_product", layer.name, layer, params, state, x, **ctx)[0]
-
-    params_shape, y_shape = jax.eval_shape(shapes, k_init, x)
+    params_shape, y_shape = _point_shapes("check_dot_product", layer, k_init, in_shape, dtype, x, ctx)
     tangent = _host_normal(_host_rng(k_t), (params_shape, _float_leaves(x).leaves))
     dy = _host_normal(_host_rng(k_dy), y_shape)  # None at integer and boolean outputs
 
