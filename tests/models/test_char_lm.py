@@ -8,7 +8,7 @@ import pytest
 from purenet.check import check_decode, check_model
 from purenet.losses import softmax_cross_entropy
 from purenet.models import CharLMConfig, char_lm
-from tests.models.common import random_init
+from tests.helpers import random_init
 
 
 # Every cell's decode step, and the head tied (TiedLM's step) and untied (a Dense head's): each row

@@ -13,7 +13,7 @@ from purenet.models.seq2seq import Seq2SeqInput, TransformerConfig, transformer_
 from purenet.optim import adam, chain, clip_by_global_norm
 from purenet.optim.schedules import warmup_cosine_decay_schedule
 from purenet.training import make_train_step
-from tests.models.common import fan_in_init
+from tests.helpers import fan_in_init
 
 VOCAB, LENGTH = 11, 9  # symbols are ids 3..10
 # One block each side, 32 wide, pre-LN: 100% on 500 sequences for seeds 0, 1 and 2 after 200 steps of 32

@@ -11,7 +11,7 @@ from purenet.check import check_decode, check_model
 from purenet.losses import softmax_cross_entropy
 from purenet.models import GPTConfig, generate, gpt
 from purenet.precision import Policy
-from tests.models.common import random_init
+from tests.helpers import random_init
 
 TINY = GPTConfig(vocab_size=11, context=8, layers=2, d_model=8, heads=2, hidden=16)
 # One block for the gradient checks: a block's pullback is as wrong in one block as in two (the stacked

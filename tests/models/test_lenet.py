@@ -9,7 +9,7 @@ from purenet.check import check_model
 from purenet.losses import softmax_cross_entropy
 from purenet.models import CLASSIC, LeNetConfig, lenet5, mlp
 from purenet.precision import Policy
-from tests.models.common import random_init
+from tests.helpers import random_init
 
 # conv1 sees one channel: on the CPU it runs as a sum over the kernel's taps, a graph that grows with
 # them (25 for a 5x5 kernel, 9 for a 3x3); the checks below take 3x3 kernels, the code paths of

@@ -9,7 +9,7 @@ import pytest
 from purenet.check import check_model
 from purenet.losses import softmax_cross_entropy
 from purenet.models import TORCHVISION_RESNET18, ResNetConfig, basic_block, resnet
-from tests.models.common import random_init
+from tests.helpers import random_init
 
 # Stage 0 keeps the stem's width (identity shortcut), stage 1 halves the size (projection shortcut).
 TINY = ResNetConfig(widths=(3, 4), blocks=(1, 1), num_classes=5)

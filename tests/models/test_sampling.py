@@ -8,7 +8,7 @@ import pytest
 
 from purenet.layers import Conv1D
 from purenet.models import CharLMConfig, char_lm, generate, sample_logits
-from tests.models.common import random_init
+from tests.helpers import random_init
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from purenet.losses import TokenTargets, masked_softmax_cross_entropy
 from purenet.models.search import beam_search, greedy_search
 from purenet.models.seq2seq import (LSTMSeq2SeqConfig, Seq2SeqInput, TransformerConfig, lstm_seq2seq,
                                     transformer_seq2seq)
-from tests.models.common import fan_in_init
+from tests.helpers import fan_in_init
 
 TINY = TransformerConfig(src_vocab=9, tgt_vocab=7, layers=1, d_model=8, heads=2, hidden=16, dropout=0.0)
 TINY_LSTM = LSTMSeq2SeqConfig(src_vocab=9, tgt_vocab=7, layers=2, hidden=6, embedding=5)

@@ -10,7 +10,7 @@ from purenet.check import check_layer
 from purenet.combinators import serial
 from purenet.layers import Conv1D, Dense, LayerNorm, Tanh
 from purenet.models import tied_lm
-from tests.models.common import random_init
+from tests.helpers import random_init
 
 
 def _ids(seed, shape):

@@ -7,7 +7,7 @@ in both dtypes. (Dropout's pullback is the registry's too.)"""
 import pytest
 
 from purenet.models import ViTConfig, vit
-from tests.models.common import random_init
+from tests.helpers import random_init
 
 TINY = ViTConfig(image_size=8, patch_size=4, d_model=8, layers=1, heads=2, hidden=12, num_classes=5)
 
