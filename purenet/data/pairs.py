@@ -1,10 +1,11 @@
 """Sentence pairs for sequence-to-sequence models: the shipped Tatoeba English-French pairs (see
-TATOEBA.md) or any tab-separated file, a split by distinct source sentence, character vocabularies with
-pad / bos / eos / unk ids, and padded (N, L) id batches.
+TATOEBA.md) or any tab-separated file, a split by distinct source sentence, character or subword
+vocabularies with pad / bos / eos / unk ids, padded (N, L) id batches, and length buckets.
 
 Dimension letters: N pairs, S source positions, T target positions. Ids 0..3 are PAD, BOS, EOS and UNK
-(a character the vocabulary has not seen); characters follow from id 4 in code-point order. A source
-is its characters then EOS; the decoder reads BOS then the target (`tgt_in`) and learns to emit the
+(a character or piece the vocabulary has not seen); characters follow from id 4 in code-point order
+(`CharVocabulary`), or a sentencepiece model's pieces (`SubwordVocabulary`). A source is its tokens then
+EOS; the decoder reads BOS then the target (`tgt_in`) and learns to emit the
 target then EOS (`tgt_out`); positions after that are PAD, and the loss mask is `tgt_out != PAD`.
 """
 
@@ -12,8 +13,11 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import os
 import pathlib
+import tempfile
+from functools import cached_property
 from typing import NamedTuple
 
 import numpy as np
@@ -123,6 +127,93 @@ def char_vocabularies(pairs: list[Pair]) -> tuple[CharVocabulary, CharVocabulary
             CharVocabulary("".join(sorted({c for _, t in pairs for c in t}))))
 
 
+class SubwordVocabulary:
+    """A sentencepiece model (BPE or unigram) whose ids 0..3 are PAD, BOS, EOS and UNK, as
+    `CharVocabulary`'s; made by `subword_vocabularies`, kept as the model file's bytes (`save`, `load`).
+    Text is not normalized (the identity rule), so decoding gives back the characters encoded."""
+
+    def __init__(self, model: bytes):
+        self.model = bytes(model)
+
+    @cached_property
+    def _processor(self):
+        import sentencepiece
+
+        return sentencepiece.SentencePieceProcessor(model_proto=self.model)
+
+    @property
+    def size(self) -> int:
+        return self._processor.get_piece_size()
+
+    def encode(self, text: str) -> np.ndarray:
+        """Ids of `text`'s pieces: int32 (pieces,); characters not seen in training become UNK."""
+        return np.asarray(self._processor.encode(text), np.int32)
+
+    def decode(self, ids) -> str:
+        """The text of ids (rank 1) up to the first EOS (or PAD); BOS is skipped, UNK reads as '?'."""
+        out = []
+        for i in np.asarray(ids).reshape(-1).tolist():
+            if i in (EOS, PAD):
+                break
+            if i != BOS:
+                out.append(i if 0 <= i < self.size else UNK)
+        return self._processor.decode(out).replace(" \u2047 ", "?").replace("\u2047", "?")
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the model file (to a temporary file in the same folder, then renamed over `path`)."""
+        path = pathlib.Path(path)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as file:
+            file.write(self.model)
+        os.replace(file.name, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "SubwordVocabulary":
+        return cls(pathlib.Path(path).read_bytes())
+
+
+def subword_vocabularies(pairs: list[Pair], size: int, *, kind: str = "bpe",
+                         cache: str | os.PathLike | None = None) -> tuple[SubwordVocabulary, SubwordVocabulary]:
+    """The (source, target) sentencepiece vocabularies of `pairs` (build them on the training split): each
+    side's own model of `kind` "bpe" or "unigram" with at most `size` ids (4 of them special), every
+    character of the side covered. Deterministic for the same pairs. With `cache` (a folder), the models
+    are read from it when it holds them for these pairs and settings, or trained and written there
+    (named by kind, size and a hash of the texts)."""
+    if not pairs:
+        fail("subword_vocabularies", "pairs is empty")
+    check_positive("subword_vocabularies", "size", size)
+    if kind not in ("bpe", "unigram"):
+        fail("subword_vocabularies", f"kind must be 'bpe' or 'unigram', got {kind!r}")
+    vocabularies = []
+    for side, texts in (("source", [s for s, _ in pairs]), ("target", [t for _, t in pairs])):
+        digest = hashlib.sha256("\n".join(texts).encode("utf-8")).hexdigest()[:12]
+        path = None if cache is None else pathlib.Path(cache) / f"{side}-{kind}{size}-{digest}.model"
+        if path is not None and path.exists():
+            vocabularies.append(SubwordVocabulary.load(path))
+            continue
+        vocabulary = SubwordVocabulary(_train_sentencepiece(texts, size, kind))
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            vocabulary.save(path)
+        vocabularies.append(vocabulary)
+    return vocabularies[0], vocabularies[1]
+
+
+def _train_sentencepiece(texts: list[str], size: int, kind: str) -> bytes:
+    import sentencepiece
+
+    model = io.BytesIO()
+    try:
+        sentencepiece.SentencePieceTrainer.train(
+            sentence_iterator=iter(texts), model_writer=model, model_type=kind, vocab_size=size,
+            pad_id=PAD, bos_id=BOS, eos_id=EOS, unk_id=UNK, character_coverage=1.0,
+            normalization_rule_name="identity", hard_vocab_limit=False, num_threads=1,
+            input_sentence_size=0, shuffle_input_sentence=False, minloglevel=2)
+    except RuntimeError as error:
+        fail("subword_vocabularies", f"sentencepiece could not train a {kind} vocabulary of {size} ids on "
+                                     f"{len(texts)} texts: {error}")
+    return model.getvalue()
+
+
 def pad_ids(sequences: list[np.ndarray], length: int) -> np.ndarray:
     """Sequences of ids, each at most `length` long, right-padded with PAD -> int32 (N, length)."""
     check_positive("pad_ids", "length", length)
@@ -143,7 +234,10 @@ class PairBatch(NamedTuple):
     tgt_out: np.ndarray
 
 
-def encode_pairs(pairs: list[Pair], source: CharVocabulary, target: CharVocabulary, *, src_len: int,
+Vocabulary = CharVocabulary | SubwordVocabulary
+
+
+def encode_pairs(pairs: list[Pair], source: Vocabulary, target: Vocabulary, *, src_len: int,
                  tgt_len: int) -> PairBatch:
     """Encode and pad `pairs` to fixed lengths: S = src_len (source + EOS) and T = tgt_len (target +
     one BOS or EOS); a pair that does not fit fails (filter with `fits` first)."""
@@ -155,5 +249,23 @@ def encode_pairs(pairs: list[Pair], source: CharVocabulary, target: CharVocabula
 
 
 def fits(pair: Pair, *, src_len: int, tgt_len: int) -> bool:
-    """Whether `pair` encodes within src_len source and tgt_len target positions (EOS and BOS included)."""
+    """Whether `pair` encodes within src_len source and tgt_len target characters (EOS and BOS included)."""
     return len(pair[0]) + 1 <= src_len and len(pair[1]) + 1 <= tgt_len
+
+
+def length_buckets(batch: PairBatch, count: int) -> list[PairBatch]:
+    """Split padded pairs into `count` length classes of (nearly) equal size, by target length (then
+    source length: the decoder's side costs the most), each cut to its own longest source and target
+    (so a class pads to its own lengths, and a model compiles at most `count` shapes). Pairs keep their
+    order within a class; `count=1` gives the pairs as they are, at their full padded lengths."""
+    check_positive("length_buckets", "count", count)
+    if count == 1:
+        return [batch]
+    src_len, tgt_len = np.sum(batch.src != PAD, axis=1), np.sum(batch.tgt_out != PAD, axis=1)
+    order = np.lexsort((src_len, tgt_len))
+    buckets = []
+    for index in np.array_split(order, min(count, len(order))):
+        index = np.sort(index)
+        S, T = int(src_len[index].max()), int(tgt_len[index].max())
+        buckets.append(PairBatch(batch.src[index, :S], batch.tgt_in[index, :T], batch.tgt_out[index, :T]))
+    return buckets

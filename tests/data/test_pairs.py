@@ -1,6 +1,6 @@
 """Sentence pairs: the shipped Tatoeba file (checksum, provenance), the split by distinct source
 sentence, tab-separated files of any origin (plain, gzipped, extra columns, broken ones), character
-vocabularies and padded batches."""
+vocabularies and padded batches, subword vocabularies (sentencepiece), length buckets."""
 
 import gzip
 import hashlib
@@ -8,8 +8,9 @@ import hashlib
 import numpy as np
 import pytest
 
-from purenet.data.pairs import (BOS, EOS, PAD, TATOEBA_PATH, TATOEBA_SHA256, UNK, CharVocabulary,
-                                char_vocabularies, encode_pairs, fits, load_pairs, pad_ids, split_pairs)
+from purenet.data.pairs import (BOS, EOS, PAD, TATOEBA_PATH, TATOEBA_SHA256, UNK, CharVocabulary, PairBatch,
+                                SubwordVocabulary, char_vocabularies, encode_pairs, fits, length_buckets,
+                                load_pairs, pad_ids, split_pairs, subword_vocabularies)
 
 
 def test_shipped_pairs_match_their_checksum_and_provenance():
@@ -85,3 +86,63 @@ def test_vocabularies_batches_and_special_ids():
     with pytest.raises(ValueError, match=r"split_pairs: validation \+ test must be < 1, got 0.5 \+ 0.5"):
         split_pairs(pairs, validation=0.5, test=0.5)
     assert CharVocabulary("ab").decode([BOS, 4, 5, PAD, 4]) == "ab"
+
+
+@pytest.fixture(scope="module")
+def tatoeba_train():
+    splits = split_pairs(load_pairs(), seed=0)
+    return [p for p in splits.train if fits(p, src_len=21, tgt_len=41)][:3000]
+
+
+@pytest.mark.parametrize("kind", ["bpe", "unigram"])
+def test_subword_vocabularies_give_back_the_text_and_keep_the_special_ids(kind, tatoeba_train, tmp_path):
+    source, target = subword_vocabularies(tatoeba_train, 300, kind=kind, cache=tmp_path)
+    assert source.size == target.size == 300
+    pieces = target._processor
+    assert [pieces.id_to_piece(i) for i in (PAD, BOS, EOS, UNK)] == ["<pad>", "<s>", "</s>", "<unk>"]
+    for english, french in tatoeba_train[::97]:  # every character kept, the narrow no-break space before "!" too
+        assert source.decode(source.encode(english)) == english
+        ids = target.encode(french)
+        assert ids.dtype == np.int32 and ids.min() > UNK and len(ids) <= len(french)
+        assert target.decode(np.concatenate([[BOS], ids, [EOS, 7, 8], [PAD] * 3])) == french
+    assert target.decode(target.encode("Ça 𝔵 va")) == "Ça ? va"  # unseen character -> UNK -> "?"
+    # Trained on the same pairs, the same model, from the cache or not; the cache holds one file per side.
+    files = sorted(tmp_path.iterdir())
+    assert [f.name.split("-")[:2] for f in files] == [["source", f"{kind}300"], ["target", f"{kind}300"]]
+    again = subword_vocabularies(tatoeba_train, 300, kind=kind)
+    assert again[1].model == target.model and SubwordVocabulary.load(files[1]).model == target.model
+    other = subword_vocabularies(tatoeba_train[:2000], 300, kind=kind, cache=tmp_path)  # other pairs: new files
+    assert other[1].model != target.model and len(list(tmp_path.iterdir())) == 4
+
+
+def test_subword_vocabularies_refuse_bad_arguments(tatoeba_train):
+    with pytest.raises(ValueError, match="subword_vocabularies.*'bpe' or 'unigram'"):
+        subword_vocabularies(tatoeba_train, 100, kind="wordpiece")
+    with pytest.raises(ValueError, match="subword_vocabularies.*empty"):
+        subword_vocabularies([], 100)
+    with pytest.raises(ValueError, match="subword_vocabularies.*size"):
+        subword_vocabularies(tatoeba_train, 0)
+
+
+def test_length_buckets_partition_the_pairs_each_cut_to_its_own_lengths():
+    rng = np.random.default_rng(0)
+    pairs = [("".join(rng.choice(list("abc"), rng.integers(1, 12))), "".join(rng.choice(list("xyz"), rng.integers(1, 30))))
+             for _ in range(203)]
+    batch = encode_pairs(pairs, *char_vocabularies(pairs), src_len=12, tgt_len=30)
+    assert length_buckets(batch, 1) == [batch]
+    buckets = length_buckets(batch, 4)
+    assert [len(b.src) for b in buckets] == [51, 51, 51, 50]
+    tgt_lengths = [np.sum(b.tgt_out != PAD, axis=1) for b in buckets]
+    assert all(a.max() <= b.min() for a, b in zip(tgt_lengths, tgt_lengths[1:]))  # classes by target length
+    seen = []
+    for b in buckets:  # cut to the class' longest source and target: no token lost, no column all PAD
+        assert isinstance(b, PairBatch) and b.tgt_in.shape == b.tgt_out.shape
+        for array in b:
+            assert np.any(array[:, -1] != PAD)
+        seen += [tuple(row) for row in np.concatenate([b.src, np.zeros((len(b.src), 12 - b.src.shape[1]), int)], 1)]
+    assert sorted(seen) == sorted(tuple(row) for row in batch.src)
+    assert buckets[0].tgt_out.shape[1] < buckets[-1].tgt_out.shape[1] == 30
+    assert len(length_buckets(batch._replace(src=batch.src[:2], tgt_in=batch.tgt_in[:2], tgt_out=batch.tgt_out[:2]),
+                              4)) == 2
+    with pytest.raises(ValueError, match="length_buckets.*count"):
+        length_buckets(batch, 0)
