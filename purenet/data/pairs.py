@@ -137,9 +137,7 @@ class SubwordVocabulary:
 
     @cached_property
     def _processor(self):
-        import sentencepiece
-
-        return sentencepiece.SentencePieceProcessor(model_proto=self.model)
+        return _sentencepiece().SentencePieceProcessor(model_proto=self.model)
 
     @property
     def size(self) -> int:
@@ -198,12 +196,19 @@ def subword_vocabularies(pairs: list[Pair], size: int, *, kind: str = "bpe",
     return vocabularies[0], vocabularies[1]
 
 
-def _train_sentencepiece(texts: list[str], size: int, kind: str) -> bytes:
-    import sentencepiece
+def _sentencepiece():
+    try:
+        import sentencepiece
+    except ImportError:
+        fail("subword_vocabularies", "subword units need the sentencepiece package: pip install sentencepiece "
+                                     "(or purenet[experiments])", ImportError)
+    return sentencepiece
 
+
+def _train_sentencepiece(texts: list[str], size: int, kind: str) -> bytes:
     model = io.BytesIO()
     try:
-        sentencepiece.SentencePieceTrainer.train(
+        _sentencepiece().SentencePieceTrainer.train(
             sentence_iterator=iter(texts), model_writer=model, model_type=kind, vocab_size=size,
             pad_id=PAD, bos_id=BOS, eos_id=EOS, unk_id=UNK, character_coverage=1.0,
             normalization_rule_name="identity", hard_vocab_limit=False, num_threads=1,

@@ -4,6 +4,7 @@ vocabularies and padded batches, subword vocabularies (sentencepiece), length bu
 
 import gzip
 import hashlib
+import sys
 
 import numpy as np
 import pytest
@@ -122,6 +123,12 @@ def test_subword_vocabularies_refuse_bad_arguments(tatoeba_train):
         subword_vocabularies([], 100)
     with pytest.raises(ValueError, match="subword_vocabularies.*size"):
         subword_vocabularies(tatoeba_train, 0)
+
+
+def test_subword_vocabularies_without_sentencepiece_say_what_to_install(tatoeba_train, monkeypatch):
+    monkeypatch.setitem(sys.modules, "sentencepiece", None)  # as if not installed
+    with pytest.raises(ImportError, match="subword_vocabularies.*pip install sentencepiece"):
+        subword_vocabularies(tatoeba_train, 100)
 
 
 def test_length_buckets_partition_the_pairs_each_cut_to_its_own_lengths():
