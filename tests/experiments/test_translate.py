@@ -20,7 +20,7 @@ def translate():
     return load_experiment("translate")
 
 
-def test_quick_transformer_run_reports_metrics_speed_and_a_loadable_checkpoint(translate, tmp_path):
+def test_quick_transformer_run_reports_metrics_speed_and_a_loadable_checkpoint(translate, tmp_path, monkeypatch):
     metrics = translate.main(["--quick", "--out-dir", str(tmp_path)])
     out = tmp_path / "transformer"
     assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
@@ -44,8 +44,9 @@ def test_quick_transformer_run_reports_metrics_speed_and_a_loadable_checkpoint(t
     checkpoint = load_checkpoint(out / "checkpoint.npz", like=translate.checkpoint_template(model, args, lengths))
     assert checkpoint.step == args.steps
     assert sum(p.size for p in jax.tree.leaves(checkpoint.params)) == metrics["num_params"]
-    # Decoding by length (sorted, each batch cut to its width, the last one filled) gives every sentence the
-    # tokens it gets decoded in one batch at the full width, in the input's order.
+    # Decoding by length (sorted, batches of 16 each cut to its width, the last one filled) gives every
+    # sentence the tokens it gets decoded in one batch at the full width, in the input's order.
+    monkeypatch.setattr(translate, "DECODE_BATCH", 16)
     sources = [s for s, _ in test[:40]]
     src = translate.source_ids(sources, source, lengths.src)
     by_length = translate.decode_ids(model, checkpoint.params, src, args,
