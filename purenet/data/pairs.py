@@ -16,13 +16,13 @@ import hashlib
 import io
 import os
 import pathlib
-import tempfile
 from functools import cached_property
 from typing import NamedTuple
 
 import numpy as np
 
 from purenet._checks import check_positive, fail
+from purenet._files import atomic_write
 
 TATOEBA_PATH = pathlib.Path(__file__).with_name("tatoeba-eng-fra.tsv.gz")
 TATOEBA_SHA256 = "ccbcd4e580585399e60155f2c874a45223042c12eae9b9a8223ee0332b18b5ae"  # of the .gz file
@@ -158,11 +158,9 @@ class SubwordVocabulary:
         return self._processor.decode(out).replace(" \u2047 ", "?").replace("\u2047", "?")
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the model file (to a temporary file in the same folder, then renamed over `path`)."""
-        path = pathlib.Path(path)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as file:
+        """Write the model file, all at once or not at all (`purenet._files.atomic_write`)."""
+        with atomic_write(path) as file:
             file.write(self.model)
-        os.replace(file.name, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "SubwordVocabulary":
@@ -190,7 +188,6 @@ def subword_vocabularies(pairs: list[Pair], size: int, *, kind: str = "bpe",
             continue
         vocabulary = SubwordVocabulary(_train_sentencepiece(texts, size, kind))
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
             vocabulary.save(path)
         vocabularies.append(vocabulary)
     return vocabularies[0], vocabularies[1]
