@@ -180,13 +180,13 @@ def decode_ids(model, params, src: np.ndarray, args, lengths: Lengths, *, cache:
     The sources go in order of length, DECODE_BATCH at a time, each batch cut to the narrowest of
     `lengths.widths` that holds it (the last one filled with copies, so a width compiles once); a batch
     stops as soon as all its sentences have produced EOS."""
-    size = min(DECODE_BATCH, len(src))
-    order = np.argsort(np.sum(src != PAD, axis=1), kind="stable")
+    size, src_tokens = min(DECODE_BATCH, len(src)), np.sum(src != PAD, axis=1)
+    order = np.argsort(src_tokens, kind="stable")
     out = np.full((len(src), lengths.tgt), PAD, np.int32)
     for start in range(0, len(src), size):
         index = order[start:start + size]
         batch = src[index]
-        width = next(w for w in lengths.widths if w >= np.sum(batch != PAD, axis=1).max())
+        width = next(w for w in lengths.widths if w >= src_tokens[index].max())
         full = np.concatenate([batch, np.repeat(batch[-1:], size - len(batch), axis=0)])[:, :width]
         if args.beam > 1:
             tokens, _ = beam_search(model, params, full, beam=args.beam, max_len=lengths.tgt,
@@ -263,15 +263,20 @@ def bucket_sampler(buckets: list[PairBatch], batch_size: int, seed: int):
     return batch_at
 
 
+def train_step(args, model, optimizer):
+    """The jitted training step: masked cross-entropy with --label-smoothing, `optimizer`'s update."""
+    loss = masked_softmax_cross_entropy(label_smoothing=args.label_smoothing)
+    return make_train_step(model.layer, loss, optimizer, metrics={})
+
+
 def train(args, model, optimizer, encoded, val_encoded, lengths: Lengths, out):
     """--steps steps on `run_steps` of batches from --buckets length classes (`bucket_sampler`), fewer if
     --time-limit minutes of training steps pass first (the schedule still spans --steps); the validation
     cross-entropy (per target token, over the whole split) and a checkpoint in `out` every --eval-every
     steps. -> (params, state, history {"step", "train_loss", "val_loss"}, training seconds, target tokens
     trained on)."""
-    loss = masked_softmax_cross_entropy(label_smoothing=args.label_smoothing)
-    step_fn, eval_fn = make_train_step(model.layer, loss, optimizer, metrics={}), make_eval_step(
-        model.layer, masked_softmax_cross_entropy(reduction="sum"), metrics={})
+    step_fn = train_step(args, model, optimizer)
+    eval_fn = make_eval_step(model.layer, masked_softmax_cross_entropy(reduction="sum"), metrics={})
     common.print_summary(model.layer, in_shape(lengths))
     params, state = init_params(model, args, lengths)
     sample = bucket_sampler(length_buckets(encoded, args.buckets), args.batch_size, args.seed)
@@ -307,8 +312,7 @@ def bucket_speed(args, model, optimizer, encoded: PairBatch, lengths: Lengths) -
     and from --buckets length classes, in this process: after every shape has compiled, --bucket-speed
     steps of each, the two forms taking turns step by step from the same parameters (each form's step
     times summed, the tokens it trained on divided by them)."""
-    step_fn = make_train_step(model.layer, masked_softmax_cross_entropy(label_smoothing=args.label_smoothing),
-                              optimizer, metrics={})
+    step_fn = train_step(args, model, optimizer)
     params, state = init_params(model, args, lengths)
     opt_state, key = optimizer.init(params), jax.random.PRNGKey(args.seed)
     forms = {"fixed": length_buckets(encoded, 1), f"{args.buckets} buckets": length_buckets(encoded, args.buckets)}
