@@ -52,9 +52,10 @@ ROLES = {
                               "The jitted training step made only of handwritten VJPs, `run_steps` (the one "
                               "training loop), `fit` on it, set-prediction training, metrics, checkpoints and "
                               "weights-only files, data "
-                              "parallelism over a device mesh, and the non-finite guard.",
+                              "parallelism over a device mesh, the non-finite guard, and the XLA options each "
+                              "compiled step takes.",
                               ["purenet.training", "purenet.training.metrics", "purenet.training.parallel",
-                               "purenet.debug"]),
+                               "purenet.debug", "purenet.compiler"]),
     "reference/data.md": ("Data",
                           "Loaders (offline by default), the shipped samples, toy sets and batching.",
                           ["purenet.data"]),

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from purenet import compiler
 from purenet._checks import check_int, fail, raised_by_fail
 from purenet.core import Layer, can_decode
 
@@ -26,7 +27,6 @@ def sample_logits(logits: jax.Array, key: jax.Array, temperature, *, top_k: int 
     return token.astype(jnp.int32)
 
 
-@partial(jax.jit, static_argnames=("model", "length", "top_k"))
 def _generate(model, params, prompt, key, temperature, *, length, top_k):
     batch, prompt_length = prompt.shape
     step = partial(model.decode.step, params)
@@ -52,10 +52,11 @@ def _generate(model, params, prompt, key, temperature, *, length, top_k):
 
 
 def generate(model: Layer, params, prompt, key: jax.Array, *, length: int, temperature: float = 1.0,
-             top_k: int | None = None) -> jax.Array:
+             top_k: int | None = None, compiler_options="auto") -> jax.Array:
     """Continue `prompt` (N, P) int ids, P >= 1, by `length` tokens drawn one at a time with
     `model.decode` (ids (N,) -> logits (N, V)) -> (N, length) int32. One jitted program: a `lax.scan`
-    feeds the prompt, another samples (see `sample_logits`); the cache holds prompt + length positions."""
+    feeds the prompt, another samples (see `sample_logits`); the cache holds prompt + length positions. `compiler_options`: "auto", None or a dict of XLA
+    options (`purenet.compiler`)."""
     if not can_decode(model):
         fail("generate", f"{model.name} has no decode step"
                          + (f" ({model.decode.reason})" if model.decode is not None else ""))
@@ -74,5 +75,6 @@ def generate(model: Layer, params, prompt, key: jax.Array, *, length: int, tempe
         fail("generate", f"the prompt ({prompt.shape[1]} positions) plus length={length} new tokens need "
                          f"{positions} positions, more than {model.name} can decode: {error}. Shorten the prompt "
                          f"or the length, or build the model with a longer context")
-    return _generate(model, params, prompt, key, jnp.asarray(temperature, jnp.float32), length=length,
-                     top_k=top_k)
+    run = compiler.jit_per_model(_generate, model, owner="generate", compiler_options=compiler_options,
+                                 static_argnames=("model", "length", "top_k"))
+    return run(model, params, prompt, key, jnp.asarray(temperature, jnp.float32), length=length, top_k=top_k)

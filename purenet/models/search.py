@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from purenet import compiler
 from purenet._checks import check_choice, check_int, check_real, fail
 from purenet.data.pairs import BOS, EOS
 from purenet.models.seq2seq import Seq2Seq
@@ -69,7 +70,6 @@ def _check(owner: str, model, src, max_len: int, cache: str):
     return src
 
 
-@partial(jax.jit, static_argnames=("model", "max_len", "cache", "bos", "eos"))
 def _greedy(model, params, src, *, max_len, cache, bos, eos):
     start, step = _stepper(model, cache, model.pad_id)
     context, state = start(params, model.encode(params, src), max_len)
@@ -92,12 +92,15 @@ def _greedy(model, params, src, *, max_len, cache, bos, eos):
 
 
 def greedy_search(model: Seq2Seq, params, src, *, max_len: int, cache: str = "full", bos: int = BOS,
-                  eos: int = EOS) -> jax.Array:
+                  eos: int = EOS, compiler_options="auto") -> jax.Array:
     """The most likely next token at every step: src (N, S) -> tokens (N, max_len) int32, each row the
     tokens up to and including EOS, then PAD. One jitted program (a `lax.while_loop` that stops when
-    every row has its EOS); `cache` as in the module docstring."""
+    every row has its EOS); `cache` as in the module docstring; `compiler_options`: "auto", None or a
+    dict of XLA options (`purenet.compiler`)."""
     src = _check("greedy_search", model, src, max_len, cache)
-    return _greedy(model, params, src, max_len=max_len, cache=cache, bos=bos, eos=eos)
+    run = compiler.jit_per_model(_greedy, model, owner="greedy_search", compiler_options=compiler_options,
+                                 static_argnames=("model", "max_len", "cache", "bos", "eos"))
+    return run(model, params, src, max_len=max_len, cache=cache, bos=bos, eos=eos)
 
 
 def penalty_factor(length, alpha):
@@ -106,7 +109,6 @@ def penalty_factor(length, alpha):
     return ((5.0 + length) / 6.0) ** alpha
 
 
-@partial(jax.jit, static_argnames=("model", "beam", "max_len", "cache", "bos", "eos"))
 def _beam(model, params, src, alpha, *, beam, max_len, cache, bos, eos):
     start, step = _stepper(model, cache, model.pad_id)
     n, B = src.shape[0], beam
@@ -152,14 +154,16 @@ def _beam(model, params, src, alpha, *, beam, max_len, cache, bos, eos):
 
 
 def beam_search(model: Seq2Seq, params, src, *, beam: int, max_len: int, length_penalty: float = 0.0,
-                cache: str = "full", bos: int = BOS, eos: int = EOS) -> tuple[jax.Array, jax.Array]:
+                cache: str = "full", bos: int = BOS, eos: int = EOS,
+                compiler_options="auto") -> tuple[jax.Array, jax.Array]:
     """Beam search: src (N, S) -> (tokens (N, max_len) int32 as `greedy_search`'s, log-probability (N,)
     of each sentence's best hypothesis, float32 or the params' wider dtype). Hypotheses are ranked by
     log-probability / penalty_factor(length, length_penalty), finished ones keeping their slot in the
     beam; with beam 1 this is `greedy_search`, for any length penalty. One jitted program; `cache` as
-    in the module docstring."""
+    in the module docstring; `compiler_options` as for `greedy_search`."""
     src = _check("beam_search", model, src, max_len, cache)
     check_int("beam_search", "beam", beam, 1)
     alpha = check_real("beam_search", "length_penalty", length_penalty, finite=True)
-    return _beam(model, params, src, jnp.asarray(alpha), beam=beam, max_len=max_len, cache=cache,
-                 bos=bos, eos=eos)
+    run = compiler.jit_per_model(_beam, model, owner="beam_search", compiler_options=compiler_options,
+                                 static_argnames=("model", "beam", "max_len", "cache", "bos", "eos"))
+    return run(model, params, src, jnp.asarray(alpha), beam=beam, max_len=max_len, cache=cache, bos=bos, eos=eos)

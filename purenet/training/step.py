@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 
-from purenet import debug
+from purenet import compiler, debug
 from purenet._checks import describe, fail
 from purenet.combinators import checked_apply, checked_vjp
 from purenet.core import Layer, Loss, PyTree
@@ -159,7 +159,8 @@ def data_parallel_grad(model: Layer, loss: Loss, mesh: Mesh, *, axis_name: str =
 
 
 def make_train_step(model: Layer, loss: Loss, optimizer, *, metrics: Metrics | None = None,
-                    mesh: Mesh | None = None, axis_name: str = "data", skip_nonfinite: bool = True) -> Callable:
+                    mesh: Mesh | None = None, axis_name: str = "data", skip_nonfinite: bool = True,
+                    compiler_options="auto") -> Callable:
     """A jitted, pure `step(params, state, opt_state, batch, key) -> (params, state, opt_state, metrics)`.
 
     `optimizer` has optax's `init`/`update(grads, opt_state, params)` interface; `key` feeds the model's
@@ -173,7 +174,8 @@ def make_train_step(model: Layer, loss: Loss, optimizer, *, metrics: Metrics | N
     in the batch) returns params and state unchanged, as optax's `apply_if_finite`, and opt_state too
     (but a loss-scaled optimizer's, which skips on its own and shrinks its scale), and its metrics hold
     "skipped" (1.0 for a skipped step, else 0.0); False applies every update as computed (`fit` does,
-    and stops on its own guard)."""
+    and stops on its own guard). `compiler_options`: "auto" (the measured XLA options for this backend,
+    if any), None, or a dict of XLA options (`purenet.compiler`)."""
     check_parts("make_train_step", model=model, loss=loss, optimizer=optimizer)
     if not isinstance(skip_nonfinite, bool):
         fail("make_train_step", f"skip_nonfinite must be a bool, got skip_nonfinite={skip_nonfinite!r}")
@@ -209,13 +211,14 @@ def make_train_step(model: Layer, loss: Loss, optimizer, *, metrics: Metrics | N
             kept = (*kept[:2], new_opt_state)
         return *kept, {**step_metrics, "skipped": jnp.where(finite, 0.0, 1.0).astype(step_metrics["loss"].dtype)}
 
-    return jax.jit(step)
+    return compiler.jit(step, owner="make_train_step", compiler_options=compiler_options)
 
 
 def make_eval_step(model: Layer, loss: Loss, *, metrics: Metrics | None = None, mesh: Mesh | None = None,
-                   axis_name: str = "data") -> Callable:
+                   axis_name: str = "data", compiler_options="auto") -> Callable:
     """A jitted `eval_step(params, state, batch) -> metrics` in eval mode (train=False, no key); with
-    `mesh`, over the batch split along `axis_name` (metrics averaged over the shards)."""
+    `mesh`, over the batch split along `axis_name` (metrics averaged over the shards). `compiler_options`
+    as for `make_train_step`."""
     check_parts("make_eval_step", model=model, loss=loss)
 
     def local(params, state, batch, key):
@@ -227,7 +230,8 @@ def make_eval_step(model: Layer, loss: Loss, *, metrics: Metrics | None = None, 
 
     if mesh is not None:
         local = parallel.data_parallel("make_eval_step", local, mesh, axis_name)
-    return jax.jit(lambda params, state, batch: local(params, state, batch, None))
+    return compiler.jit(lambda params, state, batch: local(params, state, batch, None), owner="make_eval_step",
+                        compiler_options=compiler_options)
 
 
 def locate_nonfinite(model: Layer, loss: Loss, params: PyTree, state: PyTree, batch: Batch, *, key=None,
