@@ -23,7 +23,11 @@ and of jax.grad of our forward (the JSON has every JAX peer's), `cost_analysis()
 and the fraction of this machine's float32 matmul peak, measured here too. The bf16 column is purenet's own step
 under the mixed-precision policy `Policy(compute_dtype=bfloat16)` (float32 params, Adam state and logits; forward
 and pullbacks in bfloat16, sums in float32), timed in the same rounds: its ms, its time over the float32 step's,
-and its XLA temporary bytes. Flax, Equinox and PyTorch come
+and its XLA temporary bytes. Every JAX step of a row (ours, bf16, jax.grad of our forward, plain jax.grad,
+Flax, Equinox) is compiled with the XLA options `purenet.compiler` picks for purenet's step of that row (what
+`make_train_step` does by default; the "XLA options" column names them), and where there are any, our step
+without them is timed in the same rounds (the last column: its ms and its time over ours);
+`--no-compiler-options` compiles everything without. Flax, Equinox and PyTorch come
 with `pip install -e ".[bench]"`; a peer whose library is missing, or that has no natural form for a row
 (Equinox GPT), prints "-". The row "GPT-2 124M B4 T256" is GPT-2 small's architecture at a real size
 (`GPT2LMHeadModel`'s, as `purenet.interop.load_gpt2` builds it: 12 layers, 768 wide, 50,257 ids, a tied
@@ -35,6 +39,7 @@ so it times at most 6 rounds, and it runs only when named (about 6 minutes and 1
     python experiments/benchmark.py --quick         # tiny configuration (harness check only)
     python experiments/benchmark.py --models "char-LSTM 65-64-256" "char-GRU 65-64-256"   # some rows
     python experiments/benchmark.py --models "GPT-2 124M B4 T256"                         # the 124M row only
+    python experiments/benchmark.py --sweep-options     # purenet's steps under XLA option sets (purenet.compiler)
 """
 from __future__ import annotations
 
@@ -57,15 +62,18 @@ import numpy as np
 from jax import lax
 
 import common
-from purenet import losses, optim
+from purenet import compiler, losses, optim
 from purenet.combinators import serial
 from purenet.interop import gpt2 as gpt2_interop
 from purenet.layers import GRU, Dense, Embedding
-from purenet.models import CharLMConfig, GPTConfig, LeNetConfig, char_lm, gpt, lenet5, mlp
+from purenet.models import (CharLMConfig, GPTConfig, LeNetConfig, ResNetConfig, ViTConfig, char_lm, gpt, lenet5, mlp,
+                            resnet, vit)
 from purenet.models.lenet import CLASSIC
 from purenet.precision import Policy, with_policy
+from purenet.training import make_train_step
 
 LEARNING_RATE = 1e-3
+NO_OPTIONS = "purenet without XLA options"  # timed beside the others when a row's step has options
 
 # ------------------------------------------------------------------------------------------------- rows
 
@@ -76,22 +84,25 @@ ALL_PEERS = ("plain jax.grad", "Flax", "Equinox", "PyTorch CPU")  # PEERS' names
 class Row(NamedTuple):
     """One benchmark row: which model family, its configuration, the batch, and which peers run it."""
 
-    kind: str  # "mlp", "lenet", "char", "gpt" or "gpt2": how purenet and the peers build it
-    config: Any  # MLP: the layer widths (784, 512, 512, 10); LeNetConfig; CharLMConfig; GPTConfig
+    kind: str  # "mlp", "lenet", "char", "gpt", "gpt2", "vit" or "resnet": how purenet and the peers build it
+    config: Any  # MLP: the layer widths (784, 512, 512, 10); LeNetConfig; CharLMConfig; GPTConfig; ViTConfig; ...
     batch: int
     steps: int = 0  # token models: the sequence length T (ids (N, T) over config.vocab_size)
     peers: tuple = ALL_PEERS  # (): a purenet-only row (jax.grad of our forward still runs)
     rounds: int = 0  # at most this many timed rounds (a step of seconds); 0: the run's --rounds
     opt_in: bool = False  # True: runs only when --models names it (a row of minutes and gigabytes)
+    channels: int = 1  # images: (N, H, W, channels)
 
 
 def rows(batch_size: int = 128, quick: bool = False) -> dict[str, Row]:
     """The rows by name. MLP and LeNet take `batch_size`; the char models B 32, T 64; GPT B 16, T 128;
     GPT-2 124M (`GPT2LMHeadModel`'s architecture as `purenet.interop.load_gpt2` builds it) B 4, T 256, at
     most 6 rounds (its step takes seconds), against PyTorch running `transformers`' reference model, only
-    when --models names it (about 6 minutes and 10 GB of memory here).
-    `quick`: batch 4 everywhere, character sequences of 8, GPT 2 layers of context 16, GPT-2 2 layers 16
-    wide over 76 ids (a harness check only)."""
+    when --models names it (about 6 minutes and 10 GB of memory here). Three purenet-only rows of the model
+    zoo, also only when named (--sweep-options takes them by default): a ViT on 28 x 28 x 1 at `batch_size`
+    and on 32 x 32 x 3 at B 64, a ResNet-14 on 32 x 32 x 3 at B 32.
+    `quick`: batch 4 everywhere, ViTs of 1 layer, character sequences of 8, GPT 2 layers of context 16,
+    GPT-2 2 layers 16 wide over 76 ids (a harness check only)."""
     chars = partial(CharLMConfig, 65, hidden=256, layers=1, embedding=64)
     char_batch, char_steps, context = (4, 8, 16) if quick else (32, 64, 128)
     gpt_config = GPTConfig(65, context=context, layers=2 if quick else 4, d_model=128, heads=4, hidden=512,
@@ -110,6 +121,11 @@ def rows(batch_size: int = 128, quick: bool = False) -> dict[str, Row]:
         "GPT 4L d128 h4 T128": Row("gpt", gpt_config, 4 if quick else 16, context),
         "GPT-2 124M B4 T256": Row("gpt2", gpt2_config, 4, 16 if quick else 256, peers=("PyTorch CPU",), rounds=6,
                                   opt_in=True),
+        # purenet-only rows of the model zoo, for --sweep-options (timed only when named)
+        "ViT B128": Row("vit", ViTConfig(layers=1 if quick else 4), batch_size, peers=(), opt_in=True),
+        "ViT 32x32x3 B64": Row("vit", ViTConfig(image_size=32, layers=1 if quick else 4), 4 if quick else 64,
+                               peers=(), opt_in=True, channels=3),  # three channels: patches on a convolution
+        "ResNet-14 B32": Row("resnet", ResNetConfig(), 4 if quick else 32, peers=(), opt_in=True, channels=3),
     }
 
 
@@ -123,6 +139,9 @@ def purenet_model(row: Row):
         return lenet5(row.config), (row.batch, 28, 28, 1)
     if row.kind in ("gpt", "gpt2"):
         return gpt(row.config), (row.batch, row.steps)
+    if row.kind in ("vit", "resnet"):
+        size = row.config.image_size if row.kind == "vit" else 32
+        return (vit if row.kind == "vit" else resnet)(row.config), (row.batch, size, size, row.channels)
     c = row.config
     if c.cell != "gru":
         return char_lm(c), (row.batch, row.steps)
@@ -174,9 +193,9 @@ def build_steps(model, loss, optimizer, state):
     return handwritten, autodiff
 
 
-def compile_step(step, *args):
-    """-> (compiled step, XLA temporary bytes, FLOPs)."""
-    compiled = jax.jit(step).lower(*args).compile()
+def compile_step(step, *args, options=None):
+    """-> (compiled step, XLA temporary bytes, FLOPs); `options`: XLA compiler options for this step."""
+    compiled = jax.jit(step, compiler_options=options or None).lower(*args).compile()
     memory = compiled.memory_analysis()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -772,8 +791,9 @@ def peer_loss_and_grads(peer: Peer, params, x, y):
     return float(value), back(grads)[0]
 
 
-def jax_peer_step(peer: Peer, params, x, y):
-    """-> (() -> the peer's compiled training step on its converted params and batch, its temporary bytes)."""
+def jax_peer_step(peer: Peer, params, x, y, options=None):
+    """-> (() -> the peer's compiled training step on its converted params and batch, its temporary bytes),
+    compiled with the XLA `options` purenet's step of the row uses."""
     optimizer_init, optimizer_update = peer.optimizer
 
     def step(p, opt_state, x, y):
@@ -783,7 +803,7 @@ def jax_peer_step(peer: Peer, params, x, y):
 
     converted = jax.jit(peer.convert)(params)
     args = (converted, jax.jit(optimizer_init)(converted), peer.inputs(x), y)
-    compiled, temp, _ = compile_step(step, *args)
+    compiled, temp, _ = compile_step(step, *args, options=options)
     return (lambda: compiled(*args)), temp
 
 
@@ -842,8 +862,11 @@ def matmul_peak_gflops(n=1024, rounds=20):
 # ------------------------------------------------------------------------------------------ the rows
 
 
-def bench_row(name: str, row: Row, rounds: int, peak: float) -> dict:
-    """Compile and time purenet's step and every available peer's on one row -> the row's results."""
+def bench_row(name: str, row: Row, rounds: int, peak: float, use_options: bool = True) -> dict:
+    """Compile and time purenet's step and every available peer's on one row -> the row's results.
+    Every JAX step of the row is compiled with the XLA options `purenet.compiler` measured for purenet's
+    step (`make_train_step`'s "auto"; none with `use_options=False`); with options, purenet's step
+    without them is timed too, so the row shows what the options buy."""
     model, in_shape = purenet_model(row)
     key_init, key_data = jax.random.split(jax.random.PRNGKey(0))
     # jitted: one compile each instead of one per operation
@@ -852,20 +875,25 @@ def bench_row(name: str, row: Row, rounds: int, peak: float) -> dict:
     optimizer = optim.adam(LEARNING_RATE)
     args = (params, jax.jit(optimizer.init)(params), x, y)
     handwritten, autodiff = build_steps(model, losses.softmax_cross_entropy(), optimizer, state)
-    ours, ours_temp, flops = compile_step(handwritten, *args)
-    ref, ref_temp, ref_flops = compile_step(autodiff, *args)
+    options = compiler.measured_options(jax.make_jaxpr(handwritten)(*args)) if use_options else {}
+    ours, ours_temp, flops = compile_step(handwritten, *args, options=options)
+    ref, ref_temp, ref_flops = compile_step(autodiff, *args, options=options)
     mixed, _ = build_steps(with_policy(model, BF16), losses.softmax_cross_entropy(), optimizer, state)
-    ours_bf16, bf16_temp, _ = compile_step(mixed, *args)
+    ours_bf16, bf16_temp, _ = compile_step(mixed, *args, options=options)
     jax_steps, temps, torch_steps = {OURS_AUTODIFF: lambda: ref(*args)}, {OURS_AUTODIFF: ref_temp}, {}
+    if options:
+        plain = compile_step(handwritten, *args)[0]
+        jax_steps[NO_OPTIONS] = lambda: plain(*args)
     for peer_name, make in PEERS.items():
         peer = make(row) if peer_name in row.peers else None
         if peer is not None and peer.module is None:
-            jax_steps[peer_name], temps[peer_name] = jax_peer_step(peer, params, x, y)
+            jax_steps[peer_name], temps[peer_name] = jax_peer_step(peer, params, x, y, options)
         elif peer is not None:
             torch_steps[peer_name] = torch_peer_step(peer, params, x, y)
     seconds = time_steps([lambda: ours(*args), lambda: ours_bf16(*args), *jax_steps.values()],
                          list(torch_steps.values()), rounds)
     ours_s, bf16_s, peer_s = seconds[0], seconds[1], dict(zip([*jax_steps, *torch_steps], seconds[2:]))
+    plain_s = peer_s.pop(NO_OPTIONS, None)
     peer_ms = {p: (1e3 * peer_s[p] if p in peer_s else None) for p in (OURS_AUTODIFF, *PEERS)}
     fastest = min(peer_s, key=peer_s.get)
     return {
@@ -876,7 +904,49 @@ def bench_row(name: str, row: Row, rounds: int, peak: float) -> dict:
         "purenet_flops": flops, "jax_grad_flops": ref_flops, "purenet_gflops_per_s": flops / ours_s / 1e9,
         "matmul_peak_fraction": flops / ours_s / 1e9 / peak,
         "bf16_ms": 1e3 * bf16_s, "bf16_over_purenet": bf16_s / ours_s, "bf16_temp_bytes": bf16_temp,
+        "compiler_options": options, "no_options_ms": None if plain_s is None else 1e3 * plain_s,
     }
+
+
+# ------------------------------------------------------------------------------- XLA option sets
+
+YNN = "xla_cpu_experimental_ynn_fusion_type"
+OPTION_SETS = {  # --sweep-options' candidates; oneDNN is left out: it killed the process on some programs
+    "YNNPACK off": {YNN: ""},
+    "YNNPACK single products": {YNN: "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"},
+    "Eigen one thread": {"xla_cpu_multi_thread_eigen": False},
+}
+
+
+def sweep_row(row: Row, sets: dict, rounds: int) -> dict:
+    """purenet's training step of `row` (`make_train_step`) compiled once per XLA option set and timed in
+    round-robin rounds -> {"ratios": {set: its median time over the median time without options, "none
+    ms": that time}, "auto": the options `purenet.compiler` picks for the step}."""
+    model, in_shape = purenet_model(row)
+    key = jax.random.PRNGKey(0)
+    _, params, state = jax.jit(model.init, static_argnums=1)(key, in_shape)
+    x, y = jax.jit(make_batch, static_argnums=(0, 1))(row, in_shape, key)
+    optimizer = optim.adam(LEARNING_RATE)
+    args = (params, state, optimizer.init(params), {"x": x, "y": y}, key)
+    steps = {name: make_train_step(model, losses.softmax_cross_entropy(), optimizer, compiler_options=options)
+             for name, options in {"none": None, **sets}.items()}
+    auto = compiler.measured_options(steps["none"].trace(*args).jaxpr)
+    seconds = time_steps([partial(step, *args) for step in steps.values()], [], rounds, blocks=1, warmup=2)
+    ratios = {name: t / seconds[0] for name, t in zip(steps, seconds)}
+    return {"ratios": ratios | {"none ms": 1e3 * seconds[0]}, "auto": auto}
+
+
+def sweep_table(results: dict, sets: dict) -> str:
+    lines = ["| row | ms without options | " + " | ".join(sets) + " | auto picks |",
+             "|---|---|" + "---|" * (len(sets) + 1)]
+    for name, r in results.items():
+        lines.append(f"| {name} | {r['ratios']['none ms']:.1f} | " + " | ".join(f"{r['ratios'][s]:.2f}" for s in sets)
+                     + f" | {_options_text(r['auto'])} |")
+    return "\n".join(lines)
+
+
+def _options_text(options: dict) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in options.items()) or "none"
 
 
 def markdown(rows: list[dict]) -> str:
@@ -884,19 +954,22 @@ def markdown(rows: list[dict]) -> str:
     peers = (OURS_AUTODIFF, *PEERS)
     head = ("| model | batch | purenet ms | " + " | ".join(f"{p} ms (/ purenet)" for p in peers) +
             " | fastest peer | purenet / fastest | purenet temp MiB | jax.grad temp MiB | jax.grad / purenet temp "
-            "| MFLOP/step | purenet GFLOP/s | % of matmul peak | bf16 policy ms (/ purenet) | bf16 temp MiB |")
+            "| MFLOP/step | purenet GFLOP/s | % of matmul peak | bf16 policy ms (/ purenet) | bf16 temp MiB "
+            "| XLA options | purenet ms without them (/ with) |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         times = " | ".join("-" if r["peer_ms"][p] is None else f"{r['peer_ms'][p]:.2f} ({r['peer_ratio'][p]:.2f})"
                            for p in peers)
         ours_temp, ref_temp = r["purenet_temp_bytes"], r["peer_temp_bytes"][OURS_AUTODIFF]
         memory = f"{ref_temp / ours_temp:.2f}" if ours_temp else "-"  # "-": ours needs no temporaries
+        plain = r["no_options_ms"]
+        without = "-" if plain is None else f"{plain:.2f} ({plain / r['purenet_ms']:.2f})"
         lines.append(
             f"| {r['model']} | {r['batch']} | {r['purenet_ms']:.2f} | {times} | {r['fastest_peer']} | "
             f"{r['purenet_over_fastest']:.2f} | {ours_temp / 2**20:.2f} | {ref_temp / 2**20:.2f} | {memory} | "
             f"{r['purenet_flops'] / 1e6:.1f} | {r['purenet_gflops_per_s']:.1f} | "
             f"{100 * r['matmul_peak_fraction']:.0f}% | {r['bf16_ms']:.2f} ({r['bf16_over_purenet']:.2f}) | "
-            f"{r['bf16_temp_bytes'] / 2**20:.2f} |")
+            f"{r['bf16_temp_bytes'] / 2**20:.2f} | {_options_text(r['compiler_options'])} | {without} |")
     return "\n".join(lines)
 
 
@@ -908,14 +981,31 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="tiny shapes, 3 rounds: checks the harness only")
     parser.add_argument("--models", nargs="+", metavar="NAME", choices=list(rows()),
                         help="only these rows (default: all but the GPT-2 124M row, which runs when named)")
+    parser.add_argument("--no-compiler-options", action="store_true",
+                        help="compile every JAX step without purenet.compiler's measured XLA options")
+    parser.add_argument("--sweep-options", action="store_true",
+                        help="instead: time purenet's step of each row under candidate XLA option sets")
+    parser.add_argument("--extra-options", type=json.loads, default=None, metavar="JSON",
+                        help="with --sweep-options, one more set: '{\"xla_cpu_multi_thread_eigen\": false}'")
     parser.add_argument("--out-dir", default="runs/benchmark")
     args = parser.parse_args(argv)
     table_rows = rows(args.batch_size, quick=args.quick)
     rounds = 3 if args.quick else args.rounds
+    if args.sweep_options:
+        sets = OPTION_SETS | ({"extra": args.extra_options} if args.extra_options else {})
+        names = args.models or [name for name, row in table_rows.items() if row.kind != "gpt2"]
+        results = {name: sweep_row(table_rows[name], sets, rounds) for name in names}
+        table = sweep_table(results, sets)
+        print(f"jax {jax.__version__}, {jax.default_backend()}; each set's time over the time without options\n")
+        print(table)
+        out = pathlib.Path(args.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "option_sets.json").write_text(json.dumps(results, indent=2))
+        return results
     peak = matmul_peak_gflops(256 if args.quick else 1024, rounds)
     names = args.models or [name for name, row in table_rows.items() if not row.opt_in]
-    results = [bench_row(name, table_rows[name], min(rounds, table_rows[name].rounds or rounds), peak)
-               for name in names]
+    results = [bench_row(name, table_rows[name], min(rounds, table_rows[name].rounds or rounds), peak,
+                         use_options=not args.no_compiler_options) for name in names]
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, jax {jax.__version__}, {jax.devices()[0].platform}"
     for package in ("flax", "equinox", "torch"):
         try:

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from purenet import losses
+from purenet import compiler, losses
 from purenet.check import compare, upcast
 from tests.helpers import load_experiment
 
@@ -91,7 +91,28 @@ def test_quick_benchmark_writes_table_and_json(tmp_path):
         assert {p for p, ms in row["peer_ms"].items() if ms is not None} == expected
         assert all(row["peer_ratio"][p] > 0 for p in expected) and row["fastest_peer"] in expected
         assert row["purenet_over_fastest"] == pytest.approx(row["purenet_ms"] / row["peer_ms"][row["fastest_peer"]])
+        # the XLA options purenet.compiler picks for the row's step (a convolution: the table's rule), and
+        # purenet's step timed without them beside the others when there are any
+        holds_conv = row["model"] != "MLP 784-512-512-10"
+        rules = dict(compiler.MEASURED.get((jax.default_backend(), compiler._version()), ()))
+        assert row["compiler_options"] == (rules.get("conv_general_dilated", {}) if holds_conv else {})
+        assert (row["no_options_ms"] is None) == (not row["compiler_options"]) and (row["no_options_ms"] or 1) > 0
     table = (tmp_path / "table.md").read_text().splitlines()
     assert len(table) == 2 + len(rows) and table[3].startswith("| LeNet-5, conv1 on lax.conv | 4 |")
     cells = [c.strip() for c in table[3].split("|")]
-    assert cells.count("-") == len(BENCH.PEERS)  # purenet-only: every peer but jax.grad of our forward is "-"
+    # purenet-only: every peer but jax.grad of our forward is "-" (and the no-options column without options)
+    assert cells.count("-") == len(BENCH.PEERS) + (rows[1]["no_options_ms"] is None)
+
+
+def test_option_sweep_quick(tmp_path):
+    names = ["MLP 784-512-512-10", "LeNet-5 classic", "ViT 32x32x3 B64"]
+    with jax.numpy_rank_promotion("allow"):
+        results = BENCH.main(["--quick", "--sweep-options", "--models", *names, "--out-dir", str(tmp_path),
+                              "--extra-options", '{"xla_cpu_multi_thread_eigen": false}'])
+    assert list(results) == names and json.loads((tmp_path / "option_sets.json").read_text()) == results
+    rules = dict(compiler.MEASURED.get((jax.default_backend(), compiler._version()), ()))
+    for name, result in results.items():
+        assert set(result["ratios"]) == {"none", "none ms", *BENCH.OPTION_SETS, "extra"}
+        assert result["ratios"]["none"] == 1.0 and all(r > 0 for r in result["ratios"].values())
+        # a convolution in both image rows (LeNet's second layer, the ViT's three-channel patches)
+        assert result["auto"] == (rules.get("conv_general_dilated", {}) if name != names[0] else {})
