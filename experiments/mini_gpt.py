@@ -45,7 +45,7 @@ QUICK = dict(steps=12, layers=1, d_model=32, heads=2, context=16, batch_size=4, 
 
 def build_gpt(args, vocab_size: int):
     return gpt(GPTConfig(vocab_size, context=args.context, layers=args.layers, d_model=args.d_model,
-                         heads=args.heads, dropout=args.dropout))
+                         heads=args.heads, hidden=args.hidden, dropout=args.dropout))
 
 
 def build_lstm(args, vocab_size: int):
@@ -176,6 +176,7 @@ def parse_args(argv):
     add("--layers", type=count, default=4)
     add("--heads", type=count, default=4)
     add("--d-model", type=count, default=128)
+    add("--hidden", type=count, default=None, help="feed-forward width (default: 4 x --d-model)")
     add("--context", type=count, default=64, help="characters per training window and position table size")
     add("--dropout", type=real, default=0.0)
     add("--min-lr", type=real, default=1e-4, help="the cosine schedule's end value")
@@ -242,7 +243,7 @@ def main(argv=None) -> dict:
                 batch_size=args.batch_size, data=data, out=out, time_budget=args.time_budget, resume=args.resume)
     sample = sample_text(model, run["params"], vocabulary, args.prompt, **sampling)
     print(f"[gpt] sample (temperature {args.temperature}, top-k {args.top_k}):\n{args.prompt}{sample}\n")
-    settings = {k: getattr(args, k) for k in ("layers", "heads", "d_model", "context", "batch_size", "dropout",
+    settings = {k: getattr(args, k) for k in ("layers", "heads", "d_model", "hidden", "context", "batch_size", "dropout",
                                               "warmup", "min_lr", "weight_decay", "beta2", "clip", "seed")}
     settings |= common.with_precision(args, model, recipe(args, lr, args.steps))[2]
     metrics = {"gpt": summary(run, settings | {"lr": lr, "scheduled_steps": args.steps, "sample": sample}),

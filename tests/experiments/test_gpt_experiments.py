@@ -4,6 +4,7 @@ run equal to an uninterrupted one, the LSTM comparison)."""
 
 import json
 
+import jax
 import numpy as np
 import pytest
 
@@ -104,3 +105,7 @@ def test_mini_gpt_rejects_bad_flags(capsys):
             mini.parse_args(flags)
         assert exit_info.value.code == 2, flags
     assert "--d-model (30) must be divisible by --heads (4)" in capsys.readouterr().err
+    args = mini.parse_args(["--hidden", "48"])  # the feed-forward's width (default 4 x --d-model)
+    shapes = jax.eval_shape(lambda key: mini.init_model(mini.build_gpt(args, 10), key, (-1, 8))[1],
+                            jax.random.PRNGKey(0))
+    assert shapes["body"]["blocks"][0]["ff"]["w_in"].shape == (args.d_model, 48)
