@@ -19,11 +19,11 @@ compiled as part of the outer program.
 The table holds what was measured on whole training steps, each option set against none in one process
 (`experiments/benchmark.py --sweep-options`; docs/performance.md, "Per-step XLA options", has the runs).
 On the CPU, XLA hands products, convolutions and some fusions to YNNPACK by default; for a step holding a
-convolution, YNNPACK for single products only (convolutions left to Eigen) took 0.67-0.90 of the time of
-the LeNet-5 steps, 0.75-0.77 of a ResNet-14's and 0.94-0.96 of a ViT's on 32 x 32 x 3 images (2-core
-AVX2 EPYC, two runs). Steps without a convolution keep the default: that set made the char-LSTM 1.13-1.19x
-slower and YNNPACK off 1.37-1.53x, and no set moved the GPT step below 1.01 (oneDNN for products, not
-offered: GPT 0.93, but it killed the process on some programs of an AVX-512 machine).
+convolution, YNNPACK for single products only (convolutions left to Eigen) took 0.73-0.85 of the time of
+the LeNet-5 steps, 0.73-0.82 of a ResNet-14's and 0.93-0.95 of a ViT's on 32 x 32 x 3 images (2-core
+AVX2 EPYC, two runs). Steps without a convolution keep the default: that set made the char-LSTM 1.14x
+slower and YNNPACK off 1.42x, and no set moved the GPT step by more than 3% (oneDNN for products, not
+offered: GPT 0.93 in one run, but it killed the process on some programs of an AVX-512 machine).
 """
 
 from __future__ import annotations
