@@ -936,6 +936,18 @@ def sweep_row(row: Row, sets: dict, rounds: int) -> dict:
     return {"ratios": ratios | {"none ms": 1e3 * seconds[0]}, "auto": auto}
 
 
+def option_set(text: str) -> dict:
+    """--extra-options' type: a JSON object of XLA option names and values."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not JSON ({error}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"xla_cpu_multi_thread_eigen\": false}}', "
+                                         f"got {text!r}")
+    return value
+
+
 def sweep_table(results: dict, sets: dict) -> str:
     lines = ["| row | ms without options | " + " | ".join(sets) + " | auto picks |",
              "|---|---|" + "---|" * (len(sets) + 1)]
@@ -985,7 +997,7 @@ def main(argv=None):
                         help="compile every JAX step without purenet.compiler's measured XLA options")
     parser.add_argument("--sweep-options", action="store_true",
                         help="instead: time purenet's step of each row under candidate XLA option sets")
-    parser.add_argument("--extra-options", type=json.loads, default=None, metavar="JSON",
+    parser.add_argument("--extra-options", type=option_set, default=None, metavar="JSON",
                         help="with --sweep-options, one more set: '{\"xla_cpu_multi_thread_eigen\": false}'")
     parser.add_argument("--out-dir", default="runs/benchmark")
     args = parser.parse_args(argv)

@@ -243,8 +243,8 @@ def main(argv=None) -> dict:
                 batch_size=args.batch_size, data=data, out=out, time_budget=args.time_budget, resume=args.resume)
     sample = sample_text(model, run["params"], vocabulary, args.prompt, **sampling)
     print(f"[gpt] sample (temperature {args.temperature}, top-k {args.top_k}):\n{args.prompt}{sample}\n")
-    settings = {k: getattr(args, k) for k in ("layers", "heads", "d_model", "hidden", "context", "batch_size", "dropout",
-                                              "warmup", "min_lr", "weight_decay", "beta2", "clip", "seed")}
+    settings = {k: getattr(args, k) for k in ("layers", "heads", "d_model", "hidden", "context", "batch_size",
+                                              "dropout", "warmup", "min_lr", "weight_decay", "beta2", "clip", "seed")}
     settings |= common.with_precision(args, model, recipe(args, lr, args.steps))[2]
     metrics = {"gpt": summary(run, settings | {"lr": lr, "scheduled_steps": args.steps, "sample": sample}),
                "text": args.text or "shipped Shakespeare (purenet/data/shakespeare.txt)",

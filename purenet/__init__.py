@@ -3,11 +3,11 @@
 `import purenet as pn` gives every public name: the contract and the combinators, every layer, losses,
 training and checkpoints, and as modules the optimizers (`pn.optim`), data (`pn.data`), the model zoo
 (`pn.models`), reference weights in and out (`pn.interop`), mixed precision (`pn.precision`: `Policy`,
-`with_policy`), per-step XLA options (`pn.compiler`) and the checker (`pn.check`; its bridge to `jax.grad` is `pn.as_jax_function`), `pn.summary`
-(a model's table of shapes and parameters) and weights-only files (`pn.save_weights`, `pn.load_weights`).
-The modules group them by role: core (the contract),
+`with_policy`), per-step XLA options (`pn.compiler`) and the checker (`pn.check`; its bridge to `jax.grad`
+is `pn.as_jax_function`), `pn.summary` (a model's table of shapes and parameters) and weights-only files
+(`pn.save_weights`, `pn.load_weights`). The modules group them by role: core (the contract),
 combinators (serial, parallel, residual, the tape), ops (paired primitives), layers/, losses, models/,
-interop/, optim/, training/, data/, check.
+interop/, optim/, training/, data/, compiler, check.
 """
 
 from purenet import check, compiler, data, debug, initializers, interop, models, ops, optim, precision

@@ -55,8 +55,8 @@ def generate(model: Layer, params, prompt, key: jax.Array, *, length: int, tempe
              top_k: int | None = None, compiler_options="auto") -> jax.Array:
     """Continue `prompt` (N, P) int ids, P >= 1, by `length` tokens drawn one at a time with
     `model.decode` (ids (N,) -> logits (N, V)) -> (N, length) int32. One jitted program: a `lax.scan`
-    feeds the prompt, another samples (see `sample_logits`); the cache holds prompt + length positions. `compiler_options`: "auto", None or a dict of XLA
-    options (`purenet.compiler`)."""
+    feeds the prompt, another samples (see `sample_logits`); the cache holds prompt + length positions.
+    `compiler_options`: "auto", None or a dict of XLA options (`purenet.compiler`)."""
     if not can_decode(model):
         fail("generate", f"{model.name} has no decode step"
                          + (f" ({model.decode.reason})" if model.decode is not None else ""))
