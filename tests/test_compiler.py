@@ -150,9 +150,9 @@ def test_generate_and_the_searches_take_options():
     _, params, _ = init_model(translator.layer, jax.random.PRNGKey(2), Seq2SeqInput((-1, 5), (-1, 6)))
     src = np.array([[4, 5, 6, 2, 0], [7, 8, 2, 0, 0]])
     greedy = [greedy_search(translator, params, src, max_len=6, compiler_options=o) for o in (YNN_OFF, None)]
-    beams = [beam_search(translator, params, src, beam=2, max_len=6, compiler_options=o)[0] for o in (YNN_OFF, None)]
     np.testing.assert_array_equal(*greedy)
-    np.testing.assert_array_equal(*beams)
+    beams, _ = beam_search(translator, params, src, beam=1, max_len=6, compiler_options=YNN_OFF)
+    np.testing.assert_array_equal(beams, greedy[0])  # beam 1 is greedy search
     for search in (greedy_search, partial(beam_search, beam=2)):
         with pytest.raises(ValueError, match="compiler_options"):
             search(translator, params, src, max_len=6, compiler_options="fast")
