@@ -144,6 +144,8 @@ class Compiled:
         return self._chosen
 
     def __call__(self, *args, **kwargs):
+        if self._chosen is self._plain:  # no options: nothing to keep out of an outer jit, no leaves to scan
+            return self._plain(*args, **kwargs)
         if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves((args, kwargs))):
             return self._plain(*args, **kwargs)  # inside another jit: options belong to the outer program
         return self._ready(args, kwargs)(*args, **kwargs)
