@@ -862,16 +862,22 @@ def matmul_peak_gflops(n=1024, rounds=20):
 # ------------------------------------------------------------------------------------------ the rows
 
 
-def bench_row(name: str, row: Row, rounds: int, peak: float, use_options: bool = True) -> dict:
-    """Compile and time purenet's step and every available peer's on one row -> the row's results.
-    Every JAX step of the row is compiled with the XLA options `purenet.compiler` measured for purenet's
-    step (`make_train_step`'s "auto"; none with `use_options=False`); with options, purenet's step
-    without them is timed too, so the row shows what the options buy."""
+def row_inputs(row: Row):
+    """-> (purenet model, its params and state, the batch x, labels y) of `row`, from fixed keys."""
     model, in_shape = purenet_model(row)
     key_init, key_data = jax.random.split(jax.random.PRNGKey(0))
     # jitted: one compile each instead of one per operation
     _, params, state = jax.jit(model.init, static_argnums=1)(key_init, in_shape)
     x, y = jax.jit(make_batch, static_argnums=(0, 1))(row, in_shape, key_data)
+    return model, params, state, x, y
+
+
+def bench_row(name: str, row: Row, rounds: int, peak: float, use_options: bool = True) -> dict:
+    """Compile and time purenet's step and every available peer's on one row -> the row's results.
+    Every JAX step of the row is compiled with the XLA options `purenet.compiler` measured for purenet's
+    step (`make_train_step`'s "auto"; none with `use_options=False`); with options, purenet's step
+    without them is timed too, so the row shows what the options buy."""
+    model, params, state, x, y = row_inputs(row)
     optimizer = optim.adam(LEARNING_RATE)
     args = (params, jax.jit(optimizer.init)(params), x, y)
     handwritten, autodiff = build_steps(model, losses.softmax_cross_entropy(), optimizer, state)
@@ -922,12 +928,9 @@ def sweep_row(row: Row, sets: dict, rounds: int) -> dict:
     """purenet's training step of `row` (`make_train_step`) compiled once per XLA option set and timed in
     round-robin rounds -> {"ratios": {set: its median time over the median time without options, "none
     ms": that time}, "auto": the options `purenet.compiler` picks for the step}."""
-    model, in_shape = purenet_model(row)
-    key = jax.random.PRNGKey(0)
-    _, params, state = jax.jit(model.init, static_argnums=1)(key, in_shape)
-    x, y = jax.jit(make_batch, static_argnums=(0, 1))(row, in_shape, key)
+    model, params, state, x, y = row_inputs(row)
     optimizer = optim.adam(LEARNING_RATE)
-    args = (params, state, optimizer.init(params), {"x": x, "y": y}, key)
+    args = (params, state, optimizer.init(params), {"x": x, "y": y}, jax.random.PRNGKey(0))
     steps = {name: make_train_step(model, losses.softmax_cross_entropy(), optimizer, compiler_options=options)
              for name, options in {"none": None, **sets}.items()}
     auto = compiler.measured_options(steps["none"].trace(*args).jaxpr)
