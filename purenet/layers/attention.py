@@ -36,6 +36,15 @@ RESIDUALS = ("probs", "logsumexp")
 # (N, K, G, T, B) logits are the largest temporary. The CPU figure was measured: docs/performance.md.
 BLOCK_SIZE = {"cpu": 128}
 DEFAULT_BLOCK_SIZE = 256
+# Query positions per block under a causal mask, by backend: a block of queries sees only the keys up to
+# its last position, so the key blocks above the diagonal are never computed. A backend not listed keeps
+# one block (not measured there). At most MAX_QUERY_BLOCKS blocks (each is its own unrolled code), so a
+# long sequence takes longer blocks; an attention of fewer than MIN_QUERY_BLOCK_WORK multiply-adds per
+# product (N H T S D) keeps one block, its blocks' overhead being larger than the products they skip.
+# The CPU figures were measured: docs/performance.md.
+QUERY_BLOCK_SIZE = {"cpu": 32}
+MAX_QUERY_BLOCKS = 8
+MIN_QUERY_BLOCK_WORK = 2**23
 
 
 class _Attn(NamedTuple):
@@ -55,6 +64,8 @@ class _Attn(NamedTuple):
     kv_lengths: jax.Array | None
     bias_shape: tuple | None
     dtypes: tuple  # of the user's q, k, v
+    t_start: int = 0  # a block of queries: the position of its first query, and
+    t_total: int | None = None  # the attention's whole query length (None: q's own)
 
 
 def _check_inputs(name, q, k, v, bias, mask, scale, q_lengths, kv_lengths) -> float:
@@ -106,7 +117,7 @@ def _valid(a: _Attn, s_idx, padded: bool, mask_block):
     """Which (query, key) pairs may attend, for key positions s_idx (B,) (with `padded`, those >= S
     pad the last block): a bool broadcastable to (N, K, G, T, B), or None when all may."""
     T = a.q.shape[3]
-    t_idx = jnp.arange(T).reshape(1, 1, 1, T, 1)
+    t_idx = (a.t_start + jnp.arange(T)).reshape(1, 1, 1, T, 1)
     s_idx = s_idx.reshape(1, 1, 1, 1, -1)
     conditions = []  # each (N|1, K|1, G|1, T|1, B|1)
     if padded:
@@ -133,10 +144,16 @@ def _logits(a: _Attn, k_block, bias_block, dtype):
     return s if bias_block is None else s + bias_block.astype(dtype)
 
 
-def _keep(key, rate, block_index, shape):
-    """Dropout's keep mask of one block of probabilities, from `key` folded with the block index, so
-    the dense and the blocked forms (and the pullback's recomputation) draw the same mask."""
-    return jax.random.bernoulli(jax.random.fold_in(key, block_index), 1.0 - rate, shape)
+def _keep(a: _Attn, key, rate, block_index, size, width=None):
+    """Dropout's keep mask of one block of `size` keys, (N, K, G, T, size), from `key` folded with the
+    block index, so the dense and the blocked forms (and the pullback's recomputation) draw the same
+    mask. Drawn over the attention's every query row and sliced to a query block's rows (and to the
+    first `width` keys of a block cut short), so a block keeps what the whole would."""
+    n, kv_heads, groups, T, _ = a.q.shape
+    total = T if a.t_total is None else a.t_total
+    keep = jax.random.bernoulli(jax.random.fold_in(key, block_index), 1.0 - rate, (n, kv_heads, groups, total, size))
+    keep = keep if total == T else keep[..., a.t_start:a.t_start + T, :]
+    return keep if width is None or width == size else keep[..., :width]
 
 
 # ----------------------------------------------------------------------------------- the two forms
@@ -159,6 +176,7 @@ class _Blocks(NamedTuple):
 
 def _split_keys(a: _Attn, size: int) -> _Blocks:
     S = a.k.shape[2]
+    size = min(size, S)  # a causal query block's few keys: one block of them, no padding
     count = -(-S // size)
     pad = count * size - S
 
@@ -188,7 +206,7 @@ def _dense_forward(a: _Attn, dtype, size, dropout):
     if dropout is not None:
         key, rate = dropout
         count = -(-S // size)
-        keep = jnp.concatenate([_keep(key, rate, j, (*p.shape[:-1], size)) for j in range(count)], -1)[..., :S]
+        keep = jnp.concatenate([_keep(a, key, rate, j, size) for j in range(count)], -1)[..., :S]
         p_used = jnp.where(keep, p / (1 - rate), 0)
     else:
         p_used = p
@@ -216,7 +234,7 @@ def _blocked_forward(a: _Attn, dtype, size, dropout):
         l = l * rescale + jnp.sum(e, axis=-1, keepdims=True)
         if dropout is not None:
             key, rate = dropout
-            e = jnp.where(_keep(key, rate, j, e.shape), e / (1 - rate), 0)
+            e = jnp.where(_keep(a, key, rate, j, size, blocks.size), e / (1 - rate), 0)
         acc = acc * rescale + jnp.einsum("nkgts,nksd->nkgtd", e.astype(a.v.dtype), v_b, preferred_element_type=dtype)
         return (m_new, l, acc), None
 
@@ -257,7 +275,10 @@ def _delta(dout, out, dtype):
     return jnp.sum(dout.astype(dtype) * out.astype(dtype), axis=-1, keepdims=True)
 
 
-def _dense_pullback(a: _Attn, dtype, out, p, keep, rate, dout):
+def _dense_pullback(a: _Attn, dtype, out, p, keep, rate, dout, dkv):
+    """dout (N, K, G, T, D) and dkv, the (dk, dv) (N, K, D, W >= S) that earlier query blocks summed, ->
+    head-major (dq (N, K, G, T, D), dk and dv with this block's added over keys 0..S-1, dbias (.., T, S)
+    or None)."""
     p_used = p if keep is None else jnp.where(keep, p / (1 - rate), 0)
     dv_t = jnp.einsum("nkgtd,nkgts->nkds", dout, p_used.astype(dout.dtype), preferred_element_type=dtype)
     dp = jnp.einsum("nkgtd,nksd->nkgts", dout, a.v, preferred_element_type=dtype)
@@ -267,16 +288,25 @@ def _dense_pullback(a: _Attn, dtype, out, p, keep, rate, dout):
     scale = jnp.asarray(a.scale, dtype)
     dq = jnp.einsum("nkgts,nksd->nkgtd", ds, a.k.astype(dtype)) * scale
     dk_t = jnp.einsum("nkgtd,nkgts->nkds", a.q.astype(dtype), ds) * scale
-    return _finish(a, dq, dk_t, dv_t, None if a.bias is None else _reduce_bias(ds, a))
+    S = a.k.shape[2]
+    dk_acc, dv_acc = (acc.at[..., :S].add(t) for acc, t in zip(dkv, (dk_t, dv_t)))
+    return dq, dk_acc, dv_acc, None if a.bias is None else _reduce_bias(ds, a)
 
 
-def _blocked_pullback(a: _Attn, dtype, size, dropout, out, lse, dout):
-    """The probabilities recomputed block by block from the logsumexp: p = exp(s - lse)."""
+def _blocked_pullback(a: _Attn, dtype, size, dropout, out, lse, dout, dkv):
+    """The probabilities recomputed block by block from the logsumexp: p = exp(s - lse). Arguments and
+    results as `_dense_pullback`'s; each key block adds its dk and dv into the accumulators in place (a
+    scan's carry), so query blocks share one pair (W >= the keys' blocks times their size)."""
     blocks = _split_keys(a, size)
     delta = _delta(dout, out, dtype)
     scale = jnp.asarray(a.scale, dtype)
 
-    def step(dq, block):
+    def added(acc, t, start):  # acc[..., start:start + B] += t
+        block_sum = lax.dynamic_slice_in_dim(acc, start, t.shape[-1], -1) + t
+        return lax.dynamic_update_slice_in_dim(acc, block_sum, start, -1)
+
+    def step(carry, block):
+        dq, dk_acc, dv_acc = carry
         k_b, v_b, bias_b, mask_b, start, j = block
         s = _logits(a, k_b, bias_b, dtype)  # (N, K, G, T, B)
         p = jnp.exp(s - lse)
@@ -287,90 +317,142 @@ def _blocked_pullback(a: _Attn, dtype, size, dropout, out, lse, dout):
         p_used = p
         if dropout is not None:
             key, rate = dropout
-            keep = _keep(key, rate, j, p.shape)
+            keep = _keep(a, key, rate, j, size, blocks.size)
             p_used, dp = jnp.where(keep, p / (1 - rate), 0), jnp.where(keep, dp / (1 - rate), 0)
         ds = p * (dp - delta)
         dq = dq + jnp.einsum("nkgts,nksd->nkgtd", ds, k_b.astype(dtype)) * scale
         dk_t = jnp.einsum("nkgtd,nkgts->nkds", a.q.astype(dtype), ds) * scale  # (N, K, D, B)
         dv_t = jnp.einsum("nkgtd,nkgts->nkds", dout, p_used.astype(dout.dtype), preferred_element_type=dtype)
-        return dq, (dk_t, dv_t, None if a.bias is None else _reduce_bias(ds, a))
+        dbias_b = None if a.bias is None else _reduce_bias(ds, a)
+        return (dq, added(dk_acc, dk_t, start), added(dv_acc, dv_t, start)), dbias_b
 
     xs = (blocks.k, blocks.v, blocks.bias, blocks.mask, blocks.starts, jnp.arange(blocks.count))
     dq0 = vary_like(jnp.zeros(a.q.shape, dtype), a.q, a.k, a.v, a.bias, dout)
-    dq, (dk_t, dv_t, dbias) = lax.scan(step, dq0, xs)
-    S = a.k.shape[2]
-
-    def joined(t):  # (count, ..., B) -> (..., S)
-        t = jnp.moveaxis(t, 0, -2)
-        return t.reshape(*t.shape[:-2], t.shape[-2] * t.shape[-1])[..., :S]
-
-    return _finish(a, dq, joined(dk_t), joined(dv_t), None if dbias is None else joined(dbias))
+    (dq, dk_acc, dv_acc), dbias = lax.scan(step, (dq0, *dkv), xs)
+    if dbias is not None:  # (count, ..., B) -> (..., S)
+        dbias = jnp.moveaxis(dbias, 0, -2)
+        dbias = dbias.reshape(*dbias.shape[:-2], dbias.shape[-2] * dbias.shape[-1])[..., :a.k.shape[2]]
+    return dq, dk_acc, dv_acc, dbias
 
 
 # ------------------------------------------------------------------------------------ public API
 
 
-def _check_block_size(name, block_size):  # None: the backend's default
+def _check_block_size(name, block_size, what="block_size"):  # None: the backend's default
     if block_size is not None and (not is_int(block_size) or block_size < 1):
-        fail(name, f"block_size must be a positive integer, got block_size={block_size!r}")
+        fail(name, f"{what} must be a positive integer, got {what}={block_size!r}")
 
 
-def _attention_vjp(a: _Attn, residuals: str, block_size: int | None, dropout):
-    """`dot_product_attention_vjp` on inputs its caller has checked: `a` from `_attn`, `block_size` None
-    for the backend's default, `dropout` (key, rate) or None. -> (out (N, T, H, D), pullback)."""
+def _query_blocks(a: _Attn, size: int | None, small: bool = False) -> list[_Attn]:
+    """A causal attention as blocks of `size` queries, each with only the keys it may see (s < the
+    block's last position + 1; the key blocks above the diagonal are left out), or [a] unsplit (not
+    causal, `size` None or >= T, or `small`: under MIN_QUERY_BLOCK_WORK). Each block's bias and mask
+    are its rows (a mask of one row is kept whole) and its keys."""
+    T, S = a.q.shape[3], a.k.shape[2]
+    if not a.causal or size is None or size >= T or small:
+        return [a]
+    size = max(size, -(-T // MAX_QUERY_BLOCKS))
+
+    def cut(t, start, stop, keys):  # (N|1, K|1, G|1, T|1, S) -> the block's rows and keys
+        return None if t is None else t[..., start:stop, :keys] if t.shape[3] > 1 else t[..., :keys]
+
+    blocks = []
+    for start in range(0, T, size):
+        stop = min(start + size, T)
+        keys = min(stop, S)
+        blocks.append(a._replace(q=a.q[..., start:stop, :], k=a.k[..., :keys, :], v=a.v[..., :keys, :],
+                                 bias=cut(a.bias, start, stop, keys), mask=cut(a.mask, start, stop, keys),
+                                 t_start=start, t_total=T))
+    return blocks
+
+
+def _attention_vjp(a: _Attn, residuals: str, block_size: int | None, dropout, query_block_size: int | None = None):
+    """`dot_product_attention_vjp` on inputs its caller has checked: `a` from `_attn`, `block_size` and
+    `query_block_size` None for the backend's defaults, `dropout` (key, rate) or None.
+    -> (out (N, T, H, D), pullback)."""
     n, kv_heads, groups, T, d = a.q.shape
-    size = BLOCK_SIZE.get(jax.default_backend(), DEFAULT_BLOCK_SIZE) if block_size is None else block_size
+    backend = jax.default_backend()
+    size = BLOCK_SIZE.get(backend, DEFAULT_BLOCK_SIZE) if block_size is None else block_size
     size = min(size, a.k.shape[2])  # one block size for both forms, so dropout draws the same mask
     dtype = jnp.promote_types(a.dtypes[0], jnp.float32)  # logits and softmax in float32 at least
-    if residuals == "probs":
-        out, p, keep = _dense_forward(a, dtype, size, dropout)
-        pullback = partial(_dense_pullback, a, dtype, out, p, keep, None if dropout is None else dropout[1])
+    S = a.k.shape[2]
+    if query_block_size is None:  # the backend's, for an attention with enough work
+        blocks = _query_blocks(a, QUERY_BLOCK_SIZE.get(backend), math.prod(a.q.shape) * S < MIN_QUERY_BLOCK_WORK)
     else:
-        out, lse = _blocked_forward(a, dtype, size, dropout)
-        pullback = partial(_blocked_pullback, a, dtype, size, dropout, out, lse)
+        blocks = _query_blocks(a, query_block_size)
+    outs, pullbacks = [], []
+    for block in blocks:
+        if residuals == "probs":
+            out, p, keep = _dense_forward(block, dtype, size, dropout)
+            rate = None if dropout is None else dropout[1]
+            pullbacks.append(partial(_dense_pullback, block, dtype, out, p, keep, rate))
+        else:
+            out, lse = _blocked_forward(block, dtype, size, dropout)
+            pullbacks.append(partial(_blocked_pullback, block, dtype, size, dropout, out, lse))
+        outs.append(out)
+    out = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=3)  # (N, K, G, T, D)
 
-    def attention_pullback(dout):  # (N, T, H, D) -> head-major (N, K, G, T, D)
-        dout = jnp.transpose(dout.reshape(n, T, kv_heads, groups, d), (0, 2, 3, 1, 4))
-        return pullback(dout.astype(a.dtypes[2]))
+    width = S if residuals == "probs" else -(-S // size) * size  # the keys' blocks, padded
+
+    # Query blocks in turn: each its rows of dq (and dbias), each adding to one pair of dk, dv.
+    def attention_pullback(dout):  # (N, T, H, D) -> head-major (N, K, G, T, D), each block its rows
+        dout = jnp.transpose(dout.reshape(n, T, kv_heads, groups, d), (0, 2, 3, 1, 4)).astype(a.dtypes[2])
+        dkv = vary_like((jnp.zeros((n, kv_heads, d, width), dtype),) * 2, a.q, a.k, a.v, a.bias, dout)
+        dq, dbias = [], []
+        for block, pullback in zip(blocks, pullbacks):
+            dq_block, *dkv, dbias_block = pullback(dout[..., block.t_start:block.t_start + block.q.shape[3], :], dkv)
+            dq.append(dq_block)
+            if dbias_block is not None:  # (..., T_block, S_block) -> (..., T_block, S)
+                dbias.append(jnp.pad(dbias_block, [(0, 0)] * 4 + [(0, S - dbias_block.shape[-1])]))
+        dq = dq[0] if len(dq) == 1 else jnp.concatenate(dq, axis=3)
+        dbias = jnp.concatenate(dbias, axis=3) if dbias else None
+        return _finish(a, dq, dkv[0][..., :S], dkv[1][..., :S], dbias)
 
     return jnp.transpose(out, (0, 3, 1, 2, 4)).reshape(n, T, kv_heads * groups, d), attention_pullback
 
 
 def dot_product_attention_vjp(query, key, value, bias=None, mask=None, *, scale=None, is_causal=False,
                               query_seq_lengths=None, key_value_seq_lengths=None, residuals="probs",
-                              block_size=None, dropout_rate=0.0, dropout_key=None):
+                              block_size=None, query_block_size=None, dropout_rate=0.0, dropout_key=None):
     """Scaled dot-product attention and its pullback: -> (out, pullback), pullback(dout) ->
     (dquery, dkey, dvalue, dbias) (dbias None without a bias). Arguments as `dot_product_attention`.
 
     residuals="probs" keeps the (N, H, T, S) probabilities; "logsumexp" keeps q, k, v, the output and
     the per-row logsumexp (N, H, T) and runs forward and pullback over blocks of `block_size` keys
     (default `BLOCK_SIZE` by backend), so temporaries grow with T * block_size, not T * S.
+    With `is_causal`, the queries are taken in blocks of `query_block_size` (default `QUERY_BLOCK_SIZE`
+    by backend, for attentions of at least `MIN_QUERY_BLOCK_WORK` N H T S D; at most `MAX_QUERY_BLOCKS`
+    blocks), each with only the keys up to its last position, so the products above the diagonal are
+    skipped (same results); a size >= T keeps one block.
     `dropout_rate` drops probabilities in training with `dropout_key` (the same mask in both forms)."""
     name = "dot_product_attention"
     check_choice(name, "residuals", residuals, RESIDUALS)
     _check_block_size(name, block_size)
+    _check_block_size(name, query_block_size, "query_block_size")
     rate = check_range(name, "dropout_rate", dropout_rate, lambda r: 0 <= r < 1, "in [0, 1)")
     if rate > 0 and dropout_key is None:
         fail(name, f"dropout_rate={rate} needs a dropout_key, got None")
     scale = _check_inputs(name, query, key, value, bias, mask, scale, query_seq_lengths, key_value_seq_lengths)
     a = _attn(query, key, value, bias, mask, scale=scale, is_causal=is_causal, q_lengths=query_seq_lengths,
               kv_lengths=key_value_seq_lengths)
-    return _attention_vjp(a, residuals, block_size, (dropout_key, rate) if rate > 0 else None)
+    return _attention_vjp(a, residuals, block_size, (dropout_key, rate) if rate > 0 else None, query_block_size)
 
 
 def dot_product_attention(query, key, value, bias=None, mask=None, *, scale=None, is_causal=False,
                           query_seq_lengths=None, key_value_seq_lengths=None, residuals="probs",
-                          block_size=None, dropout_rate=0.0, dropout_key=None):
+                          block_size=None, query_block_size=None, dropout_rate=0.0, dropout_key=None):
     """softmax(scale * q k^T + bias, masked) v, per head. Shapes: query (N, T, H, D), key and value
     (N, S, K, D) with K dividing H (grouped / multi-query heads), bias and mask (N or 1, H or 1, T, S)
     -> out (N, T, H, D). As `jax.nn.dot_product_attention`: `mask` True = attend, `is_causal` lets
     query t attend keys s <= t, `scale` defaults to 1/sqrt(D), lengths (N,) ints mask padded queries
     and keys. A row with no key to attend outputs 0 (module docstring). `residuals="logsumexp"` computes
-    over blocks of keys (see `dot_product_attention_vjp`)."""
+    over blocks of keys; a causal attention takes its queries in blocks that skip the keys above the
+    diagonal (see `dot_product_attention_vjp`)."""
     return dot_product_attention_vjp(query, key, value, bias, mask, scale=scale, is_causal=is_causal,
                                      query_seq_lengths=query_seq_lengths,
                                      key_value_seq_lengths=key_value_seq_lengths, residuals=residuals,
-                                     block_size=block_size, dropout_rate=dropout_rate, dropout_key=dropout_key)[0]
+                                     block_size=block_size, query_block_size=query_block_size,
+                                     dropout_rate=dropout_rate, dropout_key=dropout_key)[0]
 
 
 # ------------------------------------------------------------------------------- multi-head layer
@@ -486,7 +568,8 @@ def MultiHeadAttention(num_heads: int, *, num_kv_heads: int | None = None, head_
                        out_features: int | None = None, cross: bool = False, is_causal: bool = False,
                        fused_qkv: bool = False, use_bias: bool = True, dropout: float = 0.0,
                        rotary: bool = False, rotary_base: float = 10000.0, residuals: str = "probs",
-                       block_size: int | None = None, w_init=initializers.lecun_normal,
+                       block_size: int | None = None, query_block_size: int | None = None,
+                       w_init=initializers.lecun_normal,
                        b_init=initializers.zeros) -> Layer:
     """Multi-head attention: q = x w_q, k = c w_k, v = c w_v split into heads, attention per head
     (`dot_product_attention`), then y = heads w_o. Self-attention (c = x) or `cross` (c = a context).
@@ -498,9 +581,10 @@ def MultiHeadAttention(num_heads: int, *, num_kv_heads: int | None = None, head_
     (K = 1: multi-query). Params {"w_q": (F, H D), "w_k", "w_v": (Fc, K D), "w_o": (H D, F_out), "b_*"},
     or {"w_qkv": (F, (H + 2K) D), "b_qkv", "w_o", "b_o"} with `fused_qkv` (self only). `rotary` rotates q
     and k by their positions (RoPE). `dropout` drops attention probabilities in training (needs a key).
-    `residuals`, `block_size`: see `dot_product_attention_vjp`. Decodes step by step with a key/value
-    cache when self-attention is causal; cross-attention steps on (x_t, context[, mask row (N, S)]), where
-    the context may be the `KeyValues` that `project_context(params, context)` made once."""
+    `residuals`, `block_size`, `query_block_size`: see `dot_product_attention_vjp`. Decodes step by step
+    with a key/value cache when self-attention is causal; cross-attention steps on (x_t, context[, mask
+    row (N, S)]), where the context may be the `KeyValues` that `project_context(params, context)` made
+    once."""
     name = _NAME
     (heads,) = check_positive(name, "num_heads", num_heads)
     (kv_heads,) = check_positive(name, "num_kv_heads", heads if num_kv_heads is None else num_kv_heads)
@@ -515,6 +599,7 @@ def MultiHeadAttention(num_heads: int, *, num_kv_heads: int | None = None, head_
     check_range(name, "rotary_base", rotary_base, lambda b: b > 0, "> 0")
     check_choice(name, "residuals", residuals, RESIDUALS)
     _check_block_size(name, block_size)
+    _check_block_size(name, query_block_size, "query_block_size")
     if head_dim is not None:
         check_positive(name, "head_dim", head_dim)
     if out_features is not None:
@@ -560,7 +645,8 @@ def MultiHeadAttention(num_heads: int, *, num_kv_heads: int | None = None, head_
         q_pos, k_pos = jnp.arange(queries.shape[1]), jnp.arange(context.shape[1])
         q, k, v = _project(m, params, queries, context, q_pos, k_pos)  # (N, T, H, D), (N, S, K, D) x2
         a = _attn(q, k, v, mask=mask, is_causal=is_causal)
-        out, attn_pullback = _attention_vjp(a, residuals, block_size, (key, rate) if dropping else None)
+        out, attn_pullback = _attention_vjp(a, residuals, block_size, (key, rate) if dropping else None,
+                                            query_block_size)
         heads_out = out.reshape(*out.shape[:2], out.shape[2] * out.shape[3])  # (N, T, H D)
         y = affine(heads_out, params, "o")  # (N, T, F_out)
         return y, (queries, context, q_pos, k_pos, heads_out, attn_pullback)

@@ -164,3 +164,13 @@ def test_attention_memory_prints_a_table(capsys):
     assert [(r["residuals"], r["T"]) for r in rows] == [("probs", 64), ("probs", 128), ("logsumexp", 64),
                                                           ("logsumexp", 128)]
     assert all(r["temp_bytes"] > 0 for r in rows) and "| logsumexp | 128 |" in capsys.readouterr().out
+
+
+def test_attention_memory_compares_causal_query_blocks(capsys):
+    rows = load_experiment("attention_memory").main(["--lengths", "64", "--query-block-sizes", "16",
+                                                     "--rounds", "1"])[2:]
+    assert [(r["residuals"], r["query_block_size"]) for r in rows] == [("probs", 64), ("probs", 16),
+                                                                        ("logsumexp", 64), ("logsumexp", 16)]
+    whole, blocks = rows[0], rows[1]
+    assert blocks["flops"] < 0.7 * whole["flops"] and all(r["seconds"] > 0 for r in rows)
+    assert "| probs | 64 | 16 | 0.6" in capsys.readouterr().out

@@ -17,6 +17,9 @@ def with_mask(rng, in_shape):
 CASES = [
     Case("mha-causal-gqa-rotary", MultiHeadAttention,
          {"num_heads": 4, "num_kv_heads": 2, "is_causal": True, "rotary": True}, (2, 5, 8), eager=False),
+    # causal query blocks of 16, 16 and 8 rows (the keys above the diagonal skipped)
+    Case("mha-causal-query-blocks", MultiHeadAttention, {"num_heads": 2, "is_causal": True, "query_block_size": 16},
+         (2, 40, 4), eager=False),
     Case("mha-causal-fused-logsumexp-batch1", MultiHeadAttention,
          {"num_heads": 2, "fused_qkv": True, "is_causal": True, "residuals": "logsumexp", "block_size": 2},
          (1, 5, 6), eager=False),

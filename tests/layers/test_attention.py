@@ -1,8 +1,9 @@
 """Scaled dot-product attention and MultiHeadAttention beyond the registry: the function against
 jax.nn.dot_product_attention and against jax.vjp of a plain reference (float64, float32) over causal,
-padded, T = 1, T != S, grouped heads and odd head sizes, in both residual forms; the rule for a row with
-no key; dropout's shared mask; XLA's memory growth of each form; the KV cache; cross-attention's decode
-steps; errors. Inputs and params are drawn by numpy: a random draw compiled into a program costs more
+padded, T = 1, T != S, grouped heads and odd head sizes, causal query blocks (ragged, capped, T != S), in
+both residual forms; the rule for a row with no key; dropout's shared mask; the products that causal
+query blocks skip (XLA's cost analysis); XLA's memory growth of each form; the KV cache; cross-attention's
+decode steps; errors. Inputs and params are drawn by numpy: a random draw compiled into a program costs more
 than attention's forward and pullback."""
 
 import jax
@@ -49,6 +50,11 @@ CONFIGS = {  # (N, T, S, H, K, D) and options
     "mask-padded": ((2, 5, 7, 2, 2, 5), {"mask": True, "lengths": True}),
     "t1-cross": ((3, 1, 9, 2, 1, 3), {}),
     "everything": ((2, 6, 6, 4, 2, 3), {"causal": True, "bias": True, "mask": True, "lengths": True}),
+    # causal query blocks: 3 + 3 + 3 + 2 rows; T < S; T > S with 20 blocks of 1 capped to 7 of 3
+    "causal-query-blocks": ((2, 11, 11, 4, 2, 3), {"causal": True, "bias": True, "mask": True, "lengths": True,
+                                                   "query_block_size": 3}),
+    "causal-query-blocks-more-keys": ((2, 7, 10, 2, 1, 5), {"causal": True, "query_block_size": 2}),
+    "causal-query-blocks-capped": ((2, 20, 6, 2, 2, 3), {"causal": True, "lengths": True, "query_block_size": 1}),
 }
 
 
@@ -76,12 +82,13 @@ def test_equals_jax_and_a_plain_reference(config):
     # up); in float32 the output also against jax.nn.dot_product_attention.
     (q, k, v, bias, mask), options, dout = _inputs(config, np.float64)
     ref = (options["is_causal"], options["query_seq_lengths"], options["key_value_seq_lengths"])
+    query_block_size = CONFIGS[config][1].get("query_block_size")  # None: the backend's (one block here)
 
     def ours(q, k, v, bias, dout):
         results = {}
         for residuals in ("probs", "logsumexp"):
             out, pullback = dot_product_attention_vjp(q, k, v, bias, mask, **options, residuals=residuals,
-                                                      block_size=4)
+                                                      block_size=4, query_block_size=query_block_size)
             grads = pullback(dout)
             assert (grads[3] is None) == (bias is None)
             results[residuals] = out, [g for g in grads if g is not None], out
@@ -140,14 +147,61 @@ def test_dropout_draws_the_same_mask_in_both_forms(key):
     assert not np.allclose(probs[0], without_dropout)
 
 
+def test_causal_query_blocks_keep_the_dropout_mask(key):
+    # Each query block draws its rows of the whole attention's masks, so blocks of 2 rows (ragged: 5 =
+    # 2 + 2 + 1) and one block give the same output and gradients, in both forms.
+    (q, k, v, _, _), _, dout = _inputs("plain", np.float64)
+    k, v = k[:, :5], v[:, :5]
+
+    @jax.jit
+    def blocks_and_whole(q, k, v, dout):
+        results = []
+        for residuals in ("probs", "logsumexp"):
+            for query_block_size in (2, 5):
+                out, pullback = dot_product_attention_vjp(q, k, v, is_causal=True, residuals=residuals, block_size=3,
+                                                          query_block_size=query_block_size, dropout_rate=0.4,
+                                                          dropout_key=key)
+                results.append((out, pullback(dout)[:3]))
+        return results
+
+    results = blocks_and_whole(q, k, v, dout)
+    for blocks, whole in (results[:2], results[2:]):
+        compare(blocks, whole, rtol=1e-12, what="query blocks with dropout")
+    compare(results[2], results[0], rtol=1e-12, what="both forms")
+
+
+@pytest.mark.parametrize("residuals", ["probs", "logsumexp"])
+def test_causal_query_blocks_skip_the_keys_above_the_diagonal(residuals):
+    # XLA's cost analysis of a causal attention's forward and pullback (T = S = 128, 4 heads of 32): blocks
+    # of 32 queries compute 4 + 3 + 2 + 1 of the 16 (query, key) tiles, 10/16 of one block's products and
+    # softmax; a block of 128 queries is the whole square. On the CPU the default is blocks of 32 where
+    # N H T S D reaches MIN_QUERY_BLOCK_WORK (N 4 here), one block below it (N 2).
+    def flops(query_block_size, n=4):
+        q = jnp.zeros((n, 128, 4, 32), jnp.float32)
+
+        def step(q, k, v):
+            out, pullback = dot_product_attention_vjp(q, k, v, is_causal=True, residuals=residuals,
+                                                      query_block_size=query_block_size)
+            return out, pullback(out)
+        cost = jax.jit(step).lower(q, q, q).compile().cost_analysis()
+        return (cost[0] if isinstance(cost, list) else cost)["flops"]
+
+    whole, blocks = flops(128), flops(32)
+    assert 0.55 < blocks / whole < 0.72, (blocks, whole)
+    if jax.default_backend() == "cpu":
+        assert flops(None) == blocks and flops(None, n=2) == flops(128, n=2) > flops(32, n=2)
+
+
 def test_recomputing_the_probabilities_keeps_memory_linear_in_t():
     # XLA's temporaries of one attention training step (forward + pullback), head_dim 64, 4 heads, as
     # experiments/attention_memory.py prints them.
     temporary_bytes = load_experiment("attention_memory").temporary_bytes
     blocked = [temporary_bytes("logsumexp", T) for T in (512, 1024, 2048)]
     assert blocked[1] / blocked[0] <= 2.2 and blocked[2] / blocked[1] <= 2.2
-    dense = [temporary_bytes("probs", T) for T in (512, 1024)]
-    assert dense[1] / dense[0] >= 3.5 and dense[1] > 4 * blocked[1]
+    # The dense form keeps the probabilities: quadratic in T, though causal query blocks keep only
+    # (8 + 1) / 16 of the square at these lengths (8 blocks)
+    dense = [temporary_bytes("probs", T) for T in (1024, 2048)]
+    assert dense[1] / dense[0] >= 3.3 and dense[1] > 3 * blocked[2]
 
 
 # -------------------------------------------------------------------------------- the layer
@@ -200,6 +254,9 @@ def test_errors_name_the_layer_and_the_values(key):
         dot_product_attention(q, q, q, mask=jnp.ones((2, 1, 3, 3)))
     with pytest.raises(ValueError, match=r"dot_product_attention: residuals must be one of \('probs', 'logsumexp'\)"):
         dot_product_attention(q, q, q, residuals="none")
+    with pytest.raises(ValueError, match=r"dot_product_attention: query_block_size must be a positive integer, got "
+                                         r"query_block_size=0"):
+        dot_product_attention(q, q, q, is_causal=True, query_block_size=0)
     with pytest.raises(ValueError, match=r"dot_product_attention: dropout_rate=0.5 needs a dropout_key, got None"):
         dot_product_attention(q, q, q, dropout_rate=0.5)
     with pytest.raises(ValueError, match=r"MultiHeadAttention: num_kv_heads \(=3\) must divide num_heads \(=4\)"):
