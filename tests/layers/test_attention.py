@@ -214,6 +214,26 @@ def _params(layer, in_shape, seed=0):
     return jax.tree.map(lambda s: 0.5 * rng.standard_normal(s.shape), shapes)
 
 
+def test_causal_query_blocks_with_a_key_padding_mask_equal_one_block():
+    # A key padding mask (N, S) reaches the attention as one row (N, 1, 1, 1, S), which every query block
+    # keeps whole (cut to its keys): blocks of 2 give one block's output and gradients.
+    x = np.random.default_rng(2).standard_normal((2, 7, 8))
+    padding = np.ones((2, 7), bool)
+    padding[1, 5:] = False
+    results = []
+    for query_block_size in (2, 7):
+        layer = MultiHeadAttention(2, is_causal=True, query_block_size=query_block_size)
+        params = _params(layer, ((2, 7, 8), (2, 7)))
+
+        @jax.jit
+        def forward_and_pullback(params, x):
+            y, _, pullback = layer.vjp(params, {}, (x, padding))
+            return y, pullback(jnp.ones_like(y))
+
+        results.append(forward_and_pullback(params, x))
+    compare(results[0], results[1], rtol=1e-12, what="query blocks with a key padding mask")
+
+
 def test_kv_cache_is_fixed_size_and_masks_by_position():
     # (That stepping through the cache equals apply: the registry's decode test of mha-causal-gqa-rotary,
     # this layer.)
