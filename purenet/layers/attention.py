@@ -371,11 +371,11 @@ def _attention_vjp(a: _Attn, residuals: str, block_size: int | None, dropout, qu
     `query_block_size` None for the backend's defaults, `dropout` (key, rate) or None.
     -> (out (N, T, H, D), pullback)."""
     n, kv_heads, groups, T, d = a.q.shape
+    S = a.k.shape[2]
     backend = jax.default_backend()
     size = BLOCK_SIZE.get(backend, DEFAULT_BLOCK_SIZE) if block_size is None else block_size
-    size = min(size, a.k.shape[2])  # one block size for both forms, so dropout draws the same mask
+    size = min(size, S)  # one block size for both forms, so dropout draws the same mask
     dtype = jnp.promote_types(a.dtypes[0], jnp.float32)  # logits and softmax in float32 at least
-    S = a.k.shape[2]
     if query_block_size is None:  # the backend's, for an attention with enough work
         blocks = _query_blocks(a, QUERY_BLOCK_SIZE.get(backend), math.prod(a.q.shape) * S < MIN_QUERY_BLOCK_WORK)
     else:
