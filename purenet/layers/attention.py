@@ -343,13 +343,13 @@ def _check_block_size(name, block_size, what="block_size"):  # None: the backend
         fail(name, f"{what} must be a positive integer, got {what}={block_size!r}")
 
 
-def _query_blocks(a: _Attn, size: int | None, small: bool = False) -> list[_Attn]:
+def _query_blocks(a: _Attn, size: int | None) -> list[_Attn]:
     """A causal attention as blocks of `size` queries, each with only the keys it may see (s < the
     block's last position + 1; the key blocks above the diagonal are left out), or [a] unsplit (not
-    causal, `size` None or >= T, or `small`: under MIN_QUERY_BLOCK_WORK). Each block's bias and mask
-    are its rows (a mask of one row is kept whole) and its keys."""
+    causal, `size` None or >= T). Each block's bias and mask are its rows (a mask of one row is kept
+    whole) and its keys."""
     T, S = a.q.shape[3], a.k.shape[2]
-    if not a.causal or size is None or size >= T or small:
+    if not a.causal or size is None or size >= T:
         return [a]
     size = max(size, -(-T // MAX_QUERY_BLOCKS))
 
@@ -376,10 +376,9 @@ def _attention_vjp(a: _Attn, residuals: str, block_size: int | None, dropout, qu
     size = BLOCK_SIZE.get(backend, DEFAULT_BLOCK_SIZE) if block_size is None else block_size
     size = min(size, S)  # one block size for both forms, so dropout draws the same mask
     dtype = jnp.promote_types(a.dtypes[0], jnp.float32)  # logits and softmax in float32 at least
-    if query_block_size is None:  # the backend's, for an attention with enough work
-        blocks = _query_blocks(a, QUERY_BLOCK_SIZE.get(backend), math.prod(a.q.shape) * S < MIN_QUERY_BLOCK_WORK)
-    else:
-        blocks = _query_blocks(a, query_block_size)
+    if query_block_size is None and math.prod(a.q.shape) * S >= MIN_QUERY_BLOCK_WORK:
+        query_block_size = QUERY_BLOCK_SIZE.get(backend)  # the backend's, for an attention with enough work
+    blocks = _query_blocks(a, query_block_size)
     outs, pullbacks = [], []
     for block in blocks:
         if residuals == "probs":
